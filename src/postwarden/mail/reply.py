@@ -80,7 +80,9 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # Decisions (the policy room).
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
-ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_THROTTLED = Reply(454, "4.7.0", "Too many authentication failures, try again later")
 UNKNOWN_USER = Reply(550, "5.1.1", "Mailbox unavailable")

@@ -1,0 +1,323 @@
+"""The ``postwarden`` command line (SPEC §1).
+
+Every failure is one human-readable line on stderr and a non-zero exit:
+``postwarden: error: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from postwarden import config as configmod
+from postwarden.config import Config, ConfigError
+from postwarden.intake.recipients import RecipientPolicy
+from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
+from postwarden.policy.passwords import hash_password
+from postwarden.servers.tls import write_self_signed
+from postwarden.storage.interfaces import StoreError
+from postwarden.storage.sqlite import SqliteStore
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"
+LOCKED_HASH = "!locked"  # matches no password: an account only readable after `user passwd`
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return configmod.load(args.config)
+
+
+def _store(cfg: Config) -> SqliteStore:
+    return SqliteStore(cfg.data_dir)
+
+
+def _domain(text: str) -> str:
+    try:
+        return normalise_domain(text.strip())
+    except AddressError as exc:
+        raise CLIError(f"bad domain {text!r}: {exc}") from None
+
+
+def _address(text: str) -> Address:
+    try:
+        address = parse_address(text)
+    except AddressError as exc:
+        raise CLIError(f"bad address {text!r}: {exc}") from None
+    if address.is_literal:
+        raise CLIError(f"bad address {text!r}: address literals are not mailboxes")
+    return address
+
+
+def _local_address(store: SqliteStore, text: str) -> Address:
+    address = _address(text)
+    if not store.is_local_domain(address.domain):
+        raise CLIError(f"{address.domain} is not a local domain (add it with `domain add`)")
+    for ch in "%!@\"":
+        if ch in address.local:
+            raise CLIError(f"bad address {text!r}: {ch!r} is not allowed in a mailbox name")
+    return address
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CLIError("passwords do not match")
+    if len(password) < 8:
+        raise CLIError("password too short (at least 8 characters)")
+    return password
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def add_local_domain(store: SqliteStore, domain: str) -> None:
+    """Add a domain and its postmaster (RFC 5321 §4.5.1).
+
+    The first domain gets a postmaster *account* (locked until `user passwd`);
+    later domains get a postmaster alias pointing to it.
+    """
+    existing = store.list_domains()
+    store.add_domain(domain)
+    postmaster = f"postmaster@{domain}"
+    if store.get_account(postmaster) or store.alias_targets(postmaster):
+        return
+    admin = next(
+        (f"postmaster@{d}" for d in existing if store.get_account(f"postmaster@{d}")), None
+    )
+    if admin is None:
+        store.add_account(postmaster, LOCKED_HASH)
+    else:
+        store.add_alias(postmaster, [admin])
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    path = Path(args.config)
+    domain = _domain(args.domain)
+    hostname = _domain(args.hostname)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(configmod.render_default(hostname, domain), encoding="utf-8")
+        print(f"wrote {path}")
+    cfg = _config(args)
+    store = _store(cfg)
+    if not cfg.tls.cert.exists() or not cfg.tls.key.exists():
+        write_self_signed(cfg.tls.cert, cfg.tls.key, cfg.hostname)
+        print(f"wrote self-signed certificate {cfg.tls.cert}")
+    if not store.is_local_domain(domain):
+        add_local_domain(store, domain)
+        print(f"added domain {domain}")
+    if args.demo_user:
+        demo = f"{DEMO_USER}@{domain}"
+        if store.get_account(demo) is None:
+            store.add_account(demo, hash_password(DEMO_PASSWORD))
+            print(f"added user {demo} with password {DEMO_PASSWORD!r} (change it: user passwd)")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from postwarden.app import serve
+
+    serve(_config(args))
+
+
+def cmd_domain(args: argparse.Namespace) -> None:
+    store = _store(_config(args))
+    match args.action:
+        case "add":
+            add_local_domain(store, _domain(args.domain))
+        case "remove":
+            domain = _domain(args.domain)
+            users = [a for a in store.list_accounts() if a.endswith(f"@{domain}")]
+            if any(u != f"postmaster@{domain}" for u in users):
+                raise CLIError(f"domain {domain} still has users; remove them first")
+            for user in users:
+                store.remove_account(user)
+            store.remove_domain(domain)
+        case "list":
+            for d in store.list_domains():
+                print(d)
+
+
+def cmd_user(args: argparse.Namespace) -> None:
+    store = _store(_config(args))
+    match args.action:
+        case "add":
+            address = _local_address(store, args.address)
+            if store.alias_targets(address.key):
+                raise CLIError(f"{address.key} is an alias; remove the alias first")
+            store.add_account(address.key, hash_password(_read_password(args)))
+        case "passwd":
+            store.set_password(_address(args.address).key, hash_password(_read_password(args)))
+        case "remove":
+            store.remove_account(_address(args.address).key)
+        case "list":
+            for a in store.list_accounts():
+                print(a)
+
+
+def cmd_alias(args: argparse.Namespace) -> None:
+    store = _store(_config(args))
+    match args.action:
+        case "add":
+            address = _local_address(store, args.address)
+            if store.get_account(address.key):
+                raise CLIError(f"{address.key} is a user; an alias cannot shadow it")
+            targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+            if not targets:
+                raise CLIError("alias needs at least one target")
+            keys = []
+            for t in targets:
+                target = _address(t)
+                keys.append(target.key if store.is_local_domain(target.domain) else str(target))
+            store.add_alias(address.key, keys)
+        case "remove":
+            store.remove_alias(_address(args.address).key)
+        case "list":
+            for name, targets in store.list_aliases():
+                print(f"{name} -> {', '.join(targets)}")
+
+
+def _ip(text: str, what: str) -> configmod.IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise CLIError(f"bad {what} address {text!r}") from None
+
+
+def cmd_relay_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    store = _store(cfg)
+    policy = RecipientPolicy(store, cfg.relay)
+    local_default = next(iter(cfg.listen.get("smtp", ())), None)
+    local_ip = _ip(args.local_addr or (local_default.host if local_default else "127.0.0.1"),
+                   "local")
+    user = _address(args.user).key if args.user else None
+    client = policy.client_facts(_ip(args.client, "client"), local_ip, tls=False,
+                                 auth_user=user, now=time.time())
+    ok = True
+    if args.sender:
+        sender = None if args.sender in ("", "<>") else _address(args.sender)
+        refusal = policy.check_sender(user, sender)
+        if refusal is not None:
+            ok = False
+            print(f"MAIL FROM:<{sender}>: REJECT  {refusal.reply.encode().decode().strip()}")
+            print(f"  rule: {refusal.rule}")
+            for reason in refusal.reasons:
+                print(f"  why:  {reason}")
+    for text in args.recipients:
+        try:
+            address = parse_address(text)
+        except AddressError as exc:
+            ok = False
+            print(f"{text}: REJECT  501 5.1.3 Bad address syntax ({exc})")
+            continue
+        d = policy.check_recipient(client, address)
+        ok = ok and d.accepted
+        print(f"{address}: {d.verdict.name}  {d.reply.encode().decode().strip()}")
+        print(f"  rule: {d.rule} ({d.destination.value})")
+        for reason in d.reasons:
+            print(f"  why:  {reason}")
+    return 0 if ok else 1
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from postwarden.delivery.queuecli import run_queue_command
+
+    return run_queue_command(_store(_config(args)), args)
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="postwarden", description="A mail server.")
+    p.add_argument("-c", "--config",
+                   default=os.environ.get("POSTWARDEN_CONFIG", configmod.DEFAULT_PATH),
+                   help="config file (default: $POSTWARDEN_CONFIG or ./postwarden.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="write a config, data dir and self-signed certificate")
+    s.add_argument("--hostname", default="mail.example.test")
+    s.add_argument("--domain", default="example.test")
+    s.add_argument("--demo-user", action="store_true",
+                   help=f"also add {DEMO_USER}@DOMAIN with a known password")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("serve", help="run every listener and the delivery queue")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("domain", help="local domains")
+    a = s.add_subparsers(dest="action", required=True)
+    for name in ("add", "remove"):
+        a.add_parser(name).add_argument("domain")
+    a.add_parser("list")
+    s.set_defaults(func=cmd_domain)
+
+    s = sub.add_parser("user", help="mailbox accounts")
+    a = s.add_subparsers(dest="action", required=True)
+    for name in ("add", "passwd"):
+        x = a.add_parser(name)
+        x.add_argument("address")
+        x.add_argument("--password-stdin", action="store_true")
+    a.add_parser("remove").add_argument("address")
+    a.add_parser("list")
+    s.set_defaults(func=cmd_user)
+
+    s = sub.add_parser("alias", help="aliases, also to external addresses")
+    a = s.add_subparsers(dest="action", required=True)
+    x = a.add_parser("add")
+    x.add_argument("address")
+    x.add_argument("targets", help="TARGET[,TARGET...]")
+    a.add_parser("remove").add_argument("address")
+    a.add_parser("list")
+    s.set_defaults(func=cmd_alias)
+
+    s = sub.add_parser("relay", help="explain relay decisions")
+    a = s.add_subparsers(dest="action", required=True)
+    x = a.add_parser("check")
+    x.add_argument("--client", required=True, help="client IP address")
+    x.add_argument("--local-addr", help="server address the client connects to")
+    x.add_argument("--user", help="authenticated user")
+    x.add_argument("--sender", help="MAIL FROM address")
+    x.add_argument("recipients", nargs="+", metavar="RCPT")
+    s.set_defaults(func=cmd_relay_check)
+
+    s = sub.add_parser("queue", help="the outbound queue")
+    a = s.add_subparsers(dest="action", required=True)
+    a.add_parser("list")
+    a.add_parser("show").add_argument("id")
+    x = a.add_parser("retry")
+    g = x.add_mutually_exclusive_group(required=True)
+    g.add_argument("id", nargs="?")
+    g.add_argument("--all", action="store_true")
+    a.add_parser("remove").add_argument("id")
+    s.set_defaults(func=cmd_queue)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int | None] = args.func
+    try:
+        return func(args) or 0
+    except (CLIError, ConfigError, StoreError) as exc:
+        print(f"postwarden: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"postwarden: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,408 @@
+"""The TOML configuration of SPEC §2, validated once into frozen dataclasses.
+
+Every error names the key and the reason (``listen.smtp[0]: expected
+"host:port"``); unknown keys are errors too, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PATH = "postwarden.toml"
+LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+DEFAULT_LISTEN = {
+    "smtp": ["127.0.0.1:2525"],
+    "submission": ["127.0.0.1:2587"],
+    "submissions": ["127.0.0.1:2465"],
+    "pop3": ["127.0.0.1:2110"],
+    "pop3s": ["127.0.0.1:2995"],
+    "imap": ["127.0.0.1:2143"],
+    "imaps": ["127.0.0.1:2993"],
+}
+_DURATION = re.compile(r"(\d+)([smhd])\Z")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A problem with the configuration; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    plaintext_without_tls: str = "loopback"  # "never" | "loopback" | "always"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    authenticated: bool = True
+    pop_before_smtp_minutes: int = 0
+    trusted_networks: tuple[Network, ...] = ()
+    internal_addresses: tuple[IPAddress, ...] = ()
+    denied_networks: tuple[Network, ...] = ()
+    sender_must_match_login: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_message_size: int = 26214400
+    max_recipients: int = 100
+    max_connections: int = 1000
+    max_connections_per_ip: int = 20
+    auth_failures_per_ip: int = 10
+    auth_failure_window_seconds: int = 900
+    max_bad_commands: int = 10
+    command_timeout_seconds: int = 300
+    data_timeout_seconds: int = 600
+    shutdown_grace_seconds: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    smarthost: HostPort | None = None
+    mx_port: int = 25
+    retry_intervals: tuple[int, ...] = (300, 600, 1800, 3600, 7200, 14400)
+    max_queue_lifetime: int = 5 * 86400
+    delay_warning_after: int = 4 * 3600
+    max_concurrent: int = 20
+    max_per_destination: int = 4
+    connect_timeout: int = 30
+    command_timeout: int = 300
+    max_received_headers: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DNSConfig:
+    nameservers: tuple[HostPort, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    domain: str  # "partner.example" or "*.example.org"
+    to: HostPort
+
+    def matches(self, domain: str) -> bool:
+        if self.domain.startswith("*."):
+            return domain.endswith(self.domain[1:])
+        return domain == self.domain
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    hostname: str
+    data_dir: Path
+    listen: dict[str, tuple[HostPort, ...]]
+    tls: TLSConfig
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    routes: tuple[Route, ...] = ()
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "postwarden.sqlite3"
+
+
+# --- small typed readers -------------------------------------------------
+
+
+class _Table:
+    """A TOML table that remembers which keys were read, to report the rest."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where or 'config'}: expected a table")
+        self.data: dict[str, Any] = data
+        self.where = where
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, kind: type[T], default: T) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kind)}, got {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def get_list(self, name: str, parse: Callable[[str, str], T], default: list[T]) -> list[T]:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.key(name)}: expected a list, got {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            where = f"{self.key(name)}[{i}]"
+            if not isinstance(item, str):
+                raise ConfigError(f"{where}: expected a string, got {item!r}")
+            out.append(parse(item, where))
+        return out
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key")
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(kind, kind.__name__)
+
+
+def parse_host_port(text: str, where: str) -> HostPort:
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f'{where}: expected "host:port", got {text!r}')
+    return HostPort(host, int(port))
+
+
+def parse_duration(text: str, where: str) -> int:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ConfigError(
+            f'{where}: expected a duration like "30s", "5m", "4h", "5d", got {text!r}'
+        )
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _network(text: str, where: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: not a network in CIDR form: {text!r}") from None
+
+
+def _ip(text: str, where: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{where}: not an IP address: {text!r}") from None
+
+
+def _positive(table: _Table, name: str, default: int, minimum: int = 1) -> int:
+    value = table.get(name, int, default)
+    if value < minimum:
+        raise ConfigError(f"{table.key(name)}: must be at least {minimum}")
+    return value
+
+
+def _duration_key(table: _Table, name: str, default: int) -> int:
+    value = table.get(name, str, "")
+    return parse_duration(value, table.key(name)) if value else default
+
+
+# --- sections ---------------------------------------------------------------
+
+
+def _listen(t: _Table) -> dict[str, tuple[HostPort, ...]]:
+    listen = {k: tuple(t.get_list(k, parse_host_port, [])) for k in LISTENER_KINDS}
+    t.finish()
+    return listen
+
+
+def _auth(t: _Table) -> AuthConfig:
+    mode = t.get("plaintext_without_tls", str, "loopback")
+    if mode not in ("never", "loopback", "always"):
+        raise ConfigError(
+            f'{t.key("plaintext_without_tls")}: expected "never", "loopback" or "always"'
+        )
+    t.finish()
+    return AuthConfig(mode)
+
+
+def _relay(t: _Table) -> RelayConfig:
+    relay = RelayConfig(
+        authenticated=t.get("authenticated", bool, True),
+        pop_before_smtp_minutes=_positive(t, "pop_before_smtp_minutes", 0, minimum=0),
+        trusted_networks=tuple(t.get_list("trusted_networks", _network, [])),
+        internal_addresses=tuple(t.get_list("internal_addresses", _ip, [])),
+        denied_networks=tuple(t.get_list("denied_networks", _network, [])),
+        sender_must_match_login=t.get("sender_must_match_login", bool, True),
+    )
+    t.finish()
+    return relay
+
+
+def _limits(t: _Table) -> LimitsConfig:
+    d = LimitsConfig()
+    limits = LimitsConfig(
+        **{name: _positive(t, name, getattr(d, name)) for name in LimitsConfig.__slots__}
+    )
+    t.finish()
+    return limits
+
+
+def _delivery(t: _Table) -> DeliveryConfig:
+    d = DeliveryConfig()
+    smarthost = t.get("smarthost", str, "")
+    intervals = t.get_list("retry_intervals", parse_duration, list(d.retry_intervals))
+    if not intervals:
+        raise ConfigError(f"{t.key('retry_intervals')}: must not be empty")
+    delivery = DeliveryConfig(
+        smarthost=parse_host_port(smarthost, t.key("smarthost")) if smarthost else None,
+        mx_port=_positive(t, "mx_port", d.mx_port),
+        retry_intervals=tuple(intervals),
+        max_queue_lifetime=_duration_key(t, "max_queue_lifetime", d.max_queue_lifetime),
+        delay_warning_after=_duration_key(t, "delay_warning_after", d.delay_warning_after),
+        max_concurrent=_positive(t, "max_concurrent", d.max_concurrent),
+        max_per_destination=_positive(t, "max_per_destination", d.max_per_destination),
+        connect_timeout=_positive(t, "connect_timeout", d.connect_timeout),
+        command_timeout=_positive(t, "command_timeout", d.command_timeout),
+        max_received_headers=_positive(t, "max_received_headers", d.max_received_headers),
+    )
+    if delivery.mx_port > 65535:
+        raise ConfigError(f"{t.key('mx_port')}: must be a port number")
+    t.finish()
+    return delivery
+
+
+def _routes(raw: Any) -> tuple[Route, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("routes: expected [[routes]] tables")
+    routes = []
+    for i, item in enumerate(raw):
+        t = _Table(item, f"routes[{i}]")
+        domain = t.get("domain", str, "").lower().rstrip(".")
+        to = t.get("to", str, "")
+        if not domain:
+            raise ConfigError(f"{t.key('domain')}: required")
+        if not to:
+            raise ConfigError(f"{t.key('to')}: required")
+        routes.append(Route(domain, parse_host_port(to, t.key("to"))))
+        t.finish()
+    return tuple(routes)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the config file; raises ConfigError with a clear message."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (run `postwarden init`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(raw, path)
+
+
+def from_dict(raw: dict[str, Any], path: Path) -> Config:
+    base = path.resolve().parent
+    top = _Table(raw, "")
+    hostname = top.get("hostname", str, "")
+    if not hostname:
+        raise ConfigError("hostname: required")
+    data_dir = base / top.get("data_dir", str, "var")
+    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns")
+    sections = {name: top.get(name, dict, {}) for name in names}
+    routes = _routes(top.get("routes", list, []))
+    top.finish()
+    tls_t = _Table(sections["tls"], "tls")
+    tls = TLSConfig(
+        cert=base / tls_t.get("cert", str, str(data_dir / "tls" / "cert.pem")),
+        key=base / tls_t.get("key", str, str(data_dir / "tls" / "key.pem")),
+    )
+    tls_t.finish()
+    dns_t = _Table(sections["dns"], "dns")
+    dns = DNSConfig(tuple(dns_t.get_list("nameservers", _nameserver, [])))
+    dns_t.finish()
+    return Config(
+        path=path,
+        hostname=hostname,
+        data_dir=data_dir,
+        listen=_listen(_Table(sections["listen"], "listen")),
+        tls=tls,
+        auth=_auth(_Table(sections["auth"], "auth")),
+        relay=_relay(_Table(sections["relay"], "relay")),
+        limits=_limits(_Table(sections["limits"], "limits")),
+        delivery=_delivery(_Table(sections["delivery"], "delivery")),
+        dns=dns,
+        routes=routes,
+    )
+
+
+def _nameserver(text: str, where: str) -> HostPort:
+    if text.count(":") == 1 or text.startswith("["):
+        return parse_host_port(text, where)
+    _ip(text, where)
+    return HostPort(text, 53)
+
+
+def render_default(hostname: str, domain: str) -> str:
+    """The config file `init` writes: every key present, with its default."""
+    listen = "\n".join(f'{k:<11} = ["{v[0]}"]' for k, v in DEFAULT_LISTEN.items())
+    return f"""# postwarden configuration. Paths are relative to this file's folder.
+hostname = "{hostname}"
+data_dir = "var"
+# local domain at init: {domain}  (manage with `postwarden domain add|list|remove`)
+
+[listen]            # each a list of "host:port"; an empty list turns the listener off
+{listen}
+
+[tls]
+cert = "var/tls/cert.pem"
+key  = "var/tls/key.pem"
+
+[auth]
+plaintext_without_tls = "loopback"   # "never" | "loopback" | "always"
+
+[relay]             # who may send mail to domains that are not ours
+authenticated = true
+pop_before_smtp_minutes = 0
+trusted_networks = []
+internal_addresses = []
+denied_networks = []
+sender_must_match_login = true
+
+[limits]
+max_message_size = 26214400
+max_recipients = 100
+max_connections = 1000
+max_connections_per_ip = 20
+auth_failures_per_ip = 10
+
+[delivery]
+smarthost = ""
+mx_port = 25
+retry_intervals = ["5m", "10m", "30m", "1h", "2h", "4h"]
+max_queue_lifetime = "5d"
+delay_warning_after = "4h"
+
+[dns]
+nameservers = []
+"""

@@ -1,0 +1,1 @@
+"""The intake: the only door into storage (Postfix's cleanup)."""

@@ -1,0 +1,107 @@
+"""Trace and submission headers, added while the message streams to disk.
+
+The header section is held back (bounded) until its end is seen, so that a
+missing ``Message-ID``/``Date`` can be added and ``Received`` headers counted
+before anything is written; the body then streams straight through.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass
+
+from postwarden.storage.interfaces import BlobWriter
+
+MAX_HEADER_BYTES = 1024 * 1024
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceInfo:
+    """What the Received header says about the transaction."""
+
+    helo: str
+    client_ip: str
+    hostname: str
+    queue_id: str
+    protocol: str  # "SMTP" | "ESMTP" | "ESMTPS" | "ESMTPA" | "ESMTPSA" (RFC 3848)
+    recipient: str | None  # "for <...>" only when there is exactly one
+    tls_info: str = ""
+
+
+def received_header(t: TraceInfo, when: float | None = None) -> bytes:
+    date = email.utils.formatdate(when, localtime=False)
+    helo = re.sub(r"[^\x21-\x7e]", "?", t.helo)[:100]
+    tls = f"\r\n\t({t.tls_info})" if t.tls_info else ""
+    rcpt = f"\r\n\tfor <{t.recipient}>" if t.recipient else ""
+    return (
+        f"Received: from {helo} ([{t.client_ip}])\r\n"
+        f"\tby {t.hostname} (postwarden) with {t.protocol} id {t.queue_id}{tls}{rcpt};\r\n"
+        f"\t{date}\r\n"
+    ).encode()
+
+
+def field_names(header_section: bytes) -> list[bytes]:
+    """Lower-cased field names of a header section, in order."""
+    return [m.group(1).lower() for m in _FIELD.finditer(header_section)]
+
+
+class MessageBuilder:
+    """Streams a message into a BlobWriter, prefixed by trace headers.
+
+    ``add_submission_headers`` adds Message-ID and Date when missing (RFC
+    6409 §8), which only authenticated submissions get.
+    """
+
+    def __init__(
+        self,
+        writer: BlobWriter,
+        prefix: bytes,
+        *,
+        hostname: str,
+        add_submission_headers: bool,
+    ) -> None:
+        self.writer = writer
+        self._prefix = prefix
+        self._hostname = hostname
+        self._submission = add_submission_headers
+        self._head: bytearray | None = bytearray()
+        self.received_count = 0
+
+    def write(self, data: bytes) -> None:
+        if self._head is None:
+            self.writer.write(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if self._head.startswith(b"\r\n"):
+            end = -2  # no header section at all: the body starts at once
+        if end == -1 and len(self._head) < MAX_HEADER_BYTES:
+            return
+        split = len(self._head) if end == -1 else end + 2
+        self._flush_head(bytes(self._head[:split]), bytes(self._head[split:]))
+
+    def _flush_head(self, head: bytes, rest: bytes) -> None:
+        self._head = None
+        names = field_names(head)
+        self.received_count = names.count(b"received")
+        extra = b""
+        if self._submission:
+            if b"message-id" not in names:
+                extra += f"Message-ID: {email.utils.make_msgid(domain=self._hostname)}\r\n".encode()
+            if b"date" not in names:
+                extra += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
+        self.writer.write(self._prefix + head + extra + rest)
+
+    def finish(self) -> None:
+        """Flush a header section that never reached a blank line."""
+        if self._head is not None:
+            head = bytes(self._head)
+            if head and not head.endswith(b"\r\n"):
+                head += b"\r\n"
+            self._flush_head(head, b"")
+
+    @property
+    def size(self) -> int:
+        return self.writer.size + (len(self._head) if self._head is not None else 0)

@@ -1,0 +1,112 @@
+"""Facts about recipients and senders from the directory, then the pure policy.
+
+This is the one function the SMTP server and ``postwarden relay check`` both
+call, so the CLI's explanation is exactly what the server would do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from postwarden.config import IPAddress, RelayConfig
+from postwarden.mail.address import Address, parse_address
+from postwarden.policy.relay import (
+    ClientFacts,
+    Decision,
+    RecipientFacts,
+    decide_recipient,
+    decide_sender,
+    normalise_ip,
+)
+from postwarden.storage.interfaces import Directory
+
+MAX_ALIAS_DEPTH = 10
+
+
+class AliasLoop(Exception):
+    """Alias expansion revisited an address or went too deep."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Where one envelope recipient's copies go after alias expansion."""
+
+    local_accounts: tuple[str, ...]
+    remote: tuple[Address, ...]
+
+
+class RecipientPolicy:
+    def __init__(self, directory: Directory, relay: RelayConfig) -> None:
+        self.directory = directory
+        self.relay = relay
+
+    def client_facts(
+        self, client_ip: IPAddress, local_ip: IPAddress, *, tls: bool, auth_user: str | None,
+        now: float,
+    ) -> ClientFacts:
+        """The client's facts, with its last POP3/IMAP login read from the store."""
+        client_ip = normalise_ip(client_ip)
+        last = (
+            self.directory.last_login(str(client_ip))
+            if self.relay.pop_before_smtp_minutes > 0 else None
+        )
+        return ClientFacts(
+            client_ip, normalise_ip(local_ip), tls=tls, auth_user=auth_user,
+            seconds_since_pop_login=None if last is None else now - last,
+        )
+
+    def canonical(self, address: Address) -> Address:
+        """``<postmaster>`` without a domain is postmaster at the first local domain."""
+        if address.domain:
+            return address
+        domains = self.directory.list_domains()
+        return Address("postmaster", domains[0] if domains else "localhost")
+
+    def recipient_facts(self, address: Address) -> RecipientFacts:
+        if not address.domain:  # <postmaster>: always ours (RFC 5321 §4.5.1)
+            return RecipientFacts(address, True, True)
+        local = not address.is_literal and self.directory.is_local_domain(address.domain)
+        exists = local and (
+            self.directory.get_account(address.key) is not None
+            or self.directory.alias_targets(address.key) is not None
+        )
+        return RecipientFacts(address, local, exists)
+
+    def check_recipient(self, client: ClientFacts, address: Address) -> Decision:
+        return decide_recipient(client, self.recipient_facts(address), self.relay)
+
+    def owns(self, user: str, sender: Address) -> bool:
+        """The user's own address, or an alias that delivers to the user."""
+        if sender.key == user:
+            return True
+        targets = self.directory.alias_targets(sender.key)
+        return targets is not None and user in targets
+
+    def check_sender(self, auth_user: str | None, sender: Address | None) -> Decision | None:
+        owned = sender is not None and auth_user is not None and self.owns(auth_user, sender)
+        return decide_sender(auth_user, sender, owned, self.relay)
+
+    def resolve(self, address: Address) -> Resolved:
+        """Expand aliases (recursively, loops detected) into accounts and remote addresses."""
+        accounts: list[str] = []
+        remote: list[Address] = []
+        self._expand(self.canonical(address), (), accounts, remote)
+        return Resolved(tuple(dict.fromkeys(accounts)), tuple(dict.fromkeys(remote)))
+
+    def _expand(
+        self, address: Address, path: tuple[str, ...], accounts: list[str], remote: list[Address]
+    ) -> None:
+        key = address.key
+        if key in path or len(path) > MAX_ALIAS_DEPTH:
+            raise AliasLoop(" -> ".join((*path, key)))
+        if address.is_literal or not self.directory.is_local_domain(address.domain):
+            remote.append(address)
+            return
+        if self.directory.get_account(key) is not None:
+            accounts.append(key)
+            return
+        targets = self.directory.alias_targets(key)
+        if targets is None:
+            return  # vanished since RCPT; nothing to deliver for it
+        for target in targets:
+            self._expand(parse_address(target), (*path, key), accounts, remote)

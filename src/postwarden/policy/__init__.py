@@ -1,0 +1,1 @@
+"""Pure decisions: relay control, sender ownership, passwords, throttling, retries."""

@@ -1,0 +1,1 @@
+"""Thin asyncio listeners: read, feed the protocol machine, act on events, write."""

@@ -1,0 +1,115 @@
+"""What every listener shares: connection limits, peer facts, and login checks."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from postwarden.config import AuthConfig, IPAddress
+from postwarden.policy.passwords import DUMMY_HASH, verify_password
+from postwarden.policy.relay import normalise_ip
+from postwarden.policy.throttle import AuthThrottle
+from postwarden.storage.interfaces import Directory
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Both ends of a connection, as the policy sees them."""
+
+    client_ip: IPAddress
+    client_port: int
+    local_ip: IPAddress
+    local_port: int
+
+    @classmethod
+    def of(cls, writer: asyncio.StreamWriter) -> Peer:
+        remote = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
+        return cls(
+            normalise_ip(ipaddress.ip_address(remote[0])), int(remote[1]),
+            normalise_ip(ipaddress.ip_address(local[0])), int(local[1]),
+        )
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.client_ip.is_loopback
+
+
+class ConnectionLimiter:
+    """``max_connections`` in total and ``max_connections_per_ip``."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self._by_ip: Counter[str] = Counter()
+        self._count = 0
+
+    def try_acquire(self, ip: str) -> bool:
+        if self._count >= self.total or self._by_ip[ip] >= self.per_ip:
+            return False
+        self._count += 1
+        self._by_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self._count -= 1
+        self._by_ip[ip] -= 1
+        if self._by_ip[ip] <= 0:
+            del self._by_ip[ip]
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+
+def plaintext_auth_allowed(auth: AuthConfig, peer: Peer, tls_active: bool) -> bool:
+    """``[auth] plaintext_without_tls``: may a password cross without TLS?"""
+    if tls_active:
+        return True
+    match auth.plaintext_without_tls:
+        case "always":
+            return True
+        case "loopback":
+            return peer.is_loopback
+        case _:
+            return False
+
+
+class LoginResult(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    THROTTLED = "throttled"
+
+
+class Authenticator:
+    """Checks user/password for SMTP AUTH, POP3 and IMAP alike.
+
+    The argon2 verification runs in a worker thread so a login never stalls
+    the other connections; unknown users cost the same time as wrong
+    passwords, and failures are counted per client IP.
+    """
+
+    def __init__(self, directory: Directory, throttle: AuthThrottle) -> None:
+        self.directory = directory
+        self.throttle = throttle
+
+    def is_throttled(self, ip: str) -> bool:
+        return self.throttle.is_blocked(ip, time.monotonic())
+
+    async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
+        """Returns the result and the canonical account name (lower-case key)."""
+        if self.is_throttled(ip):
+            return LoginResult.THROTTLED, ""
+        user = username.strip().lower()
+        account = self.directory.get_account(user) if "@" in user else None
+        stored = account.password_hash if account else DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        if ok and account is not None:
+            self.throttle.record_success(ip)
+            return LoginResult.OK, account.address
+        self.throttle.record_failure(ip, time.monotonic())
+        return LoginResult.FAILED, ""

@@ -1,0 +1,42 @@
+"""What app.py hands each listener: only the interfaces that listener needs."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from postwarden.config import Config
+from postwarden.intake.accept import Intake
+from postwarden.intake.recipients import RecipientPolicy
+from postwarden.servers.common import Authenticator, ConnectionLimiter
+from postwarden.storage.interfaces import BlobStore, Directory, MailboxStore
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPServices:
+    cfg: Config
+    intake: Intake
+    recipients: RecipientPolicy
+    auth: Authenticator
+    tls: ssl.SSLContext | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxServices:
+    """For POP3 and IMAP: mailbox reads/writes, never the intake or the queue."""
+
+    cfg: Config
+    directory: Directory
+    mailboxes: MailboxStore
+    blobs: BlobStore
+    auth: Authenticator
+    tls: ssl.SSLContext | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening socket's role."""
+
+    kind: str  # a key of [listen]
+    implicit_tls: bool
+    limiter: ConnectionLimiter

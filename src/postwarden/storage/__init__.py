@@ -1,0 +1,1 @@
+"""Storage behind narrow interfaces; SQLite is the default backend."""

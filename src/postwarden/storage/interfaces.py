@@ -1,0 +1,200 @@
+"""The narrow store interfaces every other room talks to.
+
+They speak the project's own value types only, so a PostgreSQL backend can
+be dropped in behind the same Protocols (and the same conformance tests).
+Each room is handed only the interface it needs: the SMTP server gets a
+``Directory`` and the ``Intake``'s ``DeliveryStore``, never mailbox writes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """A store operation failed in a way the caller should report."""
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    address: str  # lower-case key form, "user@example.test"
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A message file that has been written and fsynced."""
+
+    name: str
+    size: int
+
+
+class BlobWriter(Protocol):
+    """Streams one message into a temporary file; commit() fsyncs it."""
+
+    @property
+    def size(self) -> int: ...
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> BlobRef: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    id: int
+    account: str
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    mailbox_id: int
+    uid: int
+    blob: str
+    size: int
+    flags: frozenset[str]
+    modseq: int
+    internaldate: float
+
+
+class RecipientState(enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    id: int
+    queue_id: str
+    address: str
+    orcpt: str | None
+    notify: tuple[str, ...]
+    state: RecipientState
+    attempts: int
+    next_attempt: float
+    last_error: str | None
+    remote_mta: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    queue_id: str
+    blob: str
+    size: int
+    sender: str  # "" for the null sender
+    created: float
+    envid: str | None
+    ret: str | None
+    smtputf8: bool
+    delay_notified: bool
+    recipients: tuple[QueueRecipient, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecipient:
+    """A remote recipient to be queued, with its DSN parameters."""
+
+    address: str
+    orcpt: str | None = None
+    notify: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """One accepted message: what the intake commits in a single transaction."""
+
+    queue_id: str
+    blob: BlobRef
+    sender: str
+    local_accounts: tuple[str, ...]  # each gets the message in INBOX, stored once
+    remote: tuple[NewRecipient, ...]
+    envid: str | None = None
+    ret: str | None = None
+    smtputf8: bool = False
+    received_at: float = 0.0
+
+
+class Directory(Protocol):
+    """Domains, accounts, aliases and the POP/IMAP-before-SMTP login record."""
+
+    def is_local_domain(self, domain: str) -> bool: ...
+    def list_domains(self) -> list[str]: ...
+    def add_domain(self, domain: str) -> None: ...
+    def remove_domain(self, domain: str) -> None: ...
+
+    def get_account(self, address: str) -> Account | None: ...
+    def list_accounts(self) -> list[str]: ...
+    def add_account(self, address: str, password_hash: str) -> None: ...
+    def set_password(self, address: str, password_hash: str) -> None: ...
+    def remove_account(self, address: str) -> None: ...
+
+    def alias_targets(self, address: str) -> tuple[str, ...] | None: ...
+    def list_aliases(self) -> list[tuple[str, tuple[str, ...]]]: ...
+    def add_alias(self, address: str, targets: Sequence[str]) -> None: ...
+    def remove_alias(self, address: str) -> None: ...
+
+    def record_login(self, ip: str, at: float) -> None: ...
+    def last_login(self, ip: str) -> float | None: ...
+    def expire_logins(self, before: float) -> int: ...
+
+
+class BlobStore(Protocol):
+    """Message bytes in files, referenced by name."""
+
+    def new_blob(self, name: str) -> BlobWriter: ...
+    def blob_path(self, name: str) -> Path: ...
+    def read_blob(self, name: str) -> bytes: ...
+
+
+class DeliveryStore(Protocol):
+    """The intake's door: commits accepted messages atomically, in batches."""
+
+    def commit_acceptances(self, batch: Sequence[Acceptance]) -> None: ...
+
+
+class MailboxStore(Protocol):
+    """Per-user mailboxes with IMAP-ready UIDs, flags and MODSEQs."""
+
+    def ensure_mailboxes(self, account: str) -> None: ...
+    def get_mailbox(self, account: str, name: str) -> MailboxInfo | None: ...
+    def list_mailboxes(self, account: str) -> list[MailboxInfo]: ...
+    def list_messages(self, mailbox_id: int) -> list[StoredMessage]: ...
+    def expunge(self, mailbox_id: int, uids: Iterable[int]) -> int: ...
+
+
+class QueueStore(Protocol):
+    """The outbound queue: per-recipient state, durable across restarts."""
+
+    def queued_ids(self) -> list[str]: ...
+    def get_queued(self, queue_id: str) -> QueuedMessage | None: ...
+    def due_messages(self, now: float, limit: int) -> list[QueuedMessage]: ...
+    def next_due_time(self) -> float | None: ...
+    def record_results(
+        self,
+        queue_id: str,
+        delivered: Iterable[int],
+        failed: Iterable[tuple[int, str, str | None]],
+        deferred: Iterable[tuple[int, str, str | None, float]],
+    ) -> None: ...
+    def set_delay_notified(self, queue_id: str) -> None: ...
+    def retry_now(self, queue_id: str | None, now: float) -> int: ...
+    def remove_queued(self, queue_id: str) -> bool: ...
+    def finish_if_done(self, queue_id: str) -> bool: ...

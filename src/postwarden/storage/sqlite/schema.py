@@ -1,0 +1,78 @@
+"""Numbered schema migrations; the database records how far it has come.
+
+Append a new entry to add a migration; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE domains (
+        name TEXT PRIMARY KEY
+    );
+    CREATE TABLE accounts (
+        address TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE alias_targets (
+        address TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        target TEXT NOT NULL,
+        PRIMARY KEY (address, position)
+    );
+    CREATE TABLE login_records (
+        ip TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    );
+    CREATE TABLE mailboxes (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uidnext INTEGER NOT NULL DEFAULT 1,
+        highestmodseq INTEGER NOT NULL DEFAULT 1,
+        special_use TEXT,
+        subscribed INTEGER NOT NULL DEFAULT 1,
+        UNIQUE (account, name)
+    );
+    CREATE TABLE mailbox_messages (
+        mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+        uid INTEGER NOT NULL,
+        blob TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        flags TEXT NOT NULL DEFAULT '',
+        modseq INTEGER NOT NULL,
+        internaldate REAL NOT NULL,
+        PRIMARY KEY (mailbox_id, uid)
+    );
+    CREATE INDEX mailbox_messages_blob ON mailbox_messages(blob);
+    CREATE TABLE queue_messages (
+        queue_id TEXT PRIMARY KEY,
+        blob TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        created REAL NOT NULL,
+        envid TEXT,
+        ret TEXT,
+        smtputf8 INTEGER NOT NULL DEFAULT 0,
+        delay_notified INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX queue_messages_blob ON queue_messages(blob);
+    CREATE TABLE queue_recipients (
+        id INTEGER PRIMARY KEY,
+        queue_id TEXT NOT NULL REFERENCES queue_messages(queue_id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        orcpt TEXT,
+        notify TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error TEXT,
+        remote_mta TEXT
+    );
+    CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
+    CREATE INDEX queue_recipients_queue ON queue_recipients(queue_id);
+    """,
+)
