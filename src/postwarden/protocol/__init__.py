@@ -1,0 +1,1 @@
+"""Sans-IO protocol machines: bytes in, typed events out, replies in, bytes out."""
