@@ -91,3 +91,6 @@ SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by us
 TEMP_FAILURE = Reply(451, "4.3.0", "Temporary local problem, try again later")
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service shutting down, closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+
+# Appended by the SMTP machine.
+HELP = Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT")
