@@ -1,0 +1,182 @@
+"""The composition root: builds each room, hands it only what it needs, runs ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from postwarden import log as logsetup
+from postwarden.config import Config
+from postwarden.delivery.manager import QueueManager
+from postwarden.intake.accept import Intake
+from postwarden.intake.recipients import RecipientPolicy
+from postwarden.log import kv
+from postwarden.mail import reply as R
+from postwarden.policy.throttle import AuthThrottle
+from postwarden.servers.common import Authenticator, ConnectionLimiter, Peer
+from postwarden.servers.pop3 import POP3Server
+from postwarden.servers.services import MailboxServices, SMTPServices
+from postwarden.servers.smtp import SMTPServer
+from postwarden.servers.tls import server_context
+from postwarden.storage.sqlite import SqliteStore
+
+log = logging.getLogger("postwarden")
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
+_SMTP_BUSY = R.TOO_MANY_CONNECTIONS.encode()
+_POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"
+_IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections\r\n"
+BUSY = {
+    "smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "submissions": _SMTP_BUSY,
+    "pop3": _POP3_BUSY, "pop3s": _POP3_BUSY, "imap": _IMAP_BUSY, "imaps": _IMAP_BUSY,
+}
+LOGIN_RECORD_SWEEP_SECONDS = 60
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.store = SqliteStore(cfg.data_dir)
+        self.tls = (
+            server_context(cfg.tls.cert, cfg.tls.key)
+            if cfg.tls.cert.exists() and cfg.tls.key.exists()
+            else None
+        )
+        throttle = AuthThrottle(cfg.limits.auth_failures_per_ip,
+                                cfg.limits.auth_failure_window_seconds)
+        self.auth = Authenticator(self.store, throttle)
+        recipients = RecipientPolicy(self.store, cfg.relay)
+        self.intake = Intake(self.store, self.store, recipients, cfg.hostname,
+                             cfg.delivery.max_received_headers, on_queued=self._wake_queue)
+        self.queue = QueueManager(cfg, self.store, self.store, self.intake)
+        self.shutdown = asyncio.Event()
+        self.limiter = ConnectionLimiter(cfg.limits.max_connections,
+                                         cfg.limits.max_connections_per_ip)
+        smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls)
+        mailbox = MailboxServices(cfg, self.store, self.store, self.store, self.auth, self.tls)
+        self.smtp_servers = {
+            kind: SMTPServer(smtp, kind, self.shutdown)
+            for kind in ("smtp", "submission", "submissions")
+        }
+        self.pop3_servers = {
+            kind: POP3Server(mailbox, implicit_tls=kind == "pop3s") for kind in ("pop3", "pop3s")
+        }
+        self.servers: list[asyncio.Server] = []
+        self.sessions: set[asyncio.Task[None]] = set()
+        self.bound: list[tuple[str, str, int]] = []
+
+    def _wake_queue(self) -> None:
+        self.queue.wake()
+
+    def _handler(self, kind: str) -> Handler | None:
+        if kind in self.smtp_servers:
+            return self.smtp_servers[kind].handle
+        if kind in self.pop3_servers:
+            return self.pop3_servers[kind].handle
+        return None
+
+    def _limited(self, kind: str, handler: Handler) -> Handler:
+        busy = BUSY[kind]
+
+        async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            ip = str(Peer.of(writer).client_ip)
+            if self.shutdown.is_set() or not self.limiter.try_acquire(ip):
+                with contextlib.suppress(ConnectionError, OSError):
+                    writer.write(busy)
+                    writer.close()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self.sessions.add(task)  # type: ignore[arg-type]
+            try:
+                await handler(reader, writer)
+            except Exception:
+                log.exception(kv("session-crash", listener=kind, ip=ip))
+            finally:
+                self.limiter.release(ip)
+                self.sessions.discard(task)  # type: ignore[arg-type]
+                writer.close()
+
+        return limited
+
+    async def start(self) -> None:
+        self.store.remove_orphan_blobs(older_than=time.time())
+        for kind, addresses in self.cfg.listen.items():
+            handler = self._handler(kind)
+            if handler is None:
+                if addresses:
+                    log.warning(kv("listener-skipped", listener=kind,
+                                   reason="not implemented in this version"))
+                continue
+            needs_tls = kind in IMPLICIT_TLS
+            if needs_tls and self.tls is None:
+                log.warning(kv("listener-skipped", listener=kind, reason="no TLS certificate"))
+                continue
+            for hp in addresses:
+                server = await asyncio.start_server(
+                    self._limited(kind, handler), hp.host, hp.port,
+                    ssl=self.tls if needs_tls else None, reuse_address=True,
+                    limit=1024 * 1024,
+                )
+                self.servers.append(server)
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    self.bound.append((kind, host, port))
+        await self.queue.start()
+
+    async def sweep_login_records(self) -> None:
+        window = self.cfg.relay.pop_before_smtp_minutes * 60
+        while True:
+            await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
+            self.store.expire_logins(time.time() - max(window, 60))
+
+    async def stop(self) -> None:
+        """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""
+        grace = self.cfg.limits.shutdown_grace_seconds
+        self.shutdown.set()
+        for server in self.servers:
+            server.close()
+        for smtp in self.smtp_servers.values():
+            smtp.close_idle()
+        if self.sessions:
+            _, pending = await asyncio.wait(set(self.sessions), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await self.queue.stop(grace)
+        self.intake.close()
+        self.store.close()
+
+    async def run(self, ready: Callable[[App], None] = lambda app: None) -> None:
+        await self.start()
+        sweeper = asyncio.ensure_future(self.sweep_login_records())
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready(self)
+        await stop.wait()
+        log.info(kv("shutdown", sessions=len(self.sessions)))
+        sweeper.cancel()
+        await self.stop()
+
+
+def _announce(app: App) -> None:
+    for kind, host, port in app.bound:
+        print(f"listening {kind} {host}:{port}", flush=True)
+    print(f"postwarden ready: {app.cfg.hostname}", flush=True)
+
+
+def serve(cfg: Config) -> None:
+    logsetup.setup()
+    try:
+        asyncio.run(App(cfg).run(_announce))
+    except OSError as exc:
+        print(f"postwarden: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(2) from None

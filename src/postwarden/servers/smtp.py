@@ -1,0 +1,322 @@
+"""The SMTP listener: socket glue between the sans-IO machine, policy and intake.
+
+It only reads, feeds ``SMTPSession``, acts on its events and writes; every
+ordering and syntax rule lives in the machine, every decision in policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from postwarden.intake.accept import IntakeError, new_queue_id
+from postwarden.intake.headers import MessageBuilder, TraceInfo
+from postwarden.log import kv
+from postwarden.mail import reply as R
+from postwarden.mail.address import Address
+from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.mail.reply import Reply
+from postwarden.policy.relay import Decision
+from postwarden.protocol.smtp import (
+    NEED_DATA,
+    PAUSED,
+    AuthCredentials,
+    Closed,
+    DataAborted,
+    DataChunk,
+    DataEnd,
+    Hello,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Reset,
+    SMTPSession,
+    SMTPSettings,
+    StartTLS,
+)
+from postwarden.servers.common import LoginResult, Peer, plaintext_auth_allowed
+from postwarden.servers.services import SMTPServices
+
+log = logging.getLogger("postwarden.smtp")
+READ_SIZE = 256 * 1024
+SUBMISSION_KINDS = ("submission", "submissions")
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One MAIL..DATA transaction as the server sees it."""
+
+    queue_id: str
+    mail: MailFrom
+    accepted: list[DsnRecipient] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)
+    message: MessageBuilder | None = None
+
+    def discard(self) -> None:
+        if self.message is not None:
+            self.message.writer.abort()
+            self.message = None
+
+
+class SMTPConnection:
+    """State of one client connection; ``run`` drives it to the end."""
+
+    def __init__(
+        self,
+        services: SMTPServices,
+        kind: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        shutdown: asyncio.Event,
+    ) -> None:
+        self.s = services
+        self.kind = kind
+        self.reader = reader
+        self.writer = writer
+        self.shutdown = shutdown
+        self.peer = Peer.of(writer)
+        self.tls = writer.get_extra_info("ssl_object") is not None
+        self.submission = kind in SUBMISSION_KINDS
+        self.helo = ""
+        self.extended = False
+        self.idle = False
+        self.auth_user: str | None = None
+        self.txn: Transaction | None = None
+        limits = services.cfg.limits
+        self.machine = SMTPSession(
+            SMTPSettings(
+                hostname=services.cfg.hostname,
+                max_message_size=limits.max_message_size,
+                max_recipients=limits.max_recipients,
+                starttls_available=services.tls is not None and not self.tls,
+                tls_active=self.tls,
+                auth_available=True,
+                auth_without_tls=self._auth_without_tls(),
+                max_bad_commands=limits.max_bad_commands,
+            )
+        )
+
+    def _auth_without_tls(self) -> bool:
+        # Submission offers AUTH only after STARTTLS (SPEC §3) unless the
+        # administrator explicitly allows plaintext everywhere.
+        if self.submission:
+            return self.s.cfg.auth.plaintext_without_tls == "always"
+        return plaintext_auth_allowed(self.s.cfg.auth, self.peer, False)
+
+    # --- the loop -------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        finally:
+            self._end_transaction("disconnected")
+            self.writer.close()
+
+    async def _flush(self) -> None:
+        data = self.machine.data_to_send()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def _read(self) -> bytes:
+        if self.shutdown.is_set() and self.txn is None:
+            self.writer.write(R.SERVICE_UNAVAILABLE.encode())
+            return b""
+        limits = self.s.cfg.limits
+        in_data = self.txn is not None and self.txn.message is not None
+        timeout = limits.data_timeout_seconds if in_data else limits.command_timeout_seconds
+        self.idle = self.txn is None
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(READ_SIZE)
+        finally:
+            self.idle = False
+
+    def close_if_idle(self) -> None:
+        """Shutdown: a client waiting between transactions is told 421 and let go."""
+        if self.idle:
+            self.writer.write(R.SERVICE_UNAVAILABLE.encode())
+            self.writer.close()
+
+    async def _loop(self) -> None:
+        machine = self.machine
+        while True:
+            await self._flush()
+            event = machine.next_event()
+            if event is NEED_DATA:
+                machine.receive_data(await self._read())
+                continue
+            match event:
+                case type() if event is PAUSED:
+                    raise RuntimeError("SMTP machine paused without a pending decision")
+                case Hello(name=name, extended=extended):
+                    self._end_transaction("reset")
+                    self.helo, self.extended = name, extended
+                case Reset():
+                    self._end_transaction("reset")
+                case MailFrom():
+                    machine.send(self._mail_from(event))
+                case RcptTo():
+                    machine.send(self._rcpt_to(event))
+                case DataChunk(data=chunk):
+                    self._data_chunk(chunk)
+                case DataAborted(reply=reply):
+                    self._end_transaction(f"refused {reply.code} {reply.status}")
+                case DataEnd():
+                    machine.send(await self._data_end())
+                case StartTLS():
+                    await self._start_tls()
+                case AuthCredentials():
+                    machine.send(await self._auth(event))
+                case Quit() | Closed():
+                    await self._flush()
+                    return
+
+    # --- decisions ------------------------------------------------------
+
+    def _mail_from(self, mail: MailFrom) -> Reply:
+        self._end_transaction("reset")
+        if self.submission and self.auth_user is None:
+            return R.AUTH_REQUIRED
+        sender = mail.sender.address
+        refusal = self.s.recipients.check_sender(self.auth_user, sender)
+        if refusal is not None:
+            log.info(kv("smtp sender", ip=self.peer.client_ip, user=self.auth_user,
+                        sender=sender, decision="reject", rule=refusal.rule))
+            return refusal.reply
+        self.txn = Transaction(new_queue_id(), mail)
+        return R.SENDER_OK
+
+    def _rcpt_to(self, rcpt: RcptTo) -> Reply:
+        txn = self.txn
+        if txn is None:  # the machine only asks after a positive MAIL
+            return R.BAD_SEQUENCE
+        decision = self._decide(rcpt.address)
+        txn.decisions.append(f"{rcpt.address}:{decision.verdict.value}:{decision.rule}")
+        if decision.accepted:
+            txn.accepted.append(DsnRecipient(rcpt.address, rcpt.notify, rcpt.orcpt))
+        return decision.reply
+
+    def _decide(self, address: Address) -> Decision:
+        facts = self.s.recipients.client_facts(
+            self.peer.client_ip, self.peer.local_ip, tls=self.tls, auth_user=self.auth_user,
+            now=time.time(),
+        )
+        return self.s.recipients.check_recipient(facts, address)
+
+    def _data_chunk(self, chunk: bytes) -> None:
+        txn = self.txn
+        if txn is None:
+            return
+        if txn.message is None:
+            txn.message = self.s.intake.open_message(
+                txn.queue_id, self._trace(txn), add_submission_headers=self.auth_user is not None
+            )
+        txn.message.write(chunk)
+
+    def _trace(self, txn: Transaction) -> TraceInfo:
+        protocol = "ESMTP" if self.extended else "SMTP"
+        if self.tls:
+            protocol += "S"
+        if self.auth_user:
+            protocol += "A"
+        tls_info = ""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            tls_info = f"using {ssl_object.version()} with cipher {ssl_object.cipher()[0]}"
+        only = str(txn.accepted[0].address) if len(txn.accepted) == 1 else None
+        return TraceInfo(self.helo, str(self.peer.client_ip), self.s.cfg.hostname,
+                         txn.queue_id, protocol, only, tls_info)
+
+    async def _data_end(self) -> Reply:
+        txn = self.txn
+        if txn is None:
+            return R.BAD_SEQUENCE
+        if txn.message is None:  # empty message: still gets our trace header
+            self._data_chunk(b"")
+        assert txn.message is not None
+        mail = txn.mail
+        envelope = Envelope(
+            sender=mail.sender.address,
+            recipients=tuple(txn.accepted),
+            ret=mail.ret,
+            envid=mail.envid,
+            body=mail.body or "7BIT",
+            smtputf8=mail.smtputf8,
+        )
+        message, txn.message = txn.message, None
+        try:
+            accepted = await self.s.intake.accept(txn.queue_id, envelope, message)
+        except IntakeError as exc:
+            reply = (Reply(554, "5.4.6", str(exc)) if exc.permanent
+                     else R.TEMP_FAILURE)
+            self._end_transaction(f"refused {reply.code} {exc}")
+            return reply
+        except Exception:
+            log.exception(kv("smtp intake-failure", queue_id=txn.queue_id))
+            self._end_transaction("refused 451 local error")
+            return R.TEMP_FAILURE
+        self._end_transaction("queued", size=message.size, local=len(accepted.local_accounts),
+                              remote=accepted.remote_count)
+        return R.OK.with_text(f"Ok: queued as {txn.queue_id}")
+
+    def _end_transaction(self, result: str, **extra: object) -> None:
+        """Log the transaction once (if a recipient was tried) and forget it."""
+        txn, self.txn = self.txn, None
+        if txn is None:
+            return
+        txn.discard()
+        if txn.decisions or result == "queued":
+            log.info(kv("smtp transaction", listener=self.kind, ip=self.peer.client_ip,
+                        user=self.auth_user, sender=f"<{txn.mail.sender}>",
+                        rcpts=",".join(txn.decisions), queue_id=txn.queue_id,
+                        result=result, **extra))
+
+    async def _start_tls(self) -> None:
+        await self._flush()
+        assert self.s.tls is not None
+        await self.writer.start_tls(self.s.tls)
+        self.tls = True
+        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no plaintext injection
+        self.machine.tls_started()
+
+    async def _auth(self, creds: AuthCredentials) -> Reply:
+        ip = str(self.peer.client_ip)
+        result, account = await self.s.auth.login(ip, creds.username, creds.password)
+        log.info(kv("smtp auth", ip=ip, user=creds.username, mechanism=creds.mechanism,
+                    result=result.value))
+        match result:
+            case LoginResult.OK if not creds.authzid or creds.authzid.lower() == account:
+                self.auth_user = account
+                return R.AUTH_OK
+            case LoginResult.THROTTLED:
+                return R.AUTH_THROTTLED
+            case _:
+                return R.AUTH_FAILED
+
+
+class SMTPServer:
+    """One per listener kind (smtp, submission, submissions)."""
+
+    def __init__(self, services: SMTPServices, kind: str, shutdown: asyncio.Event) -> None:
+        self.services = services
+        self.kind = kind
+        self.shutdown = shutdown
+        self.connections: set[SMTPConnection] = set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = SMTPConnection(self.services, self.kind, reader, writer, self.shutdown)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    def close_idle(self) -> None:
+        for conn in list(self.connections):
+            conn.close_if_idle()

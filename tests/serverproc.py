@@ -1,0 +1,162 @@
+"""A real postwarden server in a child process, on loopback ports chosen by the OS.
+
+The server prints ``listening KIND HOST:PORT`` lines and ``postwarden ready``
+once every socket is bound; the fixture waits for that line (no sleeps) and
+reads the ports from it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from postwarden.cli import add_local_domain
+from postwarden.policy.passwords import hash_password
+from postwarden.servers.tls import write_self_signed
+from postwarden.storage.sqlite import SqliteStore
+
+HOSTNAME = "mail.example.test"
+DOMAIN = "example.test"
+PASSWORD = "correct horse battery"
+READY_TIMEOUT = 30
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def render_toml(top: dict[str, Any], sections: dict[str, dict[str, Any]],
+                routes: Iterable[dict[str, str]] = ()) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for name, table in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    for route in routes:
+        lines.append("\n[[routes]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in route.items()]
+    return "\n".join(lines) + "\n"
+
+
+class ServerProcess:
+    """Owns a data directory and config; start/stop/kill the server on it."""
+
+    def __init__(self, root: Path, **overrides: dict[str, Any]) -> None:
+        self.root = root
+        self.config_path = root / "postwarden.toml"
+        listen: dict[str, Any] = {
+            "smtp": ["127.0.0.1:0"], "submission": ["127.0.0.1:0"],
+            "submissions": ["127.0.0.1:0"], "pop3": ["127.0.0.1:0"], "pop3s": ["127.0.0.1:0"],
+            "imap": [], "imaps": [],
+        }
+        listen.update(overrides.pop("listen", {}))
+        sections: dict[str, dict[str, Any]] = {
+            "listen": listen,
+            "tls": {"cert": "var/tls/cert.pem", "key": "var/tls/key.pem"},
+            "auth": {"plaintext_without_tls": "loopback"},
+            "relay": {},
+            "limits": {"shutdown_grace_seconds": 10},
+            "delivery": {"retry_intervals": ["1s"]},
+        }
+        for name, table in overrides.items():
+            if name != "routes":
+                sections.setdefault(name, {}).update(table)
+        self.config_path.write_text(
+            render_toml({"hostname": HOSTNAME, "data_dir": "var"}, sections), encoding="utf-8"
+        )
+        write_self_signed(root / "var/tls/cert.pem", root / "var/tls/key.pem", HOSTNAME)
+        self.cert = root / "var/tls/cert.pem"
+        self.store = SqliteStore(root / "var")
+        add_local_domain(self.store, DOMAIN)
+        self.proc: subprocess.Popen[str] | None = None
+        self.ports: dict[str, list[tuple[str, int]]] = {}
+        self.output: list[str] = []
+
+    def add_user(self, address: str, password: str = PASSWORD) -> str:
+        self.store.add_account(address, hash_password(password))
+        return address
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "postwarden", "-c", str(self.config_path), *args],
+            input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        )
+
+    def start(self) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "postwarden", "-c", str(self.config_path), "serve"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.ports = {}
+        assert self.proc.stdout is not None
+        timer = threading.Timer(READY_TIMEOUT, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stdout:
+                if line.startswith("listening "):
+                    _, kind, where = line.split()
+                    host, port = where.rsplit(":", 1)
+                    self.ports.setdefault(kind, []).append((host, int(port)))
+                if line.startswith("postwarden ready"):
+                    break
+            else:
+                raise RuntimeError(f"server did not start: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+        finally:
+            timer.cancel()
+        self._drain_stderr()
+        return self
+
+    def _drain_stderr(self) -> None:
+        proc = self.proc
+        assert proc is not None and proc.stderr is not None
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                self.output.append(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def addr(self, kind: str, index: int = 0) -> tuple[str, int]:
+        return self.ports[kind][index]
+
+    def port(self, kind: str) -> int:
+        return self.ports[kind][0][1]
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def log_lines(self, needle: str) -> list[str]:
+        return [line for line in self.output if needle in line]
+
+    def inbox(self, account: str) -> list[bytes]:
+        """Message bytes in the account's INBOX, oldest first (read from the store)."""
+        store = SqliteStore(self.root / "var")
+        box = store.get_mailbox(account, "INBOX")
+        assert box is not None
+        return [store.read_blob(m.blob) for m in store.list_messages(box.id)]
