@@ -198,3 +198,27 @@ class QueueStore(Protocol):
     def retry_now(self, queue_id: str | None, now: float) -> int: ...
     def remove_queued(self, queue_id: str) -> bool: ...
     def finish_if_done(self, queue_id: str) -> bool: ...
+    def record_attempts(self, batch: Sequence[AttemptRecord]) -> list[str]:
+        """Record many attempts in one transaction; drop the entries left with
+        nothing pending and return their queue IDs."""
+        ...
+
+    def due_queue_ids(self, now: float, limit: int) -> list[str]:
+        """IDs of messages with a recipient due at ``now``, most overdue first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """The results of one delivery attempt for one queued message.
+
+    ``failed`` and ``deferred`` carry (recipient id, reply, remote MTA), and
+    deferred ones also the next attempt time; ``delay_notified`` marks that
+    the one delay notice has gone out.
+    """
+
+    queue_id: str
+    delivered: tuple[int, ...] = ()
+    failed: tuple[tuple[int, str, str | None], ...] = ()
+    deferred: tuple[tuple[int, str, str | None, float], ...] = ()
+    delay_notified: bool = False

@@ -20,6 +20,7 @@ from postwarden.storage.interfaces import (
     Acceptance,
     Account,
     AlreadyExists,
+    AttemptRecord,
     BlobRef,
     MailboxInfo,
     NotFound,
@@ -535,6 +536,66 @@ class SqliteStore:
         ).fetchone()
         return False if pending else self.remove_queued(queue_id)
 
+    def record_attempts(self, batch: Sequence[AttemptRecord]) -> list[str]:
+        """One transaction (one fsync) for a whole batch of delivery attempts.
+
+        The delivery queue finishes messages far faster than one fsync each
+        would allow, so it commits them in groups, like the intake does.
+        Entries left with no pending recipient are dropped; their IDs returned.
+        """
+        finished: list[str] = []
+        blobs: list[str] = []
+        with self._tx() as db:
+            for rec in batch:
+                db.executemany(
+                    "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1"
+                    " WHERE id = ? AND queue_id = ?",
+                    [(i, rec.queue_id) for i in rec.delivered],
+                )
+                db.executemany(
+                    "UPDATE queue_recipients SET state = 'failed', attempts = attempts + 1,"
+                    " last_error = ?, remote_mta = ? WHERE id = ? AND queue_id = ?",
+                    [(err, mta, i, rec.queue_id) for i, err, mta in rec.failed],
+                )
+                db.executemany(
+                    "UPDATE queue_recipients SET attempts = attempts + 1, last_error = ?,"
+                    " remote_mta = ?, next_attempt = ? WHERE id = ? AND queue_id = ?",
+                    [(err, mta, when, i, rec.queue_id) for i, err, mta, when in rec.deferred],
+                )
+                if rec.delay_notified:
+                    db.execute(
+                        "UPDATE queue_messages SET delay_notified = 1 WHERE queue_id = ?",
+                        (rec.queue_id,),
+                    )
+                pending = db.execute(
+                    "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND state = 'pending'"
+                    " LIMIT 1",
+                    (rec.queue_id,),
+                ).fetchone()
+                if pending is None:
+                    row = db.execute(
+                        "DELETE FROM queue_messages WHERE queue_id = ? RETURNING blob",
+                        (rec.queue_id,),
+                    ).fetchone()
+                    if row is not None:
+                        finished.append(rec.queue_id)
+                        blobs.append(row[0])
+            unreferenced = self._unreferenced(db, blobs)
+        self._unlink_blobs(unreferenced)
+        return finished
+
+    def due_queue_ids(self, now: float, limit: int) -> list[str]:
+        """IDs of messages with a recipient due, oldest first, without loading them."""
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT queue_id FROM queue_recipients WHERE state = 'pending'"
+                " AND next_attempt <= ? GROUP BY queue_id ORDER BY min(next_attempt) LIMIT ?",
+                (now, limit),
+            )
+        ]
+
 
 def _mailbox(row: Any) -> MailboxInfo:
     return MailboxInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
+

@@ -1,0 +1,1 @@
+"""Outbound delivery: the queue manager, the SMTP client, MX lookup and reports."""

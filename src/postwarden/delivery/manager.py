@@ -1,0 +1,414 @@
+"""The queue manager: picks due recipients, delivers them, records every attempt.
+
+Shape (after Postfix's qmgr): a runner takes due messages into a bounded
+active window, splits each message's due recipients by next hop (one job per
+hop, so all recipients for one host share one transaction), and hands jobs to
+per-destination workers. A worker holds one SMTP session and drains its
+destination's jobs over it, so messages to one host reuse the connection.
+Workers are bounded per destination and in total.
+
+Durability: a message's results are recorded only after the attempt, and an
+entry is dropped only when no recipient is pending, so a crash at any point
+resends (at-least-once) but never loses. Reports go through the intake, the
+only door into storage, with the null sender: a report never causes another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from postwarden.config import Config
+from postwarden.delivery.outbound import (
+    HostUnavailable,
+    Outcome,
+    OutMessage,
+    OutRecipient,
+    RcptResult,
+    Session,
+)
+from postwarden.delivery.reports import (
+    Action,
+    RecipientReport,
+    ReportInput,
+    compose_report,
+    permanent_status,
+    status_of,
+)
+from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
+from postwarden.intake.accept import Intake, IntakeError
+from postwarden.log import kv
+from postwarden.mail.address import AddressError, parse_address
+from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.policy.retry import retry_delay
+from postwarden.policy.routing import NextHop, next_hop
+from postwarden.storage.interfaces import (
+    AttemptRecord,
+    BlobStore,
+    QueuedMessage,
+    QueueRecipient,
+    QueueStore,
+    RecipientState,
+)
+
+log = logging.getLogger("postwarden.delivery")
+T = TypeVar("T")
+
+# Messages in delivery at once. It bounds memory and how much a refill of the
+# window costs; connections are bounded separately by [delivery] max_concurrent.
+ACTIVE_WINDOW = 1000
+# The longest the runner sleeps without looking at the queue, so that a
+# `queue retry` from the CLI (another process) is noticed within a second.
+POLL_SECONDS = 1.0
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def received_count(message: bytes) -> int:
+    """Received fields in the header section: the hop count for loop detection."""
+    match = _HEADER_END.search(message)
+    head = message if match is None else message[: match.end()]
+    return len(_RECEIVED.findall(head))
+
+
+def _wants(rcpt: QueueRecipient, kind: str) -> bool:
+    """RFC 3461 NOTIFY; without it we report failures and delays (§4.1)."""
+    if not rcpt.notify:
+        return kind in ("FAILURE", "DELAY")
+    return kind in rcpt.notify
+
+
+@dataclass(slots=True)
+class _Tracker:
+    """One message in the active window, gathering its jobs' results."""
+
+    msg: QueuedMessage
+    jobs: int = 0
+    data: bytes | None = None
+    # (recipient, result, whether the peer took the DSN parameters)
+    results: list[tuple[QueueRecipient, RcptResult, bool]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Job:
+    tracker: _Tracker
+    recipients: tuple[QueueRecipient, ...]
+
+
+@dataclass(slots=True)
+class _Destination:
+    """One next hop and the jobs waiting for it."""
+
+    hop: NextHop
+    jobs: deque[_Job] = field(default_factory=deque)
+    workers: int = 0
+
+
+class QueueManager:
+    def __init__(self, cfg: Config, queue: QueueStore, blobs: BlobStore, intake: Intake) -> None:
+        self._cfg = cfg
+        self._d = cfg.delivery
+        self._queue = queue
+        self._blobs = blobs
+        self._intake = intake
+        self._resolver = MXResolver(cfg.dns.nameservers, self._d.mx_port, self._d.connect_timeout)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+        self._wake_event = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._d.max_concurrent)
+        self._inflight: dict[str, _Tracker] = {}
+        self._destinations: dict[str, _Destination] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
+        self._record_task: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the runner; due mail (also from before a restart) goes at once."""
+        self._runner = asyncio.create_task(self._run(), name="delivery-runner")
+
+    def wake(self) -> None:
+        """New mail was queued: look now rather than at the next poll."""
+        self._wake_event.set()
+
+    async def stop(self, grace: float) -> None:
+        """Take no new work; give deliveries in flight ``grace`` seconds, then cancel.
+
+        A cancelled delivery was never recorded, so its recipients stay
+        queued and go out after the restart; finished ones are recorded now.
+        """
+        self._stopping = True
+        self._wake_event.set()
+        if self._runner is not None:
+            await self._runner
+        if self._workers:
+            _, late = await asyncio.wait(set(self._workers), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for tracker in list(self._inflight.values()):
+            if tracker.results:
+                await self._finalize(tracker)
+        self._inflight.clear()
+        self._executor.shutdown(wait=True)
+
+    async def _db(self, func: Any, *args: Any) -> Any:
+        """Store calls run on one thread of their own, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        into.add(task)
+        task.add_done_callback(into.discard)
+        task.add_done_callback(_log_crash)
+
+    # --- the runner -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake_event.clear()
+            now = time.time()
+            room = ACTIVE_WINDOW - len(self._inflight)
+            if room >= ACTIVE_WINDOW // 4 or not self._inflight:
+                ids = await self._db(self._queue.due_queue_ids, now, room + len(self._inflight))
+                for queue_id in ids:
+                    if queue_id not in self._inflight and not self._stopping:
+                        msg = await self._db(self._queue.get_queued, queue_id)
+                        if msg is not None:
+                            self._dispatch(msg, now)
+                if len(ids) - len(self._inflight) >= room > 0:
+                    continue  # the window is not full and more may be waiting
+            nxt = await self._db(self._queue.next_due_time)
+            timeout = POLL_SECONDS if nxt is None or nxt <= now else min(POLL_SECONDS, nxt - now)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_event.wait(), timeout)
+
+    def _dispatch(self, msg: QueuedMessage, now: float) -> None:
+        due = [
+            r for r in msg.recipients
+            if r.state is RecipientState.PENDING and r.next_attempt <= now
+        ]
+        if not due:
+            return
+        groups: dict[str, tuple[NextHop, list[QueueRecipient]]] = {}
+        for rcpt in due:
+            hop = next_hop(
+                rcpt.address.rpartition("@")[2], self._cfg.routes, self._d.smarthost,
+                self._d.mx_port,
+            )
+            groups.setdefault(hop.key, (hop, []))[1].append(rcpt)
+        tracker = _Tracker(msg, jobs=len(groups))
+        self._inflight[msg.queue_id] = tracker
+        for key, (hop, rcpts) in groups.items():
+            dest = self._destinations.setdefault(key, _Destination(hop))
+            dest.jobs.append(_Job(tracker, tuple(rcpts)))
+            if dest.workers < min(self._d.max_per_destination, len(dest.jobs)):
+                dest.workers += 1
+                self._spawn(self._worker(key, dest), self._workers)
+
+    # --- workers ----------------------------------------------------------------
+
+    async def _worker(self, key: str, dest: _Destination) -> None:
+        """Drain one destination's jobs over one session (reconnecting if it breaks)."""
+        session: Session | None = None
+        down: RcptResult | None = None  # the destination failed this pass: defer the rest
+        try:
+            async with self._slots:
+                while dest.jobs and not self._stopping:
+                    job = dest.jobs.popleft()
+                    results, session, down = await self._attempt(dest, job, session, down)
+                    self._job_done(job, results, session is not None and session.dsn)
+        finally:
+            dest.workers -= 1
+            if dest.workers == 0 and not dest.jobs:
+                self._destinations.pop(key, None)
+            if session is not None:
+                await session.close()
+
+    async def _attempt(
+        self, dest: _Destination, job: _Job, session: Session | None, down: RcptResult | None
+    ) -> tuple[list[RcptResult], Session | None, RcptResult | None]:
+        tracker = job.tracker
+        n = len(job.recipients)
+        if tracker.data is None:
+            tracker.data = await self._db(self._blobs.read_blob, tracker.msg.blob)
+        data: bytes = tracker.data
+        hops = received_count(data)
+        if hops > self._d.max_received_headers:
+            reply = f"554 5.4.6 Too many hops ({hops} Received headers): mail loop?"
+            return self._logged(job, [RcptResult(Outcome.FAILED, reply, None)] * n, "-"), \
+                session, down
+        if down is not None:
+            return self._logged(job, [down] * n, down.remote_mta or "-"), session, down
+        if session is not None and session.broken:
+            await session.close()
+            session = None
+        if session is None:
+            try:
+                session = await self._open(dest.hop)
+            except ResolveError as exc:
+                outcome = Outcome.FAILED if exc.permanent else Outcome.DEFERRED
+                result = RcptResult(outcome, exc.reply, None)
+                return self._logged(job, [result] * n, "-"), None, \
+                    None if exc.permanent else result
+            except HostUnavailable as exc:
+                result = RcptResult(Outcome.DEFERRED, exc.reply, exc.remote_mta)
+                return self._logged(job, [result] * n, exc.remote_mta or "-"), None, result
+        msg = tracker.msg
+        out = OutMessage(
+            sender=msg.sender,
+            recipients=tuple(OutRecipient(r.address, r.notify, r.orcpt) for r in job.recipients),
+            data=data, envid=msg.envid, ret=msg.ret, smtputf8=msg.smtputf8,
+        )
+        results = await session.send(out)
+        return self._logged(job, results, session.hop.name), session, None
+
+    async def _open(self, hop: NextHop) -> Session:
+        hops: list[Hop] = await self._resolver.hops(hop)
+        return await Session.open(
+            hops, self._cfg.hostname, self._d.connect_timeout, self._d.command_timeout
+        )
+
+    def _logged(self, job: _Job, results: list[RcptResult], host: str) -> list[RcptResult]:
+        delay = time.time() - job.tracker.msg.created
+        for rcpt, result in zip(job.recipients, results, strict=True):
+            log.info(kv(
+                "delivery", queue_id=job.tracker.msg.queue_id, rcpt=rcpt.address,
+                host=result.remote_mta or host, reply=result.reply, delay=f"{delay:.1f}s",
+                outcome=result.outcome.value,
+            ))
+        return results
+
+    def _job_done(self, job: _Job, results: Sequence[RcptResult], dsn: bool) -> None:
+        tracker = job.tracker
+        pairs = zip(job.recipients, results, strict=True)
+        tracker.results.extend((r, res, dsn) for r, res in pairs)
+        tracker.jobs -= 1
+        if tracker.jobs == 0:
+            self._spawn(self._finalize(tracker), self._tasks)
+
+    # --- after the attempt: reports, then the record ------------------------------
+
+    async def _finalize(self, tracker: _Tracker) -> None:
+        """Send the reports the attempt calls for, then record it.
+
+        Reports first: a crash in between resends a report (at-least-once)
+        rather than losing one.
+        """
+        msg = tracker.msg
+        now = time.time()
+        expired = now - msg.created >= self._d.max_queue_lifetime
+        delivered: list[int] = []
+        failed: list[tuple[int, str, str | None]] = []
+        deferred: list[tuple[int, str, str | None, float]] = []
+        reports: dict[Action, list[RecipientReport]] = {}
+        delay_notice = (
+            not msg.delay_notified and now - msg.created >= self._d.delay_warning_after
+        )
+        for rcpt, res, dsn in tracker.results:
+            report: RecipientReport | None = None
+            if res.outcome is Outcome.SENT:
+                delivered.append(rcpt.id)
+                if not dsn and _wants(rcpt, "SUCCESS"):
+                    report = RecipientReport(
+                        rcpt.address, rcpt.orcpt, Action.RELAYED, "2.0.0", res.reply,
+                        res.remote_mta, now,
+                    )
+            elif res.outcome is Outcome.FAILED or expired:
+                failed.append((rcpt.id, res.reply, res.remote_mta))
+                status = "5.4.7" if res.outcome is Outcome.DEFERRED else status_of(res.reply)
+                if _wants(rcpt, "FAILURE"):
+                    report = RecipientReport(
+                        rcpt.address, rcpt.orcpt, Action.FAILED, permanent_status(status),
+                        res.reply, res.remote_mta, now,
+                    )
+            else:
+                when = now + retry_delay(rcpt.attempts + 1, self._d.retry_intervals)
+                deferred.append((rcpt.id, res.reply, res.remote_mta, when))
+                if delay_notice and _wants(rcpt, "DELAY"):
+                    report = RecipientReport(
+                        rcpt.address, rcpt.orcpt, Action.DELAYED, status_of(res.reply),
+                        res.reply, res.remote_mta, now,
+                        will_retry_until=msg.created + self._d.max_queue_lifetime,
+                    )
+            if report is not None:
+                reports.setdefault(report.action, []).append(report)
+        if msg.sender and reports:
+            await self._send_reports(tracker, reports, now)
+        record = AttemptRecord(
+            msg.queue_id, tuple(delivered), tuple(failed), tuple(deferred),
+            delay_notified=delay_notice and bool(deferred),
+        )
+        await self._record(record)
+        self._inflight.pop(msg.queue_id, None)
+        self._wake_event.set()
+
+    async def _send_reports(
+        self, tracker: _Tracker, reports: dict[Action, list[RecipientReport]], now: float
+    ) -> None:
+        msg = tracker.msg
+        try:
+            to = parse_address(msg.sender)
+        except AddressError:
+            log.warning(kv("report-skipped", queue_id=msg.queue_id, reason="bad sender"))
+            return
+        if tracker.data is None:
+            tracker.data = await self._db(self._blobs.read_blob, msg.blob)
+        info = ReportInput(
+            self._cfg.hostname, msg.sender, msg.envid, msg.ret, msg.created, tracker.data
+        )
+        for action, rcpts in reports.items():
+            token = os.urandom(8).hex()
+            data = compose_report(
+                info, action, rcpts, now=now, boundary=f"{msg.queue_id}.{token}",
+                message_id=f"<{msg.queue_id}.{token}@{self._cfg.hostname}>",
+            )
+            envelope = Envelope(sender=None, recipients=(DsnRecipient(to),))
+            try:
+                accepted = await self._intake.submit(envelope, data)
+            except IntakeError as exc:
+                log.warning(kv("report-refused", queue_id=msg.queue_id, error=str(exc)))
+                continue
+            log.info(kv(
+                "report", queue_id=msg.queue_id, action=action.value, to=msg.sender,
+                report_id=accepted.queue_id,
+            ))
+
+    async def _record(self, record: AttemptRecord) -> None:
+        """Commit with other attempts finishing now: one fsync for the group."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._records.append((record, future))
+        if self._record_task is None or self._record_task.done():
+            self._record_task = asyncio.ensure_future(self._drain_records())
+        await future
+
+    async def _drain_records(self) -> None:
+        while self._records:
+            batch, self._records = self._records, []
+            try:
+                await self._db(self._queue.record_attempts, [r for r, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for _, future in batch:
+                future.set_result(None)
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    """A bug in a worker must show in the log, not vanish with the task."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("delivery task failed", exc_info=task.exception())

@@ -1,0 +1,103 @@
+"""`postwarden queue list|show|retry|remove`: the outbound queue from the shell.
+
+These work on the database alone, so they are safe while the server runs:
+the running queue manager polls the queue and notices a `retry` within a
+second. `remove` sends no report: an operator removing mail means it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+
+from postwarden.storage.interfaces import NotFound, QueuedMessage, QueueStore, RecipientState
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _next_attempt(msg: QueuedMessage, now: float) -> str:
+    pending = [r.next_attempt for r in msg.recipients if r.state is RecipientState.PENDING]
+    if not pending:
+        return "-"
+    first = min(pending)
+    return "now" if first <= now else f"in {_age(first - now)}"
+
+
+def _last_error(msg: QueuedMessage) -> str:
+    errors = [r.last_error for r in msg.recipients if r.last_error]
+    return errors[-1] if errors else "-"
+
+
+def _get(queue: QueueStore, queue_id: str) -> QueuedMessage:
+    msg = queue.get_queued(queue_id)
+    if msg is None:
+        raise NotFound(f"no such queue entry: {queue_id}")
+    return msg
+
+
+def _list(queue: QueueStore, now: float) -> None:
+    ids = queue.queued_ids()
+    if not ids:
+        print("queue is empty")
+        return
+    print(f"{'ID':<16}  {'AGE':>5}  {'SENDER':<30}  {'NEXT':<8}  RECIPIENTS / LAST ERROR")
+    for queue_id in ids:
+        msg = queue.get_queued(queue_id)
+        if msg is None:  # delivered since the listing began
+            continue
+        pending = [r.address for r in msg.recipients if r.state is RecipientState.PENDING]
+        print(
+            f"{msg.queue_id:<16}  {_age(now - msg.created):>5}  {msg.sender or '<>':<30}  "
+            f"{_next_attempt(msg, now):<8}  {', '.join(pending) or '-'}"
+        )
+        print(f"{'':<16}  {'':>5}  {'':<30}  {'':<8}  {_last_error(msg)}")
+    print(f"{len(ids)} message(s) in the queue")
+
+
+def _show(msg: QueuedMessage, now: float) -> None:
+    print(f"ID:          {msg.queue_id}")
+    print(f"sender:      <{msg.sender}>")
+    print(f"arrived:     {_when(msg.created)} UTC ({_age(now - msg.created)} ago)")
+    print(f"size:        {msg.size}")
+    print(f"envid:       {msg.envid or '-'}")
+    print(f"ret:         {msg.ret or '-'}")
+    print(f"smtputf8:    {'yes' if msg.smtputf8 else 'no'}")
+    print(f"delay note:  {'sent' if msg.delay_notified else 'not sent'}")
+    for r in msg.recipients:
+        nxt = _when(r.next_attempt) + " UTC" if r.state is RecipientState.PENDING else "-"
+        print(f"recipient:   <{r.address}>  state={r.state.value}  attempts={r.attempts}")
+        print(f"  next:      {nxt}")
+        print(f"  notify:    {','.join(r.notify) or '-'}  orcpt: {r.orcpt or '-'}")
+        print(f"  remote:    {r.remote_mta or '-'}")
+        print(f"  error:     {r.last_error or '-'}")
+
+
+def run_queue_command(store: QueueStore, args: argparse.Namespace) -> int:
+    """Dispatch one `queue` sub-command; errors are raised as StoreError subclasses."""
+    now = time.time()
+    match args.action:
+        case "list":
+            _list(store, now)
+        case "show":
+            _show(_get(store, args.id), now)
+        case "retry" if args.all:
+            print(f"{store.retry_now(None, now)} recipient(s) scheduled for delivery now")
+        case "retry":
+            _get(store, args.id)
+            print(f"{store.retry_now(args.id, now)} recipient(s) of {args.id} scheduled now")
+        case "remove":
+            if not store.remove_queued(args.id):
+                raise NotFound(f"no such queue entry: {args.id}")
+            print(f"removed {args.id} (no report sent)")
+    return 0
