@@ -288,6 +288,17 @@ class TestAddresses:
         driver.feed(b"MAIL FROM:<a@example.org>\r\n")
         assert driver.feed(b"RCPT TO:" + arg + b"\r\n") == BAD_ADDRESS.encode()
 
+    def test_rcpt_without_to_keyword(self) -> None:
+        """RCPT without ``TO:`` is a parameter syntax error."""
+        driver = greeted()
+        driver.feed(b"MAIL FROM:<a@example.org>\r\n")
+        assert driver.feed(b"RCPT <b@example.test>\r\n") == PARAM_SYNTAX.encode()
+
+    def test_escaped_quote_in_a_quoted_local_part(self) -> None:
+        """An escaped quote does not end the quoted string."""
+        driver = greeted()
+        assert driver.feed(b'MAIL FROM:<"a\\">x"@example.org>\r\n') == SENDER_OK.encode()
+
     def test_postmaster_without_domain(self) -> None:
         """``<postmaster>`` is a recipient with an empty domain."""
         driver = greeted()
@@ -392,6 +403,11 @@ class TestParameters:
             PARAM_SYNTAX.encode()
         )
 
+    def test_xtext_must_decode_to_utf8(self) -> None:
+        """``+FF`` alone is not UTF-8: refused."""
+        out = greeted().feed(b"MAIL FROM:<a@example.org> ENVID=+FF\r\n")
+        assert out == PARAM_SYNTAX.encode()
+
     def test_unknown_parameters(self) -> None:
         """Unknown keywords are 555 on MAIL and RCPT."""
         driver = greeted()
@@ -415,6 +431,15 @@ class TestData:
         driver = in_transaction()
         driver.feed(b"DATA\r\n..one\r\n.two\r\nthree.\r\n...\r\n.\r\n")
         assert driver.body == b".one\r\ntwo\r\nthree.\r\n..\r\n"
+
+    def test_terminator_split_across_reads(self) -> None:
+        """CRLF.CRLF cut at every point still ends the message, and only once."""
+        stream = b"DATA\r\nbody\r\n.\r\nNOOP\r\n"
+        for cut in range(6, 17):
+            driver = in_transaction()
+            out = driver.feed(stream[:cut]) + driver.feed(stream[cut:])
+            assert out == replies(START_DATA, QUEUED, NOOP_OK)
+            assert driver.body == b"body\r\n"
 
     def test_a_first_line_of_a_single_dot_ends_the_message(self) -> None:
         """``.CRLF`` right after 354 is an empty message."""
@@ -440,17 +465,22 @@ class TestData:
         assert driver.body == b".x\r\ny\r\n"
 
     def test_large_message_streams_in_bounded_chunks(self) -> None:
-        """50 MB of short lines come out in chunks of at most CHUNK_SIZE."""
+        """50 MB of dot-stuffed lines come out unstuffed, in chunks of at most CHUNK_SIZE."""
         driver = in_transaction(max_message_size=60_000_000)
         driver.feed(b"DATA\r\n")
-        piece = b"a line of text, not very long at all, with ..dots\r\n" * 20_000
+        line = b"..a line of text, not very long at all, with a stuffed dot\r\n"
+        piece = line * 20_000
+        received = 0
         for _ in range(50):
             driver.feed(piece)
             assert driver.session.buffered < 8
-            assert all(len(c.data) <= CHUNK_SIZE for c in driver.of(DataChunk))
-            assert sum(len(c.data) for c in driver.of(DataChunk)) == len(piece)
+            assert all(0 < len(c.data) <= CHUNK_SIZE for c in driver.of(DataChunk))
+            received += len(driver.body)
+            assert driver.body.count(b"\r\n.a line") >= 19_999
             driver.events.clear()
         assert driver.feed(b".\r\n") == QUEUED.encode()
+        received += len(driver.body)
+        assert received == 50 * 20_000 * (len(line) - 1)
 
     def test_a_10mb_line_without_crlf_streams(self) -> None:
         """A huge unterminated line is passed on, never accumulated."""
@@ -564,6 +594,12 @@ class TestBdat:
         out = driver.feed(b"BDAT 2\r\na\rBDAT 2 LAST\r\n\nb")
         assert out == replies(OK.with_text("2 octets received"), QUEUED)
         assert driver.body == b"a\r\nb"
+
+    def test_cr_ending_a_chunk_then_no_lf(self) -> None:
+        """A CR at a chunk's end followed by anything but LF is bare."""
+        driver = in_transaction()
+        out = driver.feed(b"BDAT 2\r\na\rBDAT 1 LAST\r\nx")
+        assert out == replies(OK.with_text("2 octets received"), BARE_LINEFEED)
 
     def test_cr_ending_the_last_chunk_is_bare(self) -> None:
         """A CR with no LF to follow is refused."""

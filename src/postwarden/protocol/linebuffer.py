@@ -22,7 +22,7 @@ class LineError(enum.Enum):
 class LineBuffer:
     """Bytes in; CRLF lines (without the CRLF), LineError, or raw octets out.
 
-    ``peek``/``consume``/``take`` serve the modes that read octets rather
+    ``find``/``peek``/``consume``/``take`` serve the modes that read octets rather
     than lines (SMTP DATA and BDAT, IMAP literals).
     """
 
@@ -71,9 +71,13 @@ class LineBuffer:
             return LineError.BARE_LINE_ENDING
         return line[:-2]
 
-    def peek(self, n: int) -> bytes:
-        """Up to ``n`` buffered octets, left in the buffer."""
-        return bytes(self._buf[:n])
+    def find(self, sub: bytes, end: int) -> int:
+        """Index of ``sub`` wholly inside the first ``end`` octets, or -1; copies nothing."""
+        return self._buf.find(sub, 0, end)
+
+    def peek(self, n: int, start: int = 0) -> bytes:
+        """Up to ``n`` buffered octets from ``start``, left in the buffer."""
+        return bytes(self._buf[start : start + n])
 
     def consume(self, n: int) -> None:
         del self._buf[:n]

@@ -74,6 +74,7 @@ from postwarden.protocol.smtp.events import (
 from postwarden.protocol.smtp.params import parse_mail_params, parse_rcpt_params, split_path
 
 CHUNK_SIZE: Final = 64 * 1024  # largest DataChunk, and the most DATA input scanned at once
+_TERMINATOR: Final = b"\r\n.\r\n"
 _BDAT_ARGS = re.compile(r"([0-9]{1,18})( LAST)?\Z", re.IGNORECASE)
 # Replies that mean "you are not speaking SMTP": they count toward max_bad_commands.
 _SYNTAX_CODES: Final = frozenset({500, 501, 503, 504, 555})
@@ -171,7 +172,7 @@ class SMTPSession:
         self._size = 0  # message octets so far
         self._prev_cr = False  # BDAT data so far ends in CR (a CRLF may straddle chunks)
         # Reading DATA/BDAT.
-        self._at_line_start = True
+        self._first_line = True  # DATA: no CRLF before the first line to search from
         self._discard: Reply | None = None  # data refused: swallow it, then send this
         self._chunk_size = 0
         self._chunk_left = 0
@@ -468,7 +469,7 @@ class SMTPSession:
         else:
             self._reply(START_DATA)
             self._state = State.DATA
-            self._at_line_start = True
+            self._first_line = True
             self._discard = None
 
     def _bdat(self, arg: str, refusal: Reply | None) -> None:
@@ -560,63 +561,63 @@ class SMTPSession:
         self._reset_transaction()
 
     def _step_data(self) -> bool:
-        """Scan DATA input: unstuff dots, find CRLF.CRLF, refuse bare CR/LF.
+        """Scan DATA input: find CRLF.CRLF, unstuff dots, refuse bare CR/LF.
 
-        Only a line that starts after a CRLF can hold the terminator or a
-        stuffed dot, so between two ``CRLF.`` positions whole stretches are
-        checked and passed on at once.
+        Whole windows are handled by ``bytes`` methods, not line by line, so
+        a message of a million dot-lines costs no more than any other. A
+        window never ends inside a possible terminator (those octets wait
+        for more input), hence every CRLF and the dot after it are seen
+        together and ``replace`` unstuffs exactly one dot per line.
         """
-        before = len(self._input)
-        out = bytearray()
-        while self._input and len(out) < CHUNK_SIZE:
-            if self._at_line_start:
-                head = self._input.peek(3)
-                if head == b".\r\n":
-                    self._input.consume(3)
-                    self._end_data(out)
-                    return True
-                if head.startswith(b"."):
-                    if len(head) < 3 and b".\r\n".startswith(head):
-                        break
-                    self._input.consume(1)
-                self._at_line_start = False
-                continue
-            window = self._input.peek(CHUNK_SIZE - len(out))
-            found = window.find(b"\r\n.")
-            if found >= 0:
-                segment = window[: found + 2]
-            elif window.endswith(b"\r"):
-                segment = window[:-1]  # its LF may be in the next input
-            else:
-                segment = window
-            if not segment:
-                break
-            self._input.consume(len(segment))
-            self._at_line_start = segment.endswith(b"\r\n")
-            if self._discard is not None:
-                continue
-            if not _clean(segment):
-                self._abort(BARE_LINEFEED)
-                out.clear()
-            elif self._size + len(segment) > self._settings.max_message_size:
-                self._abort(MESSAGE_TOO_BIG)
-                out.clear()
-            else:
-                self._size += len(segment)
-                out += segment
-        if out:
-            self._events.append(DataChunk(bytes(out)))
-        return len(self._input) != before
+        if self._first_line:
+            head = self._input.peek(3)
+            if head == b".\r\n":  # an empty message
+                self._input.consume(3)
+                self._end_data()
+                return True
+            if len(head) < 3 and b".\r\n".startswith(head):
+                return False
+            if head.startswith(b"."):
+                self._input.consume(1)
+            self._first_line = False
+            return True
+        window = min(len(self._input), CHUNK_SIZE)
+        end = self._input.find(_TERMINATOR, window)
+        if end >= 0:
+            length = end + 2  # the CRLF before the dot belongs to the message
+        else:
+            tail = self._input.peek(4, start=max(0, window - 4))
+            held = next((k for k in (4, 3, 2, 1) if tail.endswith(_TERMINATOR[:k])), 0)
+            length = window - held
+            if not length:
+                return False
+        self._accept_data(self._input.take(length))
+        if end >= 0:
+            self._input.consume(3)
+            self._end_data()
+        return True
 
-    def _end_data(self, out: bytearray) -> None:
+    def _accept_data(self, raw: bytes) -> None:
+        if self._discard is not None:
+            return
+        if not _clean(raw):
+            self._abort(BARE_LINEFEED)
+            return
+        data = raw.replace(b"\r\n.", b"\r\n")
+        if self._size + len(data) > self._settings.max_message_size:
+            self._abort(MESSAGE_TOO_BIG)
+        else:
+            self._size += len(data)
+            self._events.append(DataChunk(data))
+
+    def _end_data(self) -> None:
         self._reset_transaction()
         self._state = State.HELLO
         if self._discard is not None:
-            self._refuse(self._discard)
-            return
-        if out:
-            self._events.append(DataChunk(bytes(out)))
-        self._events.append(DataEnd())
+            reply, self._discard = self._discard, None
+            self._refuse(reply)
+        else:
+            self._events.append(DataEnd())
 
     def _step_bdat(self) -> bool:
         if self._chunk_left:
