@@ -303,4 +303,5 @@ class _Session:
                 log.info("pop3 delete user=%s ip=%s requested=%d removed=%d uids=%s",
                          _kv(self.account or ""), self.ip, len(uids), removed,
                          ",".join(map(str, uids)))
+        self.unlock()  # before "+OK": a client that reconnects at once must not see [IN-USE]
         self.machine.send(Updated(ok))
