@@ -76,6 +76,16 @@ class TestSessions:
         session_checks(client)
         client.quit()
 
+    def test_stls_ignores_pipelined_plaintext(self, pop3: POP3Harness) -> None:
+        """A command injected behind STLS is not obeyed after the handshake."""
+        raw = pop3.raw()
+        raw.send(b"STLS\r\nUSER " + USER.encode() + b"\r\n")
+        assert raw.line() == b"+OK Begin TLS negotiation now\r\n"
+        tls = pop3.client_context().wrap_socket(raw.sock, server_hostname="127.0.0.1")
+        tls.sendall(b"PASS " + PASSWORD.encode() + b"\r\n")
+        assert tls.recv(1024) == b"-ERR Send USER first\r\n"
+        tls.close()
+
     def test_pop3s_session(self, pop3: POP3Harness) -> None:
         """Implicit TLS on the pop3s port."""
         pop3.deliver(DOTTED)

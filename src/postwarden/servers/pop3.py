@@ -183,7 +183,6 @@ class _Session:
                 case Retrieve():
                     await self.retrieve(event)
                 case StartTLS():
-                    await self.flush()
                     await self.start_tls()
                 case Update():
                     await self.update(event)
@@ -209,13 +208,18 @@ class _Session:
             await asyncio.wait_for(self.writer.drain(), self.timeout)
 
     async def start_tls(self) -> None:
-        """Upgrade the connection, dropping any plaintext the client sent before it."""
+        """Send "+OK", then hand the socket to TLS without yielding to the loop in between.
+
+        Not yielding matters twice: the client's ClientHello, sent once it sees
+        "+OK", cannot land in the plaintext reader buffer; and whatever is in
+        that buffer now was sent before "+OK", so it is discarded rather than
+        returned after the handshake as if it came over TLS (CVE-2011-0411).
+        """
         assert self.services.tls is not None
-        # Bytes already read from the socket but not yet by us would otherwise be
-        # returned after the handshake as if they came over TLS (CVE-2011-0411).
         pending = getattr(self.reader, "_buffer", None)
         if isinstance(pending, bytearray):
             pending.clear()
+        self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.services.tls, ssl_handshake_timeout=self.timeout)
         self.machine.send(TLSStarted(
             plaintext_auth_allowed(self.services.cfg.auth, self.peer, tls_active=True)
