@@ -1,0 +1,445 @@
+"""The queue manager against real DNS and SMTP peers on loopback."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deliveryworld import SENDER, World, delivery_status, make_config, message
+from dnsfake import DNSServer
+from smtppeers import Peer, Transaction
+
+from postwarden.servers.tls import write_self_signed
+from postwarden.storage.interfaces import RecipientState
+
+RELAY_REFUSED = "550 5.7.1 Unable to relay"
+TRY_LATER = "451 4.3.0 Try again later"
+
+MakeWorld = Callable[..., Awaitable[World]]
+
+
+@pytest.fixture
+async def dns_records() -> dict[tuple[str, str], list[str]]:
+    return {
+        ("one.test", "MX"): ["10 mail.one.test."],
+        ("mail.one.test", "A"): ["127.0.0.2"],
+        ("two.test", "MX"): ["20 backup.two.test.", "10 primary.two.test."],
+        ("primary.two.test", "A"): ["127.0.0.4"],  # nothing listens there
+        ("backup.two.test", "A"): ["127.0.0.3"],
+        ("nomx.test", "A"): ["127.0.0.3"],
+        ("null.test", "MX"): ["0 ."],
+        ("partner.test", "MX"): ["10 mail.one.test."],
+        ("sub.routed.test", "MX"): ["10 mail.one.test."],
+    }
+
+
+@pytest.fixture
+async def dns(dns_records: dict[tuple[str, str], list[str]]) -> AsyncIterator[DNSServer]:
+    server = DNSServer(dns_records)
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[Peer]]:
+    started: list[Peer] = []
+    yield started
+    for peer in started:
+        await peer.close()
+
+
+@pytest.fixture
+async def mx_port(peers: list[Peer]) -> int:
+    """One port for every MX peer (they differ by loopback address, like real MXs)."""
+    probe = Peer("probe")
+    port = await probe.start("127.0.0.2")
+    await probe.close()
+    return port
+
+
+@pytest.fixture
+def start_peer(peers: list[Peer]) -> Callable[..., Awaitable[Peer]]:
+    async def start(host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> Peer:
+        peer = Peer(**kwargs)
+        await peer.start(host, port)
+        peers.append(peer)
+        return peer
+
+    return start
+
+
+@pytest.fixture
+async def make_world(
+    tmp_path: Path, dns: DNSServer, mx_port: int
+) -> AsyncIterator[MakeWorld]:
+    made: list[World] = []
+
+    async def make(intake_max_received: int | None = None, **sections: Any) -> World:
+        delivery = {"mx_port": mx_port, **sections.pop("delivery", {})}
+        cfg = make_config(
+            tmp_path, delivery=delivery, dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+            **sections,
+        )
+        world = World(tmp_path, cfg, intake_max_received=intake_max_received)
+        made.append(world)
+        return await world.start()
+
+    yield make
+    for world in made:
+        await world.stop()
+
+
+def _status(world: World) -> tuple[list[email.message.Message], list[email.message.Message]]:
+    """The one report in the INBOX and its delivery-status groups."""
+    inbox = world.inbox()
+    assert len(inbox) == 1
+    return inbox, delivery_status(inbox[0])
+
+
+def attempts(world: World, queue_id: str, n: int) -> Callable[[], bool]:
+    """A check: the message's first recipient has had ``n`` attempts recorded."""
+
+    def check() -> bool:
+        msg = world.queued(queue_id)
+        return msg is not None and msg.recipients[0].attempts >= n
+
+    return check
+
+
+class TestRoutingOnTheWire:
+    async def test_delivers_by_mx_with_our_received_header(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """Mail to a remote domain leaves via its MX, our Received header first."""
+        peer = await start_peer("127.0.0.2", mx_port)
+        world = await make_world()
+        accepted = await world.submit("bob@one.test")
+        [tx] = await peer.wait_messages(1)
+        assert tx.sender == SENDER
+        assert tx.recipients == ["bob@one.test"]
+        first = tx.data.split(b"\r\n", 1)[0]
+        assert first.startswith(b"Received: from client.local.test ([192.0.2.7])")
+        assert f"by mx.local.test (postwarden) with ESMTPSA id {accepted.queue_id}".encode() \
+            in tx.data
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+
+    async def test_falls_back_to_the_next_mx_when_the_first_is_down(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """The preferred MX refuses connections, so the backup MX gets the mail."""
+        backup = await start_peer("127.0.0.3", mx_port)
+        world = await make_world()
+        await world.submit("bob@two.test")
+        [tx] = await backup.wait_messages(1)
+        assert tx.recipients == ["bob@two.test"]
+
+    async def test_uses_the_a_record_when_there_is_no_mx(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """No MX record: the domain's own address is the mail host (RFC 5321 §5.1)."""
+        peer = await start_peer("127.0.0.3", mx_port)
+        world = await make_world()
+        await world.submit("bob@nomx.test")
+        await peer.wait_messages(1)
+
+    async def test_route_and_wildcard_route_override_mx(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """[[routes]] entries, exact and *.domain, win over the MX records."""
+        mx = await start_peer("127.0.0.2", mx_port)
+        routed = await start_peer()
+        world = await make_world(routes=[
+            {"domain": "partner.test", "to": f"127.0.0.1:{routed.port}"},
+            {"domain": "*.routed.test", "to": f"127.0.0.1:{routed.port}"},
+        ])
+        await world.submit("bob@partner.test", "carol@sub.routed.test")
+        [tx] = await routed.wait_messages(1)
+        assert sorted(tx.recipients) == ["bob@partner.test", "carol@sub.routed.test"]
+        assert mx.messages == []
+
+    async def test_smarthost_overrides_mx(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """With a smarthost, every remote recipient goes there in one transaction."""
+        mx = await start_peer("127.0.0.2", mx_port)
+        smarthost = await start_peer()
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{smarthost.port}"})
+        await world.submit("bob@one.test", "dave@nomx.test")
+        [tx] = await smarthost.wait_messages(1)
+        assert sorted(tx.recipients) == ["bob@one.test", "dave@nomx.test"]
+        assert mx.messages == []
+
+    async def test_address_literal_goes_to_that_address(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """user@[127.0.0.3] is delivered to 127.0.0.3 at mx_port, without DNS."""
+        peer = await start_peer("127.0.0.3", mx_port)
+        world = await make_world()
+        await world.submit("bob@[127.0.0.3]")
+        [tx] = await peer.wait_messages(1)
+        assert tx.recipients == ["bob@[127.0.0.3]"]
+
+    async def test_null_mx_fails_permanently_with_a_report(self, make_world: MakeWorld) -> None:
+        """A domain publishing null MX (RFC 7505) bounces at once."""
+        world = await make_world()
+        accepted = await world.submit("bob@null.test")
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        _, groups = _status(world)
+        assert groups[1]["Action"] == "failed"
+        assert groups[1]["Status"] == "5.1.10"
+
+    async def test_reuses_one_connection_for_several_messages(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """Messages for one host travel over one session."""
+        peer = await start_peer()
+        world = await make_world(
+            delivery={"smarthost": f"127.0.0.1:{peer.port}", "max_per_destination": 1},
+        )
+        for i in range(5):
+            await world.submit("bob@one.test", data=message(f"m{i}"))
+        await peer.wait_messages(5)
+        assert peer.connections < 5
+
+
+class TestSmtpFeatures:
+    async def test_passes_dsn_parameters_to_a_dsn_peer(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """NOTIFY, ORCPT, RET and ENVID go onward when the peer offers DSN."""
+        peer = await start_peer(extensions=("DSN", "SIZE 1000000", "8BITMIME"))
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        await world.submit(
+            "bob@one.test", notify=("SUCCESS", "FAILURE"), orcpt="rfc822;bob@one.test",
+            ret="HDRS", envid="env42",
+        )
+        [tx] = await peer.wait_messages(1)
+        assert {"RET=HDRS", "ENVID=env42"} <= set(tx.mail_params)
+        assert tx.rcpt_params == [["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@one.test"]]
+        assert any(p.startswith("SIZE=") for p in tx.mail_params)
+
+    async def test_uses_starttls_when_offered(
+        self, tmp_path: Path, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """Opportunistic TLS with a self-signed certificate still encrypts."""
+        cert, key = tmp_path / "peer.pem", tmp_path / "peer.key"
+        write_self_signed(cert, key, "peer.test")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        peer = await start_peer(tls=ctx)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        await world.submit("bob@one.test")
+        [tx] = await peer.wait_messages(1)
+        assert tx.tls
+
+    async def test_smtputf8_message_to_a_peer_without_it_bounces(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A message that needs SMTPUTF8 fails permanently, saying why."""
+        peer = await start_peer()
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("jörg@one.test", smtputf8=True)
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert peer.messages == []
+        _, groups = _status(world)
+        assert groups[1]["Status"] == "5.6.7"
+        assert "SMTPUTF8" in groups[1]["Diagnostic-Code"]
+
+
+class TestFailures:
+    async def test_relay_refusal_produces_an_ndr_quoting_the_remote_reply(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
+    ) -> None:
+        """550 5.7.1 at RCPT: the local sender gets an RFC 3464 report with that reply."""
+        await start_peer("127.0.0.2", mx_port, on_rcpt=lambda _: RELAY_REFUSED)
+        world = await make_world()
+        accepted = await world.submit("bob@one.test", orcpt="rfc822;bob@one.test")
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        [report], groups = _status(world)
+        assert report["From"] == "Mail Delivery System <MAILER-DAEMON@mx.local.test>"
+        assert report["Auto-Submitted"] == "auto-replied"
+        assert groups[0]["Reporting-MTA"] == "dns; mx.local.test"
+        assert groups[0]["Arrival-Date"]
+        rcpt = groups[1]
+        assert rcpt["Final-Recipient"] == "rfc822; bob@one.test"
+        assert rcpt["Original-Recipient"] == "rfc822;bob@one.test"
+        assert rcpt["Action"] == "failed"
+        assert rcpt["Status"] == "5.7.1"
+        assert rcpt["Remote-MTA"] == "dns; mail.one.test"
+        assert rcpt["Diagnostic-Code"] == f"smtp; {RELAY_REFUSED}"
+        returned = report.get_payload(2)
+        assert returned.get_content_type() == "message/rfc822"
+        assert returned.get_payload(0)["Subject"] == "hello"
+
+    async def test_ret_hdrs_returns_only_the_headers(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """RET=HDRS: the report carries text/rfc822-headers, not the body."""
+        peer = await start_peer(on_rcpt=lambda _: RELAY_REFUSED)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit(
+            "bob@one.test", ret="HDRS", data=message(body="secret body\r\n")
+        )
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        [report], _ = _status(world)
+        part = report.get_payload(2)
+        assert part.get_content_type() == "text/rfc822-headers"
+        assert b"secret body" not in report.as_bytes()
+
+    async def test_temporary_failures_retry_then_succeed(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """451 twice, then accepted: delivered once, no report."""
+        refusals = [TRY_LATER, TRY_LATER]
+
+        async def flaky(_: Transaction) -> str | None:
+            return refusals.pop() if refusals else None
+
+        peer = await start_peer(on_data=flaky)
+        world = await make_world(
+            delivery={"smarthost": f"127.0.0.1:{peer.port}", "retry_intervals": ["1s"]},
+        )
+        accepted = await world.submit("bob@one.test")
+        await peer.wait_messages(1)
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert peer.data_started == 3
+        assert world.inbox() == []
+
+    async def test_connection_dropped_in_data_is_retried(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A peer that hangs up mid-DATA leaves the recipient queued for later."""
+        peer = await start_peer(drop_in_data=True)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test")
+
+        await world.until(attempts(world, accepted.queue_id, 1))
+        msg = world.queued(accepted.queue_id)
+        assert msg is not None
+        rcpt = msg.recipients[0]
+        assert rcpt.state is RecipientState.PENDING
+        assert rcpt.last_error is not None and rcpt.last_error.startswith("451 4.4.2")
+        assert world.inbox() == []
+
+    async def test_expiry_produces_an_ndr(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """Still failing temporarily after max_queue_lifetime: failed, with the last reply."""
+        peer = await start_peer(on_rcpt=lambda _: TRY_LATER)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test")
+        await world.until(attempts(world, accepted.queue_id, 1))
+        assert world.inbox() == []
+        world.age(accepted.queue_id, 6 * 86400)
+        world.store.retry_now(accepted.queue_id, 0)
+        world.manager.wake()  # type: ignore[union-attr]
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        _, groups = _status(world)
+        assert groups[1]["Action"] == "failed"
+        assert groups[1]["Status"] == "5.4.7"
+        assert groups[1]["Diagnostic-Code"] == f"smtp; {TRY_LATER}"
+
+    async def test_delay_notice_is_sent_once(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """After delay_warning_after, one 'delayed' report; later attempts send none."""
+        peer = await start_peer(on_rcpt=lambda _: TRY_LATER)
+        world = await make_world(
+            delivery={"smarthost": f"127.0.0.1:{peer.port}", "delay_warning_after": "1s"},
+        )
+        accepted = await world.submit("bob@one.test")
+        world.age(accepted.queue_id, 10)
+        await world.until(attempts(world, accepted.queue_id, 1))
+        world.store.retry_now(accepted.queue_id, 0)
+        world.manager.wake()  # type: ignore[union-attr]
+        await world.until(attempts(world, accepted.queue_id, 2))
+        inbox = world.inbox()
+        assert len(inbox) == 1
+        groups = delivery_status(inbox[0])
+        assert groups[1]["Action"] == "delayed"
+        assert groups[1]["Will-Retry-Until"]
+        assert inbox[0].get_payload(2).get_content_type() == "text/rfc822-headers"
+
+    async def test_null_sender_never_gets_a_report(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A bounce of a bounce is dropped: nothing queued, nothing in any INBOX."""
+        peer = await start_peer(on_rcpt=lambda _: RELAY_REFUSED)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test", sender=None)
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert world.store.queued_ids() == []
+        assert world.inbox() == []
+
+    async def test_notify_never_suppresses_the_report(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """NOTIFY=NEVER: the failure is recorded and no report is sent."""
+        peer = await start_peer(on_rcpt=lambda _: RELAY_REFUSED)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test", notify=("NEVER",))
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert world.inbox() == []
+
+    async def test_notify_success_to_a_peer_without_dsn_reports_relayed(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """NOTIFY=SUCCESS and the peer cannot report: we say 'relayed' (RFC 3461 §4.2)."""
+        peer = await start_peer()
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test", notify=("SUCCESS",))
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        await world.until(lambda: len(world.inbox()) == 1)
+        groups = delivery_status(world.inbox()[0])
+        assert groups[1]["Action"] == "relayed"
+        assert groups[1]["Status"] == "2.0.0"
+
+    async def test_mail_loop_fails_permanently(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """More Received headers than max_received_headers: bounced, never sent on."""
+        peer = await start_peer()
+        world = await make_world(
+            intake_max_received=100,
+            delivery={"smarthost": f"127.0.0.1:{peer.port}", "max_received_headers": 5},
+        )
+        hops = "".join(f"Received: from h{i}.test by h{i + 1}.test; today\r\n" for i in range(5))
+        accepted = await world.submit("bob@one.test", data=(hops.encode() + message()))
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert peer.messages == []
+        _, groups = _status(world)
+        assert groups[1]["Status"] == "5.4.6"
+
+    async def test_partial_failure_reports_only_the_failed_recipient(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """One transaction, one recipient refused: the other is delivered."""
+        peer = await start_peer(
+            on_rcpt=lambda rcpt: RELAY_REFUSED if rcpt.startswith("bad") else None
+        )
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("good@one.test", "bad@one.test")
+        [tx] = await peer.wait_messages(1)
+        assert tx.recipients == ["good@one.test"]
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        _, groups = _status(world)
+        assert len(groups) == 2
+        assert groups[1]["Final-Recipient"] == "rfc822; bad@one.test"
+
+
+def test_email_parses_reports_with_compat32() -> None:
+    """Guard: the stdlib parser used above splits delivery-status groups."""
+    raw = (
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; a\r\n\r\n"
+        b"Final-Recipient: rfc822; b@c\r\nAction: failed\r\n\r\n--b--\r\n"
+    )
+    groups = delivery_status(email.message_from_bytes(raw, policy=email.policy.compat32))
+    assert groups[1]["Action"] == "failed"
