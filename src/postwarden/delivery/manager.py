@@ -184,17 +184,20 @@ class QueueManager:
             room = ACTIVE_WINDOW - len(self._inflight)
             if room >= ACTIVE_WINDOW // 4 or not self._inflight:
                 ids = await self._db(self._queue.due_queue_ids, now, room + len(self._inflight))
-                for queue_id in ids:
-                    if queue_id not in self._inflight and not self._stopping:
-                        msg = await self._db(self._queue.get_queued, queue_id)
-                        if msg is not None:
-                            self._dispatch(msg, now)
+                fresh = [i for i in ids if i not in self._inflight]
+                for msg in await self._db(self._load, fresh):
+                    if not self._stopping:
+                        self._dispatch(msg, now)
                 if len(ids) - len(self._inflight) >= room > 0:
                     continue  # the window is not full and more may be waiting
             nxt = await self._db(self._queue.next_due_time)
             timeout = POLL_SECONDS if nxt is None or nxt <= now else min(POLL_SECONDS, nxt - now)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_event.wait(), timeout)
+
+    def _load(self, ids: Sequence[str]) -> list[QueuedMessage]:
+        """Fetch a refill of the window in one trip to the store thread."""
+        return [m for m in map(self._queue.get_queued, ids) if m is not None]
 
     def _dispatch(self, msg: QueuedMessage, now: float) -> None:
         due = [
