@@ -234,6 +234,10 @@ class QueueManager:
                     job = dest.jobs.popleft()
                     results, session, down = await self._attempt(dest, job, session, down)
                     self._job_done(job, results, session is not None and session.dsn)
+        except asyncio.CancelledError:
+            if session is not None:
+                session.abort()  # no polite QUIT: stop() has no more time to give
+            raise
         finally:
             dest.workers -= 1
             if dest.workers == 0 and not dest.jobs:
@@ -252,8 +256,8 @@ class QueueManager:
         hops = received_count(data)
         if hops > self._d.max_received_headers:
             reply = f"554 5.4.6 Too many hops ({hops} Received headers): mail loop?"
-            return self._logged(job, [RcptResult(Outcome.FAILED, reply, None)] * n, "-"), \
-                session, down
+            loop = RcptResult(Outcome.FAILED, reply, None)
+            return self._logged(job, [loop] * n, "-"), session, down
         if down is not None:
             return self._logged(job, [down] * n, down.remote_mta or "-"), session, down
         if session is not None and session.broken:
@@ -264,12 +268,12 @@ class QueueManager:
                 session = await self._open(dest.hop)
             except ResolveError as exc:
                 outcome = Outcome.FAILED if exc.permanent else Outcome.DEFERRED
-                result = RcptResult(outcome, exc.reply, None)
-                return self._logged(job, [result] * n, "-"), None, \
-                    None if exc.permanent else result
+                down = RcptResult(outcome, exc.reply, None)
             except HostUnavailable as exc:
-                result = RcptResult(Outcome.DEFERRED, exc.reply, exc.remote_mta)
-                return self._logged(job, [result] * n, exc.remote_mta or "-"), None, result
+                down = RcptResult(Outcome.DEFERRED, exc.reply, exc.remote_mta)
+            if down is not None:  # the same answer holds for this destination's other jobs
+                return self._logged(job, [down] * n, down.remote_mta or "-"), None, down
+        assert session is not None
         msg = tracker.msg
         out = OutMessage(
             sender=msg.sender,

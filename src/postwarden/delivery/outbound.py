@@ -90,11 +90,15 @@ def _unverified_context() -> ssl.SSLContext:
 
     MX hosts' certificates are rarely verifiable against the MX name (RFC 7672
     needs DANE for that), so checking would only turn TLS off in practice.
+    No CA bundle is loaded: nothing is verified against it.
     """
-    ctx = ssl.create_default_context()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+_TLS = _unverified_context()
 
 
 class Session:
@@ -123,7 +127,7 @@ class Session:
                 tls = False
                 if smtp.supports_extension("starttls"):
                     await smtp.starttls(
-                        tls_context=_unverified_context(),
+                        tls_context=_TLS,
                         server_hostname=None if hop.name == hop.address else hop.name,
                     )
                     await smtp.ehlo()
@@ -242,6 +246,11 @@ class Session:
             return
         if resp.code != 250:
             self.broken = True
+
+    def abort(self) -> None:
+        """Drop the connection at once (shutdown ran out of grace)."""
+        self.broken = True
+        self._smtp.close()
 
     async def close(self) -> None:
         """QUIT politely; a peer that already hung up is fine too."""
