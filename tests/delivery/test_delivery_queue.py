@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import ssl
@@ -443,3 +444,45 @@ def test_email_parses_reports_with_compat32() -> None:
     )
     groups = delivery_status(email.message_from_bytes(raw, policy=email.policy.compat32))
     assert groups[1]["Action"] == "failed"
+
+
+class TestShutdown:
+    async def _held_world(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> tuple[World, Peer, asyncio.Event, str]:
+        release = asyncio.Event()
+
+        async def hold(_: Transaction) -> str | None:
+            await release.wait()
+            return None
+
+        peer = await start_peer(on_data=hold)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test")
+        await peer.wait_until(lambda: peer.data_started == 1)
+        return world, peer, release, accepted.queue_id
+
+    async def test_in_flight_delivery_finishes_within_grace(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """stop() waits for the delivery in flight and records its 250."""
+        world, peer, release, queue_id = await self._held_world(make_world, start_peer)
+        assert world.manager is not None
+        stopping = asyncio.ensure_future(world.manager.stop(grace=10))
+        release.set()
+        await stopping
+        assert len(peer.messages) == 1
+        assert world.queued(queue_id) is None
+
+    async def test_delivery_cut_off_by_grace_stays_queued(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """Past the grace period the attempt is cancelled, unrecorded: still pending."""
+        world, _, release, queue_id = await self._held_world(make_world, start_peer)
+        assert world.manager is not None
+        await world.manager.stop(grace=0.2)
+        release.set()
+        msg = world.queued(queue_id)
+        assert msg is not None
+        assert msg.recipients[0].state is RecipientState.PENDING
+        assert msg.recipients[0].attempts == 0
