@@ -185,7 +185,7 @@ def _kind_name(kind: type) -> str:
 def parse_host_port(text: str, where: str) -> HostPort:
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f'{where}: expected "host:port", got {text!r}')
     return HostPort(host, int(port))
 

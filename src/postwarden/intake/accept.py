@@ -91,6 +91,7 @@ class GroupCommitter:
                 await loop.run_in_executor(self._executor, self._commit_batch, batch)
             except Exception as exc:
                 for item in batch:
+                    item.writer.abort()
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
@@ -136,37 +137,41 @@ class Intake:
         """Commit the message durably; raises IntakeError (and discards it) on refusal."""
         try:
             message.finish()
-            if message.received_count >= self.max_received_headers:
-                raise IntakeError("Too many hops (mail loop?)", permanent=True)
-            local: list[str] = []
-            remote: list[NewRecipient] = []
-            for rcpt in envelope.recipients:
-                try:
-                    resolved = self.recipients.resolve(rcpt.address)
-                except AliasLoop as exc:
-                    raise IntakeError(f"alias loop: {exc}", permanent=True) from None
-                local.extend(resolved.local_accounts)
-                remote.extend(
-                    NewRecipient(str(a), rcpt.orcpt, rcpt.notify) for a in resolved.remote
-                )
-            acceptance = Acceptance(
-                queue_id=queue_id,
-                blob=BlobRef(queue_id, message.size),
-                sender=str(envelope.sender or ""),
-                local_accounts=tuple(dict.fromkeys(local)),
-                remote=tuple(dict.fromkeys(remote)),
-                envid=envelope.envid,
-                ret=envelope.ret,
-                smtputf8=envelope.smtputf8,
-                received_at=time.time(),
-            )
-            await self.committer.commit(message.writer, acceptance)
+            acceptance = self._acceptance(queue_id, envelope, message)
         except BaseException:
             message.writer.abort()
             raise
+        # Shielded: once handed over, the commit finishes even if this session
+        # is cancelled, so a committed message never loses its file.
+        await asyncio.shield(self.committer.commit(message.writer, acceptance))
         if acceptance.remote:
             self.on_queued()
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))
+
+    def _acceptance(self, queue_id: str, envelope: Envelope,
+                    message: MessageBuilder) -> Acceptance:
+        if message.received_count >= self.max_received_headers:
+            raise IntakeError("Too many hops (mail loop?)", permanent=True)
+        local: list[str] = []
+        remote: list[NewRecipient] = []
+        for rcpt in envelope.recipients:
+            try:
+                resolved = self.recipients.resolve(rcpt.address)
+            except AliasLoop as exc:
+                raise IntakeError(f"alias loop: {exc}", permanent=True) from None
+            local.extend(resolved.local_accounts)
+            remote.extend(NewRecipient(str(a), rcpt.orcpt, rcpt.notify) for a in resolved.remote)
+        return Acceptance(
+            queue_id=queue_id,
+            blob=BlobRef(queue_id, message.size),
+            sender=str(envelope.sender or ""),
+            local_accounts=tuple(dict.fromkeys(local)),
+            remote=tuple(dict.fromkeys(remote)),
+            envid=envelope.envid,
+            ret=envelope.ret,
+            smtputf8=envelope.smtputf8,
+            received_at=time.time(),
+        )
 
     async def submit(self, envelope: Envelope, data: bytes) -> Accepted:
         """Accept a generated message (reports, CLI) through the same door."""

@@ -113,6 +113,8 @@ class SMTPConnection:
             await self._loop()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
             pass
+        except Exception:
+            log.exception(kv("smtp session-error", ip=self.peer.client_ip))
         finally:
             self._end_transaction("disconnected")
             self.writer.close()
@@ -146,9 +148,9 @@ class SMTPConnection:
     async def _loop(self) -> None:
         machine = self.machine
         while True:
-            await self._flush()
             event = machine.next_event()
             if event is NEED_DATA:
+                await self._flush()
                 machine.receive_data(await self._read())
                 continue
             match event:
@@ -176,6 +178,7 @@ class SMTPConnection:
                 case Quit() | Closed():
                     await self._flush()
                     return
+            await self._flush()
 
     # --- decisions ------------------------------------------------------
 
@@ -278,11 +281,16 @@ class SMTPConnection:
                         result=result, **extra))
 
     async def _start_tls(self) -> None:
-        await self._flush()
         assert self.s.tls is not None
+        # Stop reading before the 220 goes out: the client's ClientHello must
+        # stay in the socket for the TLS layer, not land in the plaintext buffer.
+        # Plaintext pipelined after STARTTLS is dropped (CVE-2011-0411 style
+        # injection); the machine drops its own copy in tls_started().
+        self.writer.transport.pause_reading()
+        self.reader._buffer.clear()  # type: ignore[attr-defined]
+        self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.s.tls)
         self.tls = True
-        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no plaintext injection
         self.machine.tls_started()
 
     async def _auth(self, creds: AuthCredentials) -> Reply:
