@@ -92,14 +92,14 @@ class App:
                 return
             task = asyncio.current_task()
             assert task is not None
-            self.sessions.add(task)  # type: ignore[arg-type]
+            self.sessions.add(task)
             try:
                 await handler(reader, writer)
             except Exception:
                 log.exception(kv("session-crash", listener=kind, ip=ip))
             finally:
                 self.limiter.release(ip)
-                self.sessions.discard(task)  # type: ignore[arg-type]
+                self.sessions.discard(task)
                 writer.close()
 
         return limited

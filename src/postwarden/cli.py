@@ -174,11 +174,11 @@ def cmd_alias(args: argparse.Namespace) -> None:
             address = _local_address(store, args.address)
             if store.get_account(address.key):
                 raise CLIError(f"{address.key} is a user; an alias cannot shadow it")
-            targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-            if not targets:
+            given = [t.strip() for t in args.targets.split(",") if t.strip()]
+            if not given:
                 raise CLIError("alias needs at least one target")
             keys = []
-            for t in targets:
+            for t in given:
                 target = _address(t)
                 keys.append(target.key if store.is_local_domain(target.domain) else str(target))
             store.add_alias(address.key, keys)

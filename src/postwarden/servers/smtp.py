@@ -286,7 +286,7 @@ class SMTPConnection:
         # stay in the socket for the TLS layer, not land in the plaintext buffer.
         # Plaintext pipelined after STARTTLS is dropped (CVE-2011-0411 style
         # injection); the machine drops its own copy in tls_started().
-        self.writer.transport.pause_reading()
+        self.writer.transport.pause_reading()  # type: ignore[attr-defined]
         self.reader._buffer.clear()  # type: ignore[attr-defined]
         self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.s.tls)
