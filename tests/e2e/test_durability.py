@@ -7,9 +7,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from serverproc import DOMAIN, ServerProcess
-
 from postwarden.mail import reply as R
+from serverproc import DOMAIN, ServerProcess
 
 USER = f"dora@{DOMAIN}"
 REMOTE_USER = "far@remote.example"

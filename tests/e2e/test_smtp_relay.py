@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 from postwarden.mail import reply as R
+from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 EXTERNAL = "someone@remote.example"
 STRANGER = "127.0.0.3"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
-from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 from postwarden.mail import reply as R
+from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 USER = f"bob@{DOMAIN}"
 MAX_SIZE = 20_000
