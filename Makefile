@@ -16,6 +16,7 @@ venv: $(BIN)/postwarden
 
 run: venv
 	@test -f $(CONFIG) || $(BIN)/postwarden -c $(CONFIG) init --hostname mail.example.test --domain example.test --demo-user
+	@echo "Demo login: demo@example.test / demo-password (see README.md, 'Try it')"
 	$(BIN)/postwarden -c $(CONFIG) serve
 
 lint: venv
