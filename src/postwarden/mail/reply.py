@@ -90,6 +90,7 @@ RELAY_DENIED = Reply(550, "5.7.1", "Unable to relay")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by user")
 TEMP_FAILURE = Reply(451, "4.3.0", "Temporary local problem, try again later")
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service shutting down, closing connection")
+TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 
 # Appended by the SMTP machine.

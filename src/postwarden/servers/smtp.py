@@ -7,6 +7,7 @@ ordering and syntax rule lives in the machine, every decision in policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -111,7 +112,10 @@ class SMTPConnection:
     async def run(self) -> None:
         try:
             await self._loop()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+        except TimeoutError:
+            with contextlib.suppress(ConnectionError, OSError):
+                self.writer.write(R.TIMEOUT.encode())
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except Exception:
             log.exception(kv("smtp session-error", ip=self.peer.client_ip))
