@@ -81,7 +81,8 @@ async def make_world(
 ) -> AsyncIterator[MakeWorld]:
     made: list[World] = []
 
-    async def make(intake_max_received: int | None = None, **sections: Any) -> World:
+    async def make(intake_max_received: int | None = None, start: bool = True,
+                   **sections: Any) -> World:
         delivery = {"mx_port": mx_port, **sections.pop("delivery", {})}
         cfg = make_config(
             tmp_path, delivery=delivery, dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
@@ -89,7 +90,7 @@ async def make_world(
         )
         world = World(tmp_path, cfg, intake_max_received=intake_max_received)
         made.append(world)
-        return await world.start()
+        return await world.start() if start else world
 
     yield make
     for world in made:
@@ -202,9 +203,11 @@ class TestRoutingOnTheWire:
         peer = await start_peer()
         world = await make_world(
             delivery={"smarthost": f"127.0.0.1:{peer.port}", "max_per_destination": 1},
+            start=False,
         )
-        for i in range(5):
+        for i in range(5):  # all queued before the manager runs: one batch, one host
             await world.submit("bob@one.test", data=message(f"m{i}"))
+        await world.start()
         await peer.wait_messages(5)
         assert peer.connections < 5
 
