@@ -16,7 +16,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Build (not start) servers with config overrides; all are stopped at the end."""
     made: list[ServerProcess] = []
 
-    def make(**overrides: dict[str, Any]) -> ServerProcess:
+    def make(**overrides: Any) -> ServerProcess:
         root = tmp_path / f"server{len(made)}"
         root.mkdir()
         server = ServerProcess(root, **overrides)

@@ -54,7 +54,8 @@ def render_toml(top: dict[str, Any], sections: dict[str, dict[str, Any]],
 class ServerProcess:
     """Owns a data directory and config; start/stop/kill the server on it."""
 
-    def __init__(self, root: Path, **overrides: dict[str, Any]) -> None:
+    def __init__(self, root: Path, routes: Iterable[dict[str, str]] = (),
+                 **overrides: dict[str, Any]) -> None:
         self.root = root
         self.config_path = root / "postwarden.toml"
         listen: dict[str, Any] = {
@@ -72,10 +73,10 @@ class ServerProcess:
             "delivery": {"retry_intervals": ["1s"]},
         }
         for name, table in overrides.items():
-            if name != "routes":
-                sections.setdefault(name, {}).update(table)
+            sections.setdefault(name, {}).update(table)
         self.config_path.write_text(
-            render_toml({"hostname": HOSTNAME, "data_dir": "var"}, sections), encoding="utf-8"
+            render_toml({"hostname": HOSTNAME, "data_dir": "var"}, sections, routes),
+            encoding="utf-8",
         )
         write_self_signed(root / "var/tls/cert.pem", root / "var/tls/key.pem", HOSTNAME)
         self.cert = root / "var/tls/cert.pem"
@@ -129,7 +130,8 @@ class ServerProcess:
             for line in proc.stderr:
                 self.output.append(line)
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
 
     def addr(self, kind: str, index: int = 0) -> tuple[str, int]:
         return self.ports[kind][index]
@@ -142,6 +144,7 @@ class ServerProcess:
             return 0
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=60)
+        self._pump.join(timeout=30)  # every log line read once stop() returns
         self.proc = None
         return code
 
