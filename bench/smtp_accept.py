@@ -1,0 +1,319 @@
+"""SMTP durable-accept rate: postwarden against a minimal aiosmtpd + fsync baseline.
+
+    .venv/bin/python bench/smtp_accept.py [-s 20] [-m 5000] [-l 1024] [--python]
+
+Load: ``-s`` concurrent sessions, one new connection per message, one local
+recipient, ``-l``-byte messages, ``-m`` messages in total. The load generator
+is Postfix's ``smtp-source`` (installed with apt when missing and running as
+root; its CPU is C, not Python); without it an asyncio generator in this
+process is used, with a warning.
+
+Both servers run side by side (an idle one costs nothing) and get the same
+passes, interleaved so that drift on the machine hits both alike:
+
+1. throughput, ``--repeat`` times: ``smtp-source`` alone, messages / wall
+   clock from its start to its exit; the median is reported;
+2. latency: the same load once more, plus a sampler in this process that
+   sends one message at a time on its own connection (EHLO, MAIL, RCPT,
+   DATA) and times connect -> the ``250`` after the final dot. smtp-source
+   cannot report per-message latency, so p50/p99 come from these samples.
+
+With ``--python`` (or no smtp-source) the generator times every message
+itself and there is no separate latency pass. Then peak RSS (VmHWM) of each
+server process, its CPU seconds, and a check that every acknowledged message
+is in the store (``mailbox_messages`` rows for postwarden, files for the
+baseline).
+
+Run by hand, never by ``make test``. Loopback only; temp dirs and child
+processes are removed at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    USER,
+    Server,
+    find_smtp_source,
+    make_body,
+    percentile,
+    proc_status_kb,
+    raise_fd_limit,
+    reset_peak_rss,
+    send_message,
+    start_postwarden,
+    stored_messages,
+)
+
+SENDER = "sender@x.test"
+
+BASELINE = r'''
+"""Minimal aiosmtpd server: each message written to a file, fsynced, renamed."""
+import asyncio, itertools, os, sys
+from aiosmtpd.smtp import SMTP
+
+class Handler:
+    def __init__(self, root):
+        self.root, self.seq = root, itertools.count()
+
+    async def handle_DATA(self, server, session, envelope):
+        name = f"{os.getpid()}.{next(self.seq)}"
+        tmp = os.path.join(self.root, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(envelope.original_content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(self.root, "new", name))
+        return "250 2.0.0 Ok: queued"
+
+async def main(root):
+    for sub in ("tmp", "new"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    handler = Handler(root)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, hostname="baseline.test", data_size_limit=None),
+        "127.0.0.1", 0)
+    print(f"listening smtp 127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    print("baseline ready", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+@dataclass
+class Result:
+    """What one server did under the load."""
+
+    name: str
+    server: Server
+    root: Path
+    rates: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    peak_rss_kb: int = 0
+    cpu_seconds: float = 0.0
+    cpu_start: float = 0.0
+    warmup_rate: float = 0.0
+    startup_hwm_kb: int = 0
+    hwm_reset: bool = False
+    stored: int = 0
+    expected: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Median messages per second over the throughput passes."""
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def python_load(port: int, sessions: int, messages: int, body: bytes) -> list[float]:
+    """``sessions`` workers share ``messages``; returns the latency of every message."""
+    remaining = messages
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            latencies.append(await send_message("127.0.0.1", port, SENDER, USER, body))
+
+    await asyncio.gather(*(worker() for _ in range(sessions)))
+    return latencies
+
+
+async def smtp_source_load(exe: str, port: int, args: argparse.Namespace,
+                           body: bytes, sample: bool) -> tuple[float, list[float], int]:
+    """Run smtp-source once; with ``sample``, time single messages alongside it.
+
+    Returns the wall time, the latencies of samples that finished while
+    smtp-source was still running, and how many messages the sampler sent.
+    """
+    argv = [exe, "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
+            "-f", SENDER, "-t", USER, f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    latencies: list[float] = []
+    sampled = 0
+    if sample:
+        waiter = asyncio.ensure_future(proc.wait())
+        while not waiter.done():  # bounded: smtp-source sends a fixed number of messages
+            latency = await send_message("127.0.0.1", port, SENDER, USER, body)
+            sampled += 1
+            if not waiter.done():
+                latencies.append(latency)
+    out, err = await proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"smtp-source failed ({proc.returncode}): {(out + err).decode()}")
+    return seconds, latencies, sampled
+
+
+async def throughput_pass(r: Result, smtp_source: str | None, args: argparse.Namespace,
+                          body: bytes) -> None:
+    """One pass of the load against one server; appends its rate (and latencies)."""
+    if smtp_source:
+        seconds, _, _ = await smtp_source_load(smtp_source, r.server.port, args, body, False)
+    else:
+        started = time.perf_counter()
+        r.latencies += await python_load(r.server.port, args.sessions, args.messages, body)
+        seconds = time.perf_counter() - started
+    r.rates.append(args.messages / seconds)
+    r.expected += args.messages
+    print(f"  {r.name}: {r.rates[-1]:.0f} msgs/s", flush=True)
+
+
+async def latency_pass(r: Result, smtp_source: str, args: argparse.Namespace,
+                       body: bytes) -> None:
+    """smtp-source load again, with the one-message-at-a-time sampler alongside."""
+    _, r.latencies, sampled = await smtp_source_load(smtp_source, r.server.port, args, body,
+                                                     True)
+    r.expected += args.messages + sampled
+
+
+async def drive(results: list[Result], smtp_source: str | None,
+                args: argparse.Namespace) -> None:
+    """Interleaved throughput passes (so drift hits both servers alike), then latency."""
+    body = make_body(args.size)
+    for r in results:  # the startup peak (argon2's import-time hash) is reported apart
+        r.startup_hwm_kb = proc_status_kb(r.server.pid, "VmHWM")
+        r.hwm_reset = reset_peak_rss(r.server.pid)
+    if args.warmup:
+        print(f"warm-up: {args.warmup} messages per server, not counted", flush=True)
+        warm = argparse.Namespace(**{**vars(args), "messages": args.warmup})
+        for r in results:
+            await throughput_pass(r, smtp_source, warm, body)
+            r.warmup_rate = r.rates.pop()
+            r.latencies.clear()
+    for r in results:
+        r.cpu_start = cpu_seconds(r.server.pid)
+    for round_ in range(args.repeat):
+        print(f"throughput pass {round_ + 1}/{args.repeat}", flush=True)
+        for r in results if round_ % 2 == 0 else results[::-1]:
+            await throughput_pass(r, smtp_source, args, body)
+    if smtp_source:
+        print("latency pass (smtp-source + sampler)", flush=True)
+        for r in results:
+            await latency_pass(r, smtp_source, args, body)
+    for r in results:
+        r.cpu_seconds = cpu_seconds(r.server.pid) - r.cpu_start
+        r.peak_rss_kb = proc_status_kb(r.server.pid, "VmHWM")
+
+
+def start_baseline(root: Path) -> Server:
+    """Write the aiosmtpd baseline script into ``root`` and start it."""
+    script = root / "baseline.py"
+    script.write_text(BASELINE, encoding="utf-8")
+    return Server([sys.executable, str(script), str(root / "mail")], root,
+                  "baseline ready").start()
+
+
+def run(smtp_source: str | None, args: argparse.Namespace) -> list[Result]:
+    """Start the servers in temp dirs, load them, stop them, count what they stored."""
+    with contextlib.ExitStack() as stack:
+        results: list[Result] = []
+        if args.only != "baseline":
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-bench-")))
+            server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions))
+            stack.callback(server.stop)
+            results.append(Result("postwarden", server, root))
+        if args.only != "postwarden":
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-base-")))
+            server = start_baseline(root)
+            stack.callback(server.stop)
+            results.append(Result("aiosmtpd+fsync", server, root))
+        asyncio.run(drive(results, smtp_source, args))
+        for r in results:
+            code = r.server.stop()
+            if code not in (0, None) and r.name == "postwarden":  # aiosmtpd dies of SIGTERM
+                print(f"warning: {r.name} exited {code}: {''.join(r.server.stderr[-5:])}")
+            if r.name == "postwarden":
+                r.stored = stored_messages(r.root)
+            else:
+                r.stored = len(os.listdir(r.root / "mail" / "new"))
+        return results
+
+
+def report(results: list[Result], generator: str, args: argparse.Namespace) -> None:
+    """Print one row per server and the ratio."""
+    print()
+    print(f"{'server':<16}{'msgs/s':>8}{'(min-max)':>12}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'samples':>8}{'peak RSS MB':>12}{'CPU s':>7}{'stored/acked':>14}")
+    for r in results:
+        p50 = percentile(r.latencies, 50) * 1000 if r.latencies else float("nan")
+        p99 = percentile(r.latencies, 99) * 1000 if r.latencies else float("nan")
+        spread = f"{min(r.rates):.0f}-{max(r.rates):.0f}"
+        print(f"{r.name:<16}{r.rate:>8.0f}{spread:>12}{p50:>8.1f}{p99:>8.1f}"
+              f"{len(r.latencies):>8}{r.peak_rss_kb / 1024:>12.1f}{r.cpu_seconds:>7.1f}"
+              f"{f'{r.stored}/{r.expected}':>14}")
+    print()
+    print(f"load: {args.sessions} sessions, {args.messages} messages of {args.size} bytes, "
+          f"one connection per message, generator {generator}")
+    print(f"msgs/s = median over {args.repeat} interleaved passes of messages / wall time")
+    if generator == "smtp-source":
+        print("p50/p99 = connect -> 250 after the final dot, measured by a Python client "
+              "sending one message at a time during an extra smtp-source pass")
+    else:
+        print("p50/p99 = connect -> 250 after the final dot, every message of the load")
+    if args.warmup:
+        print(f"warm-up on the fresh data dir ({args.warmup} msgs, not counted): " + ", ".join(
+            f"{r.name} {r.warmup_rate:.0f} msgs/s" for r in results))
+    print("peak RSS = VmHWM of the server process during the load (reset after startup: "
+          + ", ".join(f"{r.name} {'yes' if r.hwm_reset else 'NO'}" for r in results)
+          + "); VmHWM at startup: " + ", ".join(
+              f"{r.name} {r.startup_hwm_kb / 1024:.1f} MB" for r in results))
+    print("CPU s = server user+sys over the throughput and latency passes (not the warm-up)")
+    for r in results:
+        if r.stored < r.expected:
+            print(f"WARNING: {r.name} stored {r.stored} of {r.expected} acknowledged messages")
+    if len(results) == 2 and results[1].rate:
+        ratio = results[0].rate / results[1].rate
+        verdict = "meets" if ratio >= 1.3 else "BELOW"
+        print(f"ratio postwarden/baseline: {ratio:.2f}x ({verdict} the 1.3x target)")
+
+
+def main() -> None:
+    """Parse flags, pick the load generator, run both servers, report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-s", "--sessions", type=int, default=20, help="concurrent sessions")
+    parser.add_argument("-m", "--messages", type=int, default=5000, help="messages per pass")
+    parser.add_argument("-l", "--size", type=int, default=1024, help="message payload bytes")
+    parser.add_argument("--python", action="store_true",
+                        help="use the asyncio generator even if smtp-source is available")
+    parser.add_argument("--no-install", action="store_true",
+                        help="do not apt-get install postfix when smtp-source is missing")
+    parser.add_argument("--only", choices=("postwarden", "baseline"),
+                        help="run one server only")
+    parser.add_argument("--warmup", type=int, default=2000,
+                        help="uncounted messages first, on the fresh data dir (default 2000)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="throughput passes per server, interleaved (default 3)")
+    args = parser.parse_args()
+    raise_fd_limit(4096 + 4 * args.sessions)  # inherited by both servers
+    smtp_source = None if args.python else find_smtp_source(install=not args.no_install)
+    if smtp_source is None:
+        print("WARNING: smtp-source not available (apt-get install postfix as root); using the "
+              "Python generator, which competes with the server for CPU", file=sys.stderr)
+    results = run(smtp_source, args)
+    report(results, "smtp-source" if smtp_source else "python asyncio", args)
+
+if __name__ == "__main__":
+    main()
