@@ -31,11 +31,15 @@ from postwarden.storage.interfaces import (
 
 
 class IntakeError(Exception):
-    """The message cannot be accepted; ``permanent`` says whether to retry."""
+    """The message cannot be accepted; ``permanent`` says whether to retry.
 
-    def __init__(self, message: str, permanent: bool) -> None:
+    ``status`` is the RFC 3463 enhanced status code that explains it.
+    """
+
+    def __init__(self, message: str, permanent: bool, status: str = "5.4.6") -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.status = status
 
 
 def new_queue_id() -> str:
@@ -161,6 +165,9 @@ class Intake:
                 raise IntakeError(f"alias loop: {exc}", permanent=True) from None
             local.extend(resolved.local_accounts)
             remote.extend(NewRecipient(str(a), rcpt.orcpt, rcpt.notify) for a in resolved.remote)
+        if not local and not remote:
+            # Every recipient vanished (alias removed) since RCPT was accepted.
+            raise IntakeError("No recipient exists any more", permanent=True, status="5.1.1")
         return Acceptance(
             queue_id=queue_id,
             blob=BlobRef(queue_id, message.size),

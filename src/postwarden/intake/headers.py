@@ -47,6 +47,20 @@ def field_names(header_section: bytes) -> list[bytes]:
     return [m.group(1).lower() for m in _FIELD.finditer(header_section)]
 
 
+def _field_boundary(head: bytes | bytearray) -> int:
+    """Offset just after the last CRLF that starts a new field, or 0.
+
+    A CRLF followed by space or tab is a folded continuation, and one at the
+    very end cannot be judged yet, so neither counts.
+    """
+    pos = len(head)
+    while (pos := head.rfind(b"\r\n", 0, pos)) != -1:
+        following = head[pos + 2 : pos + 3]
+        if following and following not in (b" ", b"\t"):
+            return pos + 2
+    return 0
+
+
 class MessageBuilder:
     """Streams a message into a BlobWriter, prefixed by trace headers.
 
@@ -77,17 +91,22 @@ class MessageBuilder:
         end = self._head.find(b"\r\n\r\n")
         if self._head.startswith(b"\r\n"):
             end = -2  # no header section at all: the body starts at once
-        if end == -1 and len(self._head) < MAX_HEADER_BYTES:
-            return
-        split = len(self._head) if end == -1 else end + 2
-        self._flush_head(bytes(self._head[:split]), bytes(self._head[split:]))
+        if end != -1:
+            self._flush_head(bytes(self._head[: end + 2]), bytes(self._head[end + 2 :]))
+        elif len(self._head) >= MAX_HEADER_BYTES:
+            # Past the bound: stream on, but only cut between whole fields so
+            # added fields never land inside a line.
+            split = _field_boundary(self._head)
+            cut = split or len(self._head)
+            head, rest = bytes(self._head[:cut]), bytes(self._head[cut:])
+            self._flush_head(head, rest, may_add=split > 0)
 
-    def _flush_head(self, head: bytes, rest: bytes) -> None:
+    def _flush_head(self, head: bytes, rest: bytes, *, may_add: bool = True) -> None:
         self._head = None
         names = field_names(head)
         self.received_count = names.count(b"received")
         extra = b""
-        if self._submission:
+        if self._submission and may_add:
             if b"message-id" not in names:
                 extra += f"Message-ID: {email.utils.make_msgid(domain=self._hostname)}\r\n".encode()
             if b"date" not in names:

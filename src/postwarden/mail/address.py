@@ -174,6 +174,8 @@ def parse_path(text: str, *, smtputf8: bool = False, allow_null: bool = False) -
     """
     if not (text.startswith("<") and text.endswith(">")):
         raise AddressError("address must be in angle brackets")
+    if len(text.encode()) > MAX_PATH:  # RFC 5321 4.5.3.1.3 counts the brackets
+        raise AddressError("path too long")
     inner = text[1:-1]
     if inner == "":
         if allow_null:

@@ -260,7 +260,7 @@ class SMTPConnection:
         try:
             accepted = await self.s.intake.accept(txn.queue_id, envelope, message)
         except IntakeError as exc:
-            reply = (Reply(554, "5.4.6", str(exc)) if exc.permanent
+            reply = (Reply(554, exc.status, str(exc)) if exc.permanent
                      else R.TEMP_FAILURE)
             self._end_transaction(f"refused {reply.code} {exc}")
             return reply
