@@ -141,6 +141,19 @@ class TestDomains:
         assert cli.ok("domain", "list").split() == ["example.test"]
 
 
+    def test_domain_that_other_aliases_lead_into_is_not_removed(self, cli: CLI) -> None:
+        """The first domain's postmaster serves later domains: removing it would strand them."""
+        cli.ok("domain", "add", "other.test")
+        error = cli.fails("domain", "remove", "example.test")
+        assert "postmaster@other.test -> postmaster@example.test" in error
+        assert cli.ok("domain", "list").split() == ["example.test", "other.test"]
+        cli.ok("alias", "remove", "postmaster@other.test")
+        cli.ok("user", "add", "postmaster@other.test", "--password-stdin", stdin=PASSWORD)
+        cli.ok("domain", "remove", "example.test")
+        assert cli.ok("domain", "list").split() == ["other.test"]
+        assert cli.store().get_account("postmaster@example.test") is None
+
+
 class TestUsers:
     def test_add_with_password_from_stdin(self, cli: CLI) -> None:
         """The account exists under its lower-case key, with a hashed password."""

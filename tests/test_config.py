@@ -241,11 +241,22 @@ class TestDurations:
         """Durations are an integer and one of s, m, h, d."""
         assert parse_duration(text, "k") == seconds
 
-    @pytest.mark.parametrize("text", ["", "5", "m", "1.5h", "-5m", "5 m", "5M", "1w", "5mm"])
+    @pytest.mark.parametrize(
+        "text", ["", "5", "m", "1.5h", "-5m", "5 m", "5M", "1w", "5mm", "0s", "0d"]
+    )
     def test_refuses_anything_else_naming_the_key(self, text: str) -> None:
         """The key given by the caller is in the message."""
         with pytest.raises(ConfigError, match=r"^delivery\.x:"):
             parse_duration(text, "delivery.x")
+
+
+    @pytest.mark.parametrize("key", ["max_queue_lifetime", "delay_warning_after"])
+    def test_an_empty_duration_key_is_an_error_not_the_default(
+        self, tmp_path: Path, key: str
+    ) -> None:
+        """A present but empty value is a mistake to report, never silently the default."""
+        text = f'hostname = "mx.example.test"\n[delivery]\n{key} = ""\n'
+        assert load_error(tmp_path, text).startswith(f"delivery.{key}:")
 
 
 class TestHostPort:

@@ -103,6 +103,30 @@ def add_local_domain(store: SqliteStore, domain: str) -> None:
         store.add_alias(postmaster, [admin])
 
 
+def remove_local_domain(store: SqliteStore, domain: str) -> None:
+    """Remove a domain with its postmaster, refusing while anything still needs it.
+
+    Users of the domain, and aliases elsewhere that lead into it (such as the
+    postmaster aliases of later domains), would be left pointing at nothing.
+    """
+    suffix = f"@{domain}"
+    users = [a for a in store.list_accounts() if a.endswith(suffix)]
+    if any(u != f"postmaster{suffix}" for u in users):
+        raise CLIError(f"domain {domain} still has users; remove them first")
+    leading_in = [
+        f"{name} -> {', '.join(targets)}"
+        for name, targets in store.list_aliases()
+        if not name.endswith(suffix) and any(t.endswith(suffix) for t in targets)
+    ]
+    if leading_in:
+        raise CLIError(
+            f"aliases still lead into {domain} ({'; '.join(leading_in)}); change them first"
+        )
+    for user in users:
+        store.remove_account(user)
+    store.remove_domain(domain)
+
+
 def cmd_init(args: argparse.Namespace) -> None:
     path = Path(args.config)
     domain = _domain(args.domain)
@@ -138,13 +162,7 @@ def cmd_domain(args: argparse.Namespace) -> None:
         case "add":
             add_local_domain(store, _domain(args.domain))
         case "remove":
-            domain = _domain(args.domain)
-            users = [a for a in store.list_accounts() if a.endswith(f"@{domain}")]
-            if any(u != f"postmaster@{domain}" for u in users):
-                raise CLIError(f"domain {domain} still has users; remove them first")
-            for user in users:
-                store.remove_account(user)
-            store.remove_domain(domain)
+            remove_local_domain(store, _domain(args.domain))
         case "list":
             for d in store.list_domains():
                 print(d)

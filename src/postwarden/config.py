@@ -191,12 +191,16 @@ def parse_host_port(text: str, where: str) -> HostPort:
 
 
 def parse_duration(text: str, where: str) -> int:
+    """Seconds in ``"30s"``/``"5m"``/``"4h"``/``"5d"``; zero is refused (it would spin)."""
     match = _DURATION.match(text.strip())
     if match is None:
         raise ConfigError(
             f'{where}: expected a duration like "30s", "5m", "4h", "5d", got {text!r}'
         )
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds == 0:
+        raise ConfigError(f"{where}: must be longer than zero, got {text!r}")
+    return seconds
 
 
 def _network(text: str, where: str) -> Network:
@@ -222,7 +226,7 @@ def _positive(table: _Table, name: str, default: int, minimum: int = 1) -> int:
 
 def _duration_key(table: _Table, name: str, default: int) -> int:
     value = table.get(name, str, "")
-    return parse_duration(value, table.key(name)) if value else default
+    return parse_duration(value, table.key(name)) if name in table.data else default
 
 
 # --- sections ---------------------------------------------------------------

@@ -223,6 +223,20 @@ class TestAccept:
         assert not store.blob_path(queue_id).exists()
 
 
+    async def test_alias_with_a_corrupt_target_is_a_temporary_refusal(
+        self, intake: Intake, store: SqliteStore
+    ) -> None:
+        """A stored target that no longer parses asks the client to retry while the admin fixes it."""
+        store.add_alias("broken@example.test", ["not an address"])
+        queue_id = new_queue_id()
+        message = intake.open_message(queue_id, None, add_submission_headers=False)
+        message.write(MESSAGE)
+        with pytest.raises(IntakeError, match="bad alias target") as refused:
+            await intake.accept(queue_id, envelope("broken@example.test"), message)
+        assert not refused.value.permanent
+        assert not store.blob_path(queue_id).exists()
+
+
 class TestSubmissionHeaders:
     @pytest.mark.parametrize(
         ("submission", "message", "adds"),
@@ -358,6 +372,12 @@ class TestQueueId:
         ids = [new_queue_id() for _ in range(1000)]
         assert len(set(ids)) == 1000
         assert all(len(q) == 16 and q.isalnum() for q in ids)
+
+    def test_ids_sort_in_time_order(self) -> None:
+        """An ID made later sorts after an earlier one, so `ls` and logs read in order."""
+        earlier = new_queue_id()
+        later = [new_queue_id() for _ in range(200)]
+        assert all(earlier[:11] <= q[:11] for q in later)  # 11 chars = 55 bits of time
 
 
 class TestRecipientPolicy:

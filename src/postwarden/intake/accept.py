@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from postwarden.intake.headers import MessageBuilder, TraceInfo, received_header
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
+from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -43,10 +44,14 @@ class IntakeError(Exception):
 
 
 def new_queue_id() -> str:
-    """Time-ordered, unique, alphanumeric (safe as a file name): 16 chars."""
+    """Unique, alphanumeric (safe as a file name), 16 chars, sorting in time order.
+
+    Microseconds then 24 random bits, in base32hex, whose alphabet keeps the
+    byte order when the text is sorted.
+    """
     stamp = time.time_ns() // 1000
     raw = stamp.to_bytes(7, "big") + os.urandom(3)
-    return base64.b32encode(raw).decode("ascii").rstrip("=")
+    return base64.b32hexencode(raw).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,9 @@ class Intake:
                 resolved = self.recipients.resolve(rcpt.address)
             except AliasLoop as exc:
                 raise IntakeError(f"alias loop: {exc}", permanent=True) from None
+            except AddressError as exc:
+                # A stored alias target that no longer parses: the admin must fix it.
+                raise IntakeError(f"bad alias target: {exc}", permanent=False) from None
             local.extend(resolved.local_accounts)
             remote.extend(NewRecipient(str(a), rcpt.orcpt, rcpt.notify) for a in resolved.remote)
         if not local and not remote:
