@@ -85,6 +85,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.ports: dict[str, list[tuple[str, int]]] = {}
         self.output: list[str] = []
+        self._output_grew = threading.Condition()
 
     def add_user(self, address: str, password: str = PASSWORD) -> str:
         self.store.add_account(address, hash_password(password))
@@ -128,7 +129,9 @@ class ServerProcess:
         def pump() -> None:
             assert proc.stderr is not None
             for line in proc.stderr:
-                self.output.append(line)
+                with self._output_grew:
+                    self.output.append(line)
+                    self._output_grew.notify_all()
 
         self._pump = threading.Thread(target=pump, daemon=True)
         self._pump.start()
@@ -154,8 +157,16 @@ class ServerProcess:
             self.proc.wait(timeout=30)
             self.proc = None
 
-    def log_lines(self, needle: str) -> list[str]:
-        return [line for line in self.output if needle in line]
+    def wait_for_log(self, *words: str, timeout: float = 30) -> str:
+        """The first log line holding every word, waiting for the server to write it."""
+
+        def found() -> str | None:
+            return next((ln for ln in self.output if all(w in ln for w in words)), None)
+
+        with self._output_grew:
+            line = self._output_grew.wait_for(found, timeout)
+        assert line is not None, f"no log line with {words} in {timeout}s"
+        return line
 
     def inbox(self, account: str) -> list[bytes]:
         """Message bytes in the account's INBOX, oldest first (read from the store)."""

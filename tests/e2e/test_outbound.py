@@ -57,9 +57,8 @@ async def test_submitted_mail_arrives_with_our_received_header(
         await asyncio.to_thread(server.stop)  # the peer lives on this loop: keep it running
         await peer.close()
     # The same queue ID links reception to delivery in the log.
-    assert any(queue_id in line for line in server.log_lines("smtp transaction"))
-    assert any(queue_id in line and "outcome=sent" in line
-               for line in server.log_lines("delivery queue_id="))
+    server.wait_for_log("smtp transaction", queue_id)
+    server.wait_for_log("delivery queue_id=", queue_id, "outcome=sent")
 
 
 async def test_refusing_peer_produces_ndr_in_sender_inbox(

@@ -135,7 +135,7 @@ class TestRelayRules:
         with connect(server, TRUSTED) as c:
             rcpt(c, EXTERNAL)
             c.rset()
-        assert any("trusted_networks" in line for line in server.log_lines("smtp transaction"))
+        server.wait_for_log("smtp transaction", "trusted_networks")
 
 
 # Address tricks, from an unauthenticated stranger: each is refused, or is the
@@ -205,6 +205,15 @@ class TestSubmission:
         with connect(server, "127.0.0.11") as c:
             token = base64.b64encode(f"\0ghost@{DOMAIN}\0{PASSWORD}".encode()).decode()
             assert c.docmd("AUTH", f"PLAIN {token}") == code_status(R.AUTH_FAILED)
+
+    def test_acting_for_another_user_is_refused(self, server: ServerProcess) -> None:
+        """A right password with someone else's authzid gets no session; an own authzid does."""
+        with connect(server, "127.0.0.12") as c:
+            foreign = base64.b64encode(f"carol@{DOMAIN}\0{USER}\0{PASSWORD}".encode()).decode()
+            assert c.docmd("AUTH", f"PLAIN {foreign}") == code_status(R.AUTH_FAILED)
+            own = base64.b64encode(f"{USER.upper()}\0{USER}\0{PASSWORD}".encode()).decode()
+            assert c.docmd("AUTH", f"PLAIN {own}") == code_status(R.AUTH_OK)
+        server.wait_for_log("smtp auth", "127.0.0.12", "result=authzid-refused")
 
     def test_sender_must_be_owned(self, server: ServerProcess) -> None:
         """553 5.7.1 for a MAIL FROM the user does not own; own aliases are fine."""

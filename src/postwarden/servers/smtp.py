@@ -300,10 +300,14 @@ class SMTPConnection:
     async def _auth(self, creds: AuthCredentials) -> Reply:
         ip = str(self.peer.client_ip)
         result, account = await self.s.auth.login(ip, creds.username, creds.password)
+        # Acting for another user (a SASL authzid) is not offered: the right
+        # password still gets no session.
+        foreign = bool(creds.authzid) and creds.authzid.lower() != account
+        outcome = "authzid-refused" if result is LoginResult.OK and foreign else result.value
         log.info(kv("smtp auth", ip=ip, user=creds.username, mechanism=creds.mechanism,
-                    result=result.value))
+                    result=outcome))
         match result:
-            case LoginResult.OK if not creds.authzid or creds.authzid.lower() == account:
+            case LoginResult.OK if not foreign:
                 self.auth_user = account
                 return R.AUTH_OK
             case LoginResult.THROTTLED:
