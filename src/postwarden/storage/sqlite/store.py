@@ -71,10 +71,10 @@ class FileBlobWriter:
         self._size += len(data)
 
     def commit(self) -> BlobRef:
+        """Make the bytes durable; the directory entry is synced by ``commit_acceptances``."""
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        _fsync_dir(self._path.parent)
         return BlobRef(self._name, self._size)
 
     def abort(self) -> None:
@@ -91,6 +91,7 @@ class SqliteStore:
         self.db_path = data_dir / "postwarden.sqlite3"
         self._local = threading.local()
         self._domains_cache: tuple[float, frozenset[str]] | None = None
+        self._shards: set[Path] = set()  # message directories known to exist
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.blob_dir.mkdir(exist_ok=True, mode=0o700)
         self._migrate()
@@ -273,7 +274,10 @@ class SqliteStore:
 
     def new_blob(self, name: str) -> FileBlobWriter:
         path = self.blob_path(name)
-        path.parent.mkdir(exist_ok=True, mode=0o700)
+        if path.parent not in self._shards:
+            path.parent.mkdir(exist_ok=True, mode=0o700)
+            _fsync_dir(self.blob_dir)
+            self._shards.add(path.parent)
         return FileBlobWriter(path, name)
 
     def read_blob(self, name: str) -> bytes:
@@ -312,7 +316,14 @@ class SqliteStore:
     # --- DeliveryStore --------------------------------------------------------
 
     def commit_acceptances(self, batch: Sequence[Acceptance]) -> None:
-        """All messages of the batch in one transaction: one fsync for many."""
+        """All messages of the batch in one transaction: one fsync for many.
+
+        The files' bytes are already synced (``FileBlobWriter.commit``); their
+        directory entries are synced here, once per directory for the batch,
+        before any row can reference them.
+        """
+        for shard in {self.blob_path(acc.blob.name).parent for acc in batch}:
+            _fsync_dir(shard)
         with self._tx() as db:
             for acc in batch:
                 for account in acc.local_accounts:
