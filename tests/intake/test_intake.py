@@ -226,7 +226,7 @@ class TestAccept:
     async def test_alias_with_a_corrupt_target_is_a_temporary_refusal(
         self, intake: Intake, store: SqliteStore
     ) -> None:
-        """A stored target that no longer parses asks the client to retry while the admin fixes it."""
+        """A stored target that no longer parses: the client retries while the admin fixes it."""
         store.add_alias("broken@example.test", ["not an address"])
         queue_id = new_queue_id()
         message = intake.open_message(queue_id, None, add_submission_headers=False)
@@ -310,7 +310,7 @@ class TestSubmissionHeaders:
         assert kept == message.split(b"\r\n")
 
     def test_one_endless_folded_field_streams_through_without_additions(self) -> None:
-        """With no field boundary past the bound, nothing can be added safely: bytes pass as sent."""
+        """No field boundary past the bound: nothing is added, bytes pass as sent."""
         message = b"X-Long: a" + b"\r\n\tb" * (MAX_HEADER_BYTES // 3) + b"\r\n\r\nbody\r\n"
         chunks = [message[i:i + 4096] for i in range(0, len(message), 4096)]
         assert build(chunks, submission=True) == message

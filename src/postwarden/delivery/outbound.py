@@ -216,7 +216,7 @@ class Session:
         options = []
         if self.supports("size"):
             options.append(f"SIZE={len(msg.data)}")
-        if self.supports("8bitmime") and any(b > 0x7F for b in msg.data):
+        if self.supports("8bitmime") and not msg.data.isascii():
             options.append("BODY=8BITMIME")
         if utf8:
             options.append("SMTPUTF8")
