@@ -49,3 +49,16 @@ def test_idle_client_is_timed_out_with_421(make_server: Callable[..., ServerProc
     assert rest == R.TIMEOUT.encode()
     sock.close()
     server.stop()
+
+
+def test_idle_pop3_client_is_logged_out(make_server: Callable[..., ServerProcess]) -> None:
+    """A POP3 client that says nothing gets -ERR and is disconnected, its slot freed."""
+    server = make_server(limits={"command_timeout_seconds": 1}).start()
+    sock = socket.create_connection(server.addr("pop3"), timeout=30,
+                                    source_address=("127.0.0.3", 0))
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"+OK")
+    rest = reader.read()  # blocks until the server closes (bounded by 30 s)
+    assert rest.startswith(b"-ERR") and b"idle" in rest
+    sock.close()
+    server.stop()

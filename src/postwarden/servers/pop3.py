@@ -41,7 +41,7 @@ from postwarden.protocol.pop3 import (
     Updated,
     wire_size,
 )
-from postwarden.servers.common import LoginResult, Peer, plaintext_auth_allowed
+from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.services import MailboxServices
 from postwarden.storage.interfaces import StoredMessage
 
@@ -155,6 +155,7 @@ class _Session:
         self.writer = writer
         self.peer = Peer.of(writer)
         self.ip = str(self.peer.client_ip)
+        self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         self.timeout = float(self.services.cfg.limits.command_timeout_seconds)
         tls = server.implicit_tls
         self.machine = POP3Machine(
@@ -173,6 +174,12 @@ class _Session:
             self.account = None
 
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            self.deadline.close()
+
+    async def _serve(self) -> None:
         while True:
             event = self.machine.next_event()
             match event:
@@ -194,7 +201,7 @@ class _Session:
 
     async def read(self) -> None:
         try:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), self.timeout)
+            data = await self.deadline.wait(self.reader.read(READ_SIZE), self.timeout)
         except TimeoutError:
             self.machine.send(TimedOut())
             return
@@ -206,7 +213,7 @@ class _Session:
         data = self.machine.data_to_send()
         if data:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            await self.deadline.wait(self.writer.drain(), self.timeout)
 
     async def start_tls(self) -> None:
         """Send "+OK", then hand the socket to TLS without yielding to the loop in between.

@@ -38,7 +38,7 @@ from postwarden.protocol.smtp import (
     SMTPSettings,
     StartTLS,
 )
-from postwarden.servers.common import LoginResult, Peer, plaintext_auth_allowed
+from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.services import SMTPServices
 
 log = logging.getLogger("postwarden.smtp")
@@ -79,6 +79,7 @@ class SMTPConnection:
         self.writer = writer
         self.shutdown = shutdown
         self.peer = Peer.of(writer)
+        self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         self.tls = writer.get_extra_info("ssl_object") is not None
         self.submission = kind in SUBMISSION_KINDS
         self.helo = ""
@@ -120,6 +121,7 @@ class SMTPConnection:
         except Exception:
             log.exception(kv("smtp session-error", ip=self.peer.client_ip))
         finally:
+            self.deadline.close()
             self._end_transaction("disconnected")
             self.writer.close()
 
@@ -127,7 +129,8 @@ class SMTPConnection:
         data = self.machine.data_to_send()
         if data:
             self.writer.write(data)
-            await self.writer.drain()
+            await self.deadline.wait(self.writer.drain(),
+                                     self.s.cfg.limits.command_timeout_seconds)
 
     async def _read(self) -> bytes:
         if self.shutdown.is_set() and self.txn is None:
@@ -138,8 +141,7 @@ class SMTPConnection:
         timeout = limits.data_timeout_seconds if in_data else limits.command_timeout_seconds
         self.idle = self.txn is None
         try:
-            async with asyncio.timeout(timeout):
-                return await self.reader.read(READ_SIZE)
+            return await self.deadline.wait(self.reader.read(READ_SIZE), timeout)
         finally:
             self.idle = False
 
