@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ipaddress
 import math
 import time
@@ -75,6 +76,12 @@ class PeerDeadline:
             self._timer = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPAddress:
+    """Parsing is a measurable part of a short connection, and clients come back."""
+    return normalise_ip(ipaddress.ip_address(text))
+
+
 @dataclass(frozen=True, slots=True)
 class Peer:
     """Both ends of a connection, as the policy sees them."""
@@ -88,10 +95,7 @@ class Peer:
     def of(cls, writer: asyncio.StreamWriter) -> Peer:
         remote = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         local = writer.get_extra_info("sockname") or ("0.0.0.0", 0)
-        return cls(
-            normalise_ip(ipaddress.ip_address(remote[0])), int(remote[1]),
-            normalise_ip(ipaddress.ip_address(local[0])), int(local[1]),
-        )
+        return cls(_parse_ip(remote[0]), int(remote[1]), _parse_ip(local[0]), int(local[1]))
 
     @property
     def is_loopback(self) -> bool:

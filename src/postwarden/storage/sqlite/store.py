@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,7 +56,7 @@ class FileBlobWriter:
     half-written message visible, because only the commit references it.
     """
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(self, path: str, name: str) -> None:
         self._path = path
         self._name = name
         self._file = open(path, "xb")  # noqa: SIM115 - closed in commit/abort
@@ -79,7 +79,8 @@ class FileBlobWriter:
 
     def abort(self) -> None:
         self._file.close()
-        self._path.unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(self._path)
 
 
 class SqliteStore:
@@ -91,7 +92,7 @@ class SqliteStore:
         self.db_path = data_dir / "postwarden.sqlite3"
         self._local = threading.local()
         self._domains_cache: tuple[float, frozenset[str]] | None = None
-        self._shards: set[Path] = set()  # message directories known to exist
+        self._shards: set[str] = set()  # message directories known to exist
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.blob_dir.mkdir(exist_ok=True, mode=0o700)
         self._migrate()
@@ -268,17 +269,21 @@ class SqliteStore:
     # --- BlobStore ------------------------------------------------------------
 
     def blob_path(self, name: str) -> Path:
+        return Path(self._shard(name), name)
+
+    def _shard(self, name: str) -> str:
+        """The directory of a message file (a str: pathlib is slow on the per-message path)."""
         if not name.isalnum():  # names are ours; refuse anything path-like
             raise NotFound(f"bad blob name {name!r}")
-        return self.blob_dir / name[:2] / name
+        return os.path.join(self.blob_dir, name[:2])
 
     def new_blob(self, name: str) -> FileBlobWriter:
-        path = self.blob_path(name)
-        if path.parent not in self._shards:
-            path.parent.mkdir(exist_ok=True, mode=0o700)
+        shard = self._shard(name)
+        if shard not in self._shards:
+            os.makedirs(shard, mode=0o700, exist_ok=True)
             _fsync_dir(self.blob_dir)
-            self._shards.add(path.parent)
-        return FileBlobWriter(path, name)
+            self._shards.add(shard)
+        return FileBlobWriter(os.path.join(shard, name), name)
 
     def read_blob(self, name: str) -> bytes:
         return self.blob_path(name).read_bytes()
@@ -322,7 +327,7 @@ class SqliteStore:
         directory entries are synced here, once per directory for the batch,
         before any row can reference them.
         """
-        for shard in {self.blob_path(acc.blob.name).parent for acc in batch}:
+        for shard in {self._shard(acc.blob.name) for acc in batch}:
             _fsync_dir(shard)
         with self._tx() as db:
             for acc in batch:
