@@ -253,7 +253,8 @@ def cmd_relay_check(args: argparse.Namespace) -> int:
 def cmd_queue(args: argparse.Namespace) -> int:
     from postwarden.delivery.queuecli import run_queue_command
 
-    return run_queue_command(_store(_config(args)), args)
+    cfg = _config(args)
+    return run_queue_command(cfg, _store(cfg), args)
 
 
 # --- parser -------------------------------------------------------------------
@@ -320,7 +321,10 @@ def _parser() -> argparse.ArgumentParser:
     g = x.add_mutually_exclusive_group(required=True)
     g.add_argument("id", nargs="?")
     g.add_argument("--all", action="store_true")
-    a.add_parser("remove").add_argument("id")
+    x = a.add_parser("remove")
+    x.add_argument("id")
+    x.add_argument("--report", action="store_true",
+                   help="send the sender a non-delivery report for the pending recipients")
     s.set_defaults(func=cmd_queue)
     return p
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from deliveryworld import World, message
+from deliveryworld import World, delivery_status, message
 from smtppeers import Peer, Transaction
 
 from postwarden.config import load
@@ -160,9 +160,10 @@ class TestQueueCli:
             await live.start()
             a = await world.submit("bob@one.test", data=message("first"))
             b = await world.submit("carol@one.test", data=message("second"))
+            c = await world.submit("dave@one.test", data=message("third"))
 
             def deferred() -> bool:
-                msgs = [world.queued(a.queue_id), world.queued(b.queue_id)]
+                msgs = [world.queued(q.queue_id) for q in (a, b, c)]
                 return all(m is not None and m.recipients[0].attempts == 1 for m in msgs)
 
             await world.until(deferred)
@@ -183,8 +184,18 @@ class TestQueueCli:
                 assert err == "postwarden: error: no such queue entry: NOPE\n"
 
             code, out, _ = await postwarden(config, "queue", "remove", b.queue_id)
-            assert code == 0
+            assert code == 0 and "no report sent" in out
             assert world.queued(b.queue_id) is None
+            assert world.inbox() == []  # removal sends no report unless asked
+
+            code, out, _ = await postwarden(config, "queue", "remove", c.queue_id, "--report")
+            assert code == 0 and "report sent to <alice@local.test>" in out
+            assert world.queued(c.queue_id) is None
+            [report] = world.inbox()
+            _, status = delivery_status(report)
+            assert status["Final-Recipient"] == "rfc822; dave@one.test"
+            assert status["Action"] == "failed" and status["Status"] == "5.0.0"
+            assert "Removed from the queue by the administrator" in status["Diagnostic-Code"]
 
             refusing[0] = False
             code, _, _ = await postwarden(config, "queue", "retry", a.queue_id)
@@ -197,6 +208,6 @@ class TestQueueCli:
             assert code == 0
             code, out, _ = await postwarden(config, "queue", "list")
             assert code == 0 and "queue is empty" in out
-            assert world.inbox() == []  # removal sent no report
+            assert len(world.inbox()) == 1  # only the report that was asked for
         finally:
             await peer.close()

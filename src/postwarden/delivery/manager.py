@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from postwarden.config import Config
+from postwarden.delivery.notify import send_reports, wants
 from postwarden.delivery.outbound import (
     HostUnavailable,
     Outcome,
@@ -36,19 +36,10 @@ from postwarden.delivery.outbound import (
     RcptResult,
     Session,
 )
-from postwarden.delivery.reports import (
-    Action,
-    RecipientReport,
-    ReportInput,
-    compose_report,
-    permanent_status,
-    status_of,
-)
+from postwarden.delivery.reports import Action, RecipientReport, permanent_status, status_of
 from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
-from postwarden.intake.accept import Intake, IntakeError
+from postwarden.intake.accept import Intake
 from postwarden.log import kv
-from postwarden.mail.address import AddressError, parse_address
-from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.policy.retry import retry_delay
 from postwarden.policy.routing import NextHop, next_hop
 from postwarden.storage.interfaces import (
@@ -78,13 +69,6 @@ def received_count(message: bytes) -> int:
     match = _HEADER_END.search(message)
     head = message if match is None else message[: match.end()]
     return len(_RECEIVED.findall(head))
-
-
-def _wants(rcpt: QueueRecipient, kind: str) -> bool:
-    """RFC 3461 NOTIFY; without it we report failures and delays (§4.1)."""
-    if not rcpt.notify:
-        return kind in ("FAILURE", "DELAY")
-    return kind in rcpt.notify
 
 
 @dataclass(slots=True)
@@ -329,7 +313,7 @@ class QueueManager:
             report: RecipientReport | None = None
             if res.outcome is Outcome.SENT:
                 delivered.append(rcpt.id)
-                if not dsn and _wants(rcpt, "SUCCESS"):
+                if not dsn and wants(rcpt, "SUCCESS"):
                     report = RecipientReport(
                         rcpt.address, rcpt.orcpt, Action.RELAYED, "2.0.0", res.reply,
                         res.remote_mta, now,
@@ -337,7 +321,7 @@ class QueueManager:
             elif res.outcome is Outcome.FAILED or expired:
                 failed.append((rcpt.id, res.reply, res.remote_mta))
                 status = "5.4.7" if res.outcome is Outcome.DEFERRED else status_of(res.reply)
-                if _wants(rcpt, "FAILURE"):
+                if wants(rcpt, "FAILURE"):
                     report = RecipientReport(
                         rcpt.address, rcpt.orcpt, Action.FAILED, permanent_status(status),
                         res.reply, res.remote_mta, now,
@@ -345,7 +329,7 @@ class QueueManager:
             else:
                 when = now + retry_delay(rcpt.attempts + 1, self._d.retry_intervals)
                 deferred.append((rcpt.id, res.reply, res.remote_mta, when))
-                if delay_notice and _wants(rcpt, "DELAY"):
+                if delay_notice and wants(rcpt, "DELAY"):
                     report = RecipientReport(
                         rcpt.address, rcpt.orcpt, Action.DELAYED, status_of(res.reply),
                         res.reply, res.remote_mta, now,
@@ -366,33 +350,10 @@ class QueueManager:
     async def _send_reports(
         self, tracker: _Tracker, reports: dict[Action, list[RecipientReport]], now: float
     ) -> None:
-        msg = tracker.msg
-        try:
-            to = parse_address(msg.sender)
-        except AddressError:
-            log.warning(kv("report-skipped", queue_id=msg.queue_id, reason="bad sender"))
-            return
         if tracker.data is None:
-            tracker.data = await self._db(self._blobs.read_blob, msg.blob)
-        info = ReportInput(
-            self._cfg.hostname, msg.sender, msg.envid, msg.ret, msg.created, tracker.data
-        )
-        for action, rcpts in reports.items():
-            token = os.urandom(8).hex()
-            data = compose_report(
-                info, action, rcpts, now=now, boundary=f"{msg.queue_id}.{token}",
-                message_id=f"<{msg.queue_id}.{token}@{self._cfg.hostname}>",
-            )
-            envelope = Envelope(sender=None, recipients=(DsnRecipient(to),))
-            try:
-                accepted = await self._intake.submit(envelope, data)
-            except IntakeError as exc:
-                log.warning(kv("report-refused", queue_id=msg.queue_id, error=str(exc)))
-                continue
-            log.info(kv(
-                "report", queue_id=msg.queue_id, action=action.value, to=msg.sender,
-                report_id=accepted.queue_id,
-            ))
+            tracker.data = await self._db(self._blobs.read_blob, tracker.msg.blob)
+        await send_reports(self._intake, self._cfg.hostname, tracker.msg, tracker.data,
+                           reports, now)
 
     async def _record(self, record: AttemptRecord) -> None:
         """Commit with other attempts finishing now: one fsync for the group."""

@@ -2,16 +2,27 @@
 
 These work on the database alone, so they are safe while the server runs:
 the running queue manager polls the queue and notices a `retry` within a
-second. `remove` sends no report: an operator removing mail means it.
+second. `remove` sends no report unless `--report` asks for one: then the
+sender gets a non-delivery report for the recipients still pending, through
+the same intake the server uses.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from datetime import UTC, datetime
 
+from postwarden.config import Config
+from postwarden.delivery.notify import send_reports, wants
+from postwarden.delivery.reports import Action, RecipientReport
+from postwarden.intake.accept import Intake
+from postwarden.intake.recipients import RecipientPolicy
 from postwarden.storage.interfaces import NotFound, QueuedMessage, QueueStore, RecipientState
+from postwarden.storage.sqlite import SqliteStore
+
+REMOVED = "Removed from the queue by the administrator"
 
 
 def _age(seconds: float) -> str:
@@ -83,7 +94,34 @@ def _show(msg: QueuedMessage, now: float) -> None:
         print(f"  error:     {r.last_error or '-'}")
 
 
-def run_queue_command(store: QueueStore, args: argparse.Namespace) -> int:
+async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, now: float) -> int:
+    """A failure report for the pending recipients that want one; returns reports sent."""
+    rcpts = [
+        RecipientReport(r.address, r.orcpt, Action.FAILED, "5.0.0", REMOVED, None, now)
+        for r in msg.recipients if r.state is RecipientState.PENDING and wants(r, "FAILURE")
+    ]
+    if not rcpts:
+        return 0
+    intake = Intake(store, store, RecipientPolicy(store, cfg.relay), cfg.hostname,
+                    cfg.delivery.max_received_headers)
+    try:
+        original = store.read_blob(msg.blob)
+        return await send_reports(intake, cfg.hostname, msg, original, {Action.FAILED: rcpts}, now)
+    finally:
+        intake.close()
+
+
+def _remove(cfg: Config, store: SqliteStore, queue_id: str, report: bool, now: float) -> None:
+    msg = _get(store, queue_id)
+    # The report first: a crash in between leaves the message queued, never unreported.
+    sent = asyncio.run(_report_removal(cfg, store, msg, now)) if report else 0
+    if not store.remove_queued(queue_id):
+        raise NotFound(f"no such queue entry: {queue_id}")
+    note = f"report sent to <{msg.sender}>" if sent else "no report sent"
+    print(f"removed {queue_id} ({note})")
+
+
+def run_queue_command(cfg: Config, store: SqliteStore, args: argparse.Namespace) -> int:
     """Dispatch one `queue` sub-command; errors are raised as StoreError subclasses."""
     now = time.time()
     match args.action:
@@ -97,7 +135,5 @@ def run_queue_command(store: QueueStore, args: argparse.Namespace) -> int:
             _get(store, args.id)
             print(f"{store.retry_now(args.id, now)} recipient(s) of {args.id} scheduled now")
         case "remove":
-            if not store.remove_queued(args.id):
-                raise NotFound(f"no such queue entry: {args.id}")
-            print(f"removed {args.id} (no report sent)")
+            _remove(cfg, store, args.id, args.report, now)
     return 0

@@ -158,7 +158,7 @@ def compose_report(
     """
     full = action is Action.FAILED and (info.ret or "FULL").upper() != "HDRS"
     original = info.original if full else _headers_of(info.original)
-    eight_bit = any(b > 0x7F for b in original)
+    eight_bit = not original.isascii()
     head = (
         f"From: Mail Delivery System <MAILER-DAEMON@{info.hostname}>\r\n"
         f"To: <{_clean(info.sender)}>\r\n"

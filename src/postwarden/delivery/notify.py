@@ -1,0 +1,65 @@
+"""Sending delivery reports back to a message's sender, from the queue manager or the CLI.
+
+Reports go through the intake, the only door into storage, with the null
+sender: a local sender gets them in the INBOX at once, a remote one through
+the queue, and a report that cannot be delivered never causes another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from postwarden.delivery.reports import Action, RecipientReport, ReportInput, compose_report
+from postwarden.intake.accept import Intake, IntakeError
+from postwarden.log import kv
+from postwarden.mail.address import AddressError, parse_address
+from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.interfaces import QueuedMessage, QueueRecipient
+
+log = logging.getLogger("postwarden.delivery")
+
+
+def wants(rcpt: QueueRecipient, kind: str) -> bool:
+    """RFC 3461 NOTIFY; without it we report failures and delays (§4.1)."""
+    if not rcpt.notify:
+        return kind in ("FAILURE", "DELAY")
+    return kind in rcpt.notify
+
+
+async def send_reports(
+    intake: Intake,
+    hostname: str,
+    msg: QueuedMessage,
+    original: bytes,
+    reports: dict[Action, list[RecipientReport]],
+    now: float,
+) -> int:
+    """One report per action to the envelope sender; returns how many were accepted."""
+    if not msg.sender:
+        return 0  # never a report to <>
+    try:
+        to = parse_address(msg.sender)
+    except AddressError:
+        log.warning(kv("report-skipped", queue_id=msg.queue_id, reason="bad sender"))
+        return 0
+    info = ReportInput(hostname, msg.sender, msg.envid, msg.ret, msg.created, original)
+    sent = 0
+    for action, rcpts in reports.items():
+        token = os.urandom(8).hex()
+        data = compose_report(
+            info, action, rcpts, now=now, boundary=f"{msg.queue_id}.{token}",
+            message_id=f"<{msg.queue_id}.{token}@{hostname}>",
+        )
+        envelope = Envelope(sender=None, recipients=(DsnRecipient(to),))
+        try:
+            accepted = await intake.submit(envelope, data)
+        except IntakeError as exc:
+            log.warning(kv("report-refused", queue_id=msg.queue_id, error=str(exc)))
+            continue
+        sent += 1
+        log.info(kv(
+            "report", queue_id=msg.queue_id, action=action.value, to=msg.sender,
+            report_id=accepted.queue_id,
+        ))
+    return sent
