@@ -256,6 +256,62 @@ class TestSmtpFeatures:
         assert "SMTPUTF8" in groups[1]["Diagnostic-Code"]
 
 
+    async def test_8bit_body_is_declared_and_7bit_is_not(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """BODY=8BITMIME goes with 8-bit data to a peer that offers it, and only then."""
+        peer = await start_peer(extensions=("8BITMIME", "SIZE 1000000"))
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"}, start=False)
+        await world.submit("bob@one.test", data=message("plain", body="Hello.\r\n"))
+        await world.submit("bob@one.test", data=message("eight", body="Grüße.\r\n"))
+        await world.start()
+        sent = await peer.wait_messages(2)
+        params = {not tx.data.isascii(): tx.mail_params for tx in sent}
+        assert "BODY=8BITMIME" in params[True]
+        assert "BODY=8BITMIME" not in params[False]
+
+    async def test_smtputf8_message_to_a_peer_with_it_says_so(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """An internationalised recipient travels with the SMTPUTF8 parameter."""
+        peer = await start_peer(extensions=("SMTPUTF8", "8BITMIME"))
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        await world.submit("jörg@one.test", smtputf8=True)
+        [tx] = await peer.wait_messages(1)
+        assert "SMTPUTF8" in tx.mail_params
+        assert tx.recipients == ["jörg@one.test"]
+
+    async def test_message_over_the_peer_size_limit_fails_before_data(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A peer's SIZE limit is respected: no transfer, a 5.3.4 report instead."""
+        peer = await start_peer(extensions=("SIZE 100",))
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test")
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        assert peer.data_started == 0 and peer.messages == []
+        _, groups = _status(world)
+        assert groups[1]["Status"] == "5.3.4"
+        assert "100 bytes" in groups[1]["Diagnostic-Code"]
+
+    async def test_session_carries_on_after_a_refused_transaction(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A transaction refused at RCPT is reset; the next message uses the same session."""
+        peer = await start_peer(on_rcpt=lambda r: RELAY_REFUSED if r.startswith("bad") else None)
+        world = await make_world(
+            delivery={"smarthost": f"127.0.0.1:{peer.port}", "max_per_destination": 1},
+            start=False,
+        )
+        await world.submit("bad@one.test", data=message("refused"))
+        await world.submit("bob@one.test", data=message("accepted"))
+        await world.start()
+        [tx] = await peer.wait_messages(1)
+        assert tx.recipients == ["bob@one.test"]
+        assert peer.connections == 1
+        await world.until(lambda: len(world.inbox()) == 1)  # the NDR for bad@
+
+
 class TestFailures:
     async def test_relay_refusal_produces_an_ndr_quoting_the_remote_reply(
         self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]], mx_port: int
