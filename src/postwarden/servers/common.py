@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from postwarden.config import AuthConfig, IPAddress
-from postwarden.policy.passwords import DUMMY_HASH, verify_password
+from postwarden.policy.passwords import verify_password
 from postwarden.policy.relay import normalise_ip
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.storage.interfaces import Directory
@@ -169,7 +169,7 @@ class Authenticator:
             return LoginResult.THROTTLED, ""
         user = username.strip().lower()
         account = self.directory.get_account(user) if "@" in user else None
-        stored = account.password_hash if account else DUMMY_HASH
+        stored = account.password_hash if account else None
         ok = await asyncio.to_thread(verify_password, stored, password)
         if ok and account is not None:
             self.throttle.record_success(ip)
