@@ -84,13 +84,17 @@ class GroupCommitter:
         self._pending: list[_Pending] = []
         self._running: asyncio.Task[None] | None = None
 
-    async def commit(self, writer: BlobWriter, acceptance: Acceptance) -> None:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+    def commit(self, writer: BlobWriter, acceptance: Acceptance) -> asyncio.Future[None]:
+        """Join the next batch; the future is done once the message is durable.
+
+        A plain future rather than a coroutine, so that shielding it costs no
+        task per message.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(writer, acceptance, future))
         if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self._drain())
-        await future
+        return future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
