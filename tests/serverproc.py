@@ -8,6 +8,7 @@ reads the ports from it.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -97,11 +98,17 @@ class ServerProcess:
             input=stdin, capture_output=True, text=True, timeout=60, check=False,
         )
 
-    def start(self) -> ServerProcess:
+    def start(self, file_size_limit: int | None = None) -> ServerProcess:
+        """Start and wait for ready; ``file_size_limit`` (RLIMIT_FSIZE) fakes a full disk."""
+
+        def limit_files() -> None:
+            if file_size_limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "postwarden", "-c", str(self.config_path), "serve"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit_files,
         )
         self.ports = {}
         assert self.proc.stdout is not None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 from collections.abc import Callable
 
+import pytest
+
 from postwarden.mail import reply as R
-from serverproc import ServerProcess
+from serverproc import DOMAIN, ServerProcess
 
 
 def banner(server: ServerProcess, source: str) -> tuple[socket.socket, bytes]:
@@ -61,4 +64,24 @@ def test_idle_pop3_client_is_logged_out(make_server: Callable[..., ServerProcess
     rest = reader.read()  # blocks until the server closes (bounded by 30 s)
     assert rest.startswith(b"-ERR") and b"idle" in rest
     sock.close()
+    server.stop()
+
+
+def test_storage_failure_mid_data_is_452_and_service_goes_on(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """A message file that cannot grow (disk full) gets 452 4.3.1, leaves no file, and the
+    next message is stored as usual."""
+    server = make_server()
+    user = server.add_user(f"big@{DOMAIN}")
+    server.start(file_size_limit=4 * 1024 * 1024)
+    with smtplib.SMTP(*server.addr("smtp"), timeout=30) as client:
+        huge = b"Subject: huge\r\n\r\n" + (b"x" * 998 + b"\r\n") * 5000  # 5 MB
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("a@remote.test", [user], huge)
+        assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (452, b"4.3.1")
+        client.sendmail("a@remote.test", [user], b"Subject: small\r\n\r\nok\r\n")
+    assert [b"Subject: small" in m for m in server.inbox(user)] == [True]
+    files = list((server.root / "var" / "messages").glob("*/*"))
+    assert len(files) == 1
     server.stop()

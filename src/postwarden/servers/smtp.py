@@ -55,6 +55,7 @@ class Transaction:
     accepted: list[DsnRecipient] = field(default_factory=list)
     decisions: list[str] = field(default_factory=list)
     message: MessageBuilder | None = None
+    failed: Reply | None = None  # storing the data failed; the rest is read and dropped
 
     def discard(self) -> None:
         if self.message is not None:
@@ -220,13 +221,19 @@ class SMTPConnection:
 
     def _data_chunk(self, chunk: bytes) -> None:
         txn = self.txn
-        if txn is None:
+        if txn is None or txn.failed is not None:
             return
-        if txn.message is None:
-            txn.message = self.s.intake.open_message(
-                txn.queue_id, self._trace(txn), add_submission_headers=self.auth_user is not None
-            )
-        txn.message.write(chunk)
+        try:
+            if txn.message is None:
+                txn.message = self.s.intake.open_message(
+                    txn.queue_id, self._trace(txn),
+                    add_submission_headers=self.auth_user is not None,
+                )
+            txn.message.write(chunk)
+        except OSError as exc:  # disk full, file size limit, I/O error
+            log.error(kv("smtp store-error", queue_id=txn.queue_id, error=str(exc)))
+            txn.discard()
+            txn.failed = R.STORAGE_FULL
 
     def _trace(self, txn: Transaction) -> TraceInfo:
         protocol = "ESMTP" if self.extended else "SMTP"
@@ -246,9 +253,12 @@ class SMTPConnection:
         txn = self.txn
         if txn is None:
             return R.BAD_SEQUENCE
-        if txn.message is None:  # empty message: still gets our trace header
+        if txn.message is None and txn.failed is None:  # empty: still gets our trace header
             self._data_chunk(b"")
-        assert txn.message is not None
+        if txn.failed is not None or txn.message is None:
+            reply = txn.failed or R.TEMP_FAILURE
+            self._end_transaction(f"refused {reply.code} {reply.status}")
+            return reply
         mail = txn.mail
         envelope = Envelope(
             sender=mail.sender.address,
