@@ -104,6 +104,14 @@ def _status(world: World) -> tuple[list[email.message.Message], list[email.messa
     return inbox, delivery_status(inbox[0])
 
 
+async def bounce_of(world: World, rcpt: str, **submit: Any) -> email.message.Message:
+    """Submit, wait until the queue lets the message go, return the report's recipient group."""
+    accepted = await world.submit(rcpt, **submit)
+    await world.until(lambda: world.queued(accepted.queue_id) is None)
+    _, groups = _status(world)
+    return groups[1]
+
+
 def attempts(world: World, queue_id: str, n: int) -> Callable[[], bool]:
     """A check: the message's first recipient has had ``n`` attempts recorded."""
 
@@ -248,13 +256,10 @@ class TestSmtpFeatures:
         """A message that needs SMTPUTF8 fails permanently, saying why."""
         peer = await start_peer()
         world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
-        accepted = await world.submit("jörg@one.test", smtputf8=True)
-        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        rcpt = await bounce_of(world, "jörg@one.test", smtputf8=True)
         assert peer.messages == []
-        _, groups = _status(world)
-        assert groups[1]["Status"] == "5.6.7"
-        assert "SMTPUTF8" in groups[1]["Diagnostic-Code"]
-
+        assert rcpt["Status"] == "5.6.7"
+        assert "SMTPUTF8" in rcpt["Diagnostic-Code"]
 
     async def test_8bit_body_is_declared_and_7bit_is_not(
         self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
@@ -287,12 +292,10 @@ class TestSmtpFeatures:
         """A peer's SIZE limit is respected: no transfer, a 5.3.4 report instead."""
         peer = await start_peer(extensions=("SIZE 100",))
         world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
-        accepted = await world.submit("bob@one.test")
-        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        rcpt = await bounce_of(world, "bob@one.test")
         assert peer.data_started == 0 and peer.messages == []
-        _, groups = _status(world)
-        assert groups[1]["Status"] == "5.3.4"
-        assert "100 bytes" in groups[1]["Diagnostic-Code"]
+        assert rcpt["Status"] == "5.3.4"
+        assert "100 bytes" in rcpt["Diagnostic-Code"]
 
     async def test_session_carries_on_after_a_refused_transaction(
         self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]

@@ -69,6 +69,16 @@ def inbox(store: SqliteStore, account: str) -> list[bytes]:
     return [store.read_blob(m.blob) for m in store.list_messages(box.id)]
 
 
+def streamed(
+    intake: Intake, data: bytes = MESSAGE, trace: TraceInfo | None = None
+) -> tuple[str, MessageBuilder]:
+    """A new queue ID and its message, streamed in as SMTP DATA would."""
+    queue_id = new_queue_id()
+    message = intake.open_message(queue_id, trace, add_submission_headers=False)
+    message.write(data)
+    return queue_id, message
+
+
 class Blob:
     """A BlobWriter kept in memory, to watch what the MessageBuilder writes."""
 
@@ -103,9 +113,7 @@ class TestAccept:
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """The stored message is our Received header followed by the bytes as sent."""
-        qid = new_queue_id()
-        message = intake.open_message(qid, TRACE, add_submission_headers=False)
-        message.write(MESSAGE)
+        qid, message = streamed(intake, trace=TRACE)
         accepted = await intake.accept(qid, envelope(ALICE), message)
         assert (accepted.queue_id, accepted.local_accounts, accepted.remote_count) == (
             qid, (ALICE,), 0)
@@ -182,9 +190,7 @@ class TestAccept:
         for name, targets in aliases.items():
             store.add_alias(name, targets)
         first = next(iter(aliases))
-        qid = new_queue_id()
-        message = intake.open_message(qid, None, add_submission_headers=False)
-        message.write(MESSAGE)
+        qid, message = streamed(intake)
         with pytest.raises(IntakeError, match="alias loop") as info:
             await intake.accept(qid, envelope(first), message)
         assert info.value.permanent
@@ -197,9 +203,7 @@ class TestAccept:
     ) -> None:
         """At max_received_headers hops the message is a loop and is refused for good."""
         hops = b"".join(b"Received: from hop%d by x; date\r\n" % i for i in range(count))
-        qid = new_queue_id()
-        message = intake.open_message(qid, TRACE, add_submission_headers=False)
-        message.write(hops + MESSAGE)
+        qid, message = streamed(intake, hops + MESSAGE, trace=TRACE)
         if refused:
             with pytest.raises(IntakeError) as info:
                 await intake.accept(qid, envelope(ALICE), message)
@@ -214,23 +218,18 @@ class TestAccept:
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """An alias that vanished after RCPT is refused 5.1.1 and keeps no orphan file."""
-        queue_id = new_queue_id()
-        message = intake.open_message(queue_id, None, add_submission_headers=False)
-        message.write(MESSAGE)
+        queue_id, message = streamed(intake)
         with pytest.raises(IntakeError) as refused:
             await intake.accept(queue_id, envelope("vanished@example.test"), message)
         assert (refused.value.permanent, refused.value.status) == (True, "5.1.1")
         assert not store.blob_path(queue_id).exists()
-
 
     async def test_alias_with_a_corrupt_target_is_a_temporary_refusal(
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """A stored target that no longer parses: the client retries while the admin fixes it."""
         store.add_alias("broken@example.test", ["not an address"])
-        queue_id = new_queue_id()
-        message = intake.open_message(queue_id, None, add_submission_headers=False)
-        message.write(MESSAGE)
+        queue_id, message = streamed(intake)
         with pytest.raises(IntakeError, match="bad alias target") as refused:
             await intake.accept(queue_id, envelope("broken@example.test"), message)
         assert not refused.value.permanent
