@@ -35,8 +35,7 @@ async def client(reader, writer):
         verb = line[:4].upper()
         if verb == b"DATA":
             writer.write(b"354 go\r\n")
-            while (chunk := await reader.readline()) not in (b".\r\n", b""):
-                pass
+            await reader.readuntil(b"\r\n.\r\n")  # one call per message, not per line
             writer.write(b"250 2.0.0 Ok\r\n")
         elif verb == b"EHLO":
             writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
@@ -49,7 +48,7 @@ async def client(reader, writer):
     writer.close()
 
 async def main():
-    server = await asyncio.start_server(client, "127.0.0.1", 0)
+    server = await asyncio.start_server(client, "127.0.0.1", 0, limit=1 << 26)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 
