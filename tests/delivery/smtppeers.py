@@ -50,6 +50,7 @@ class Peer:
         on_data: ReplyHook = _accept,
         drop_in_data: bool = False,
         tls: ssl.SSLContext | None = None,
+        hold_replies_until_data: bool = False,
     ) -> None:
         self.name = name
         self.extensions = extensions
@@ -57,6 +58,8 @@ class Peer:
         self.on_data = on_data
         self.drop_in_data = drop_in_data
         self.tls = tls
+        # Answer MAIL/RCPT only once DATA has arrived: only a pipelining client gets through.
+        self.hold_replies_until_data = hold_replies_until_data
         self.messages: list[Transaction] = []
         self.connections = 0
         self.data_started = 0
@@ -98,9 +101,16 @@ class Peer:
         writer.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def say(line: str) -> None:
-            writer.write(line.encode() + b"\r\n")
+        held: list[str] = []
 
+        def say(line: str) -> None:
+            held.append(line)
+            if self.hold_replies_until_data and verb in ("MAIL", "RCPT"):
+                return  # goes out together with the reply to DATA
+            writer.write("".join(f"{out}\r\n" for out in held).encode())
+            held.clear()
+
+        verb = ""
         say(f"220 {self.name} ESMTP test peer")
         tx: Transaction | None = None
         tls = False

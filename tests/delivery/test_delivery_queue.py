@@ -261,6 +261,22 @@ class TestSmtpFeatures:
         assert rcpt["Status"] == "5.6.7"
         assert "SMTPUTF8" in rcpt["Diagnostic-Code"]
 
+    async def test_pipelines_mail_rcpt_and_data_in_one_group(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """With PIPELINING offered, MAIL, every RCPT and DATA leave before any reply is read:
+        this peer answers them only once DATA has arrived (RFC 2920)."""
+        peer = await start_peer(extensions=("PIPELINING",), hold_replies_until_data=True,
+                                on_rcpt=lambda r: RELAY_REFUSED if r.startswith("bad") else None)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        accepted = await world.submit("bob@one.test", "bad@one.test", "carol@one.test")
+        [tx] = await peer.wait_messages(1)
+        assert tx.recipients == ["bob@one.test", "carol@one.test"]
+        await world.until(lambda: world.queued(accepted.queue_id) is None)
+        _, groups = _status(world)  # the refused one is reported, with the peer's words
+        assert groups[1]["Final-Recipient"] == "rfc822; bad@one.test"
+        assert groups[1]["Diagnostic-Code"] == f"smtp; {RELAY_REFUSED}"
+
     async def test_8bit_body_is_declared_and_7bit_is_not(
         self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
     ) -> None:

@@ -1,28 +1,27 @@
 """Outbound SMTP: one session with a remote host, reused for many transactions.
 
-aiosmtplib carries the bytes (connection, reply parsing, dot-stuffing, STARTTLS);
-MAIL and RCPT are sent with ``execute_command`` so that addresses go out
-exactly as we parsed them and every reply is inspected here, per recipient,
-instead of being turned into exceptions. Each recipient ends an attempt
+``smtpclient`` carries the bytes (replies, STARTTLS, pipelined groups); here
+every reply is read per recipient, never turned into exceptions, and
+addresses go out exactly as we parsed them. Each recipient ends an attempt
 ``SENT``, ``DEFERRED`` or ``FAILED``, with the reply that decided it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from postwarden.delivery.resolver import Hop
+from postwarden.delivery.smtpclient import Reply, SMTPClientError, SMTPConnection, dot_stuff
 
 log = logging.getLogger("postwarden.delivery")
 
 # Errors after which the session cannot carry another transaction.
-_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+_SESSION_ERRORS = (SMTPClientError, OSError, TimeoutError)
 
 
 class Outcome(enum.Enum):
@@ -74,11 +73,6 @@ class HostUnavailable(Exception):
         self.remote_mta = remote_mta
 
 
-def _reply_text(code: int, message: str) -> str:
-    """A reply as one line, e.g. ``550 5.7.1 Unable to relay``."""
-    return f"{code} {' '.join(message.splitlines())}".strip()
-
-
 def _outcome(code: int) -> Outcome:
     if 200 <= code < 300:
         return Outcome.SENT
@@ -104,10 +98,9 @@ _TLS = _unverified_context()
 class Session:
     """An open SMTP session with one host, after EHLO (and STARTTLS when offered)."""
 
-    def __init__(self, smtp: aiosmtplib.SMTP, hop: Hop, tls: bool) -> None:
-        self._smtp = smtp
+    def __init__(self, conn: SMTPConnection, hop: Hop) -> None:
+        self._conn = conn
         self.hop = hop
-        self.tls = tls
         self.broken = False
 
     @classmethod
@@ -117,39 +110,59 @@ class Session:
         """The first host, in order, that greets us and answers EHLO; else HostUnavailable."""
         last = HostUnavailable("451 4.4.1 No host to try", None)
         for hop in hops:
-            smtp = aiosmtplib.SMTP(
-                hostname=hop.address, port=hop.port, local_hostname=hostname,
-                timeout=command_timeout, start_tls=False,
-            )
             try:
-                await smtp.connect(timeout=connect_timeout)
-                await smtp.ehlo()
-                tls = False
-                if smtp.supports_extension("starttls"):
-                    await smtp.starttls(
-                        tls_context=_TLS,
-                        server_hostname=None if hop.name == hop.address else hop.name,
-                    )
-                    await smtp.ehlo()
-                    tls = True
-                    log.info("tls host=%s mode=opportunistic verify=none", hop.name)
-            except aiosmtplib.SMTPResponseException as exc:
-                smtp.close()
-                last = HostUnavailable(_reply_text(exc.code, exc.message), hop.name)
-                continue
+                conn, greeting = await SMTPConnection.connect(
+                    hop.address, hop.port, connect_timeout, command_timeout
+                )
             except _SESSION_ERRORS as exc:
-                smtp.close()
                 last = HostUnavailable(
                     f"451 4.4.1 Connection to {hop.name} [{hop.address}]:{hop.port} failed: "
                     f"{exc or type(exc).__name__}",
                     hop.name,
                 )
                 continue
-            return cls(smtp, hop, tls)
+            try:
+                refusal = await cls._hello(conn, hop, hostname, greeting)
+            except _SESSION_ERRORS as exc:
+                conn.abort()
+                last = HostUnavailable(
+                    f"451 4.4.2 Connection with {hop.name} lost: {exc or type(exc).__name__}",
+                    hop.name,
+                )
+                continue
+            if refusal is not None:
+                conn.abort()
+                last = HostUnavailable(refusal.text, hop.name)
+                continue
+            return cls(conn, hop)
         raise last
 
+    @staticmethod
+    async def _hello(
+        conn: SMTPConnection, hop: Hop, hostname: str, greeting: Reply
+    ) -> Reply | None:
+        """Greeting, EHLO, and STARTTLS with a second EHLO when offered; a refusal or None."""
+        if greeting.code != 220:
+            return greeting
+        reply = await conn.ehlo(hostname)
+        if reply.code != 250:
+            return reply
+        if "starttls" not in conn.extensions:
+            return None
+        [reply] = await conn.exchange([b"STARTTLS"], pipelining=False)
+        if reply.code != 220:
+            return reply
+        await conn.starttls(_TLS, None if hop.name == hop.address else hop.name)
+        log.info("tls host=%s mode=opportunistic verify=none", hop.name)
+        reply = await conn.ehlo(hostname)
+        return None if reply.code == 250 else reply
+
+    @property
+    def tls(self) -> bool:
+        return self._conn.is_tls
+
     def supports(self, extension: str) -> bool:
-        return self._smtp.supports_extension(extension)
+        return extension in self._conn.extensions
 
     @property
     def dsn(self) -> bool:
@@ -162,7 +175,7 @@ class Session:
         if msg.needs_smtputf8 and not self.supports("smtputf8"):
             reply = f"554 5.6.7 {name} does not support SMTPUTF8, which this message needs"
             return [RcptResult(Outcome.FAILED, reply, None)] * n
-        limit = self._smtp.esmtp_extensions.get("size", "")
+        limit = self._conn.extensions.get("size", "")
         if limit.isdigit() and 0 < int(limit) < len(msg.data):
             reply = f"552 5.3.4 Message size exceeds the limit of {name} ({limit} bytes)"
             return [RcptResult(Outcome.FAILED, reply, None)] * n
@@ -177,37 +190,40 @@ class Session:
     async def _transaction(
         self, msg: OutMessage, results: list[RcptResult | None]
     ) -> list[RcptResult]:
+        """MAIL, every RCPT and DATA as one pipelined group (when offered), then the data."""
         name = self.hop.name
-        utf8 = msg.needs_smtputf8
-        encoding = "utf-8" if utf8 else "ascii"
-        options = self._mail_options(msg, utf8)
-        resp = await self._smtp.execute_command(
-            b"MAIL", f"FROM:<{msg.sender}>".encode(encoding), *options
+        encoding = "utf-8" if msg.needs_smtputf8 else "ascii"
+        mail = b" ".join([f"MAIL FROM:<{msg.sender}>".encode(encoding),
+                          *self._mail_options(msg, msg.needs_smtputf8)])
+        rcpts = [
+            b" ".join([f"RCPT TO:<{r.address}>".encode(encoding), *self._rcpt_options(r)])
+            for r in msg.recipients
+        ]
+        replies = await self._conn.exchange(
+            [mail, *rcpts, b"DATA"], pipelining=self.supports("pipelining")
         )
-        if resp.code != 250:
-            await self._reset()
-            r = RcptResult(_outcome(resp.code), _reply_text(resp.code, resp.message), name)
-            return [r] * len(results)
+        mail_reply, rcpt_replies, data_reply = replies[0], replies[1:-1], replies[-1]
         accepted: list[int] = []
-        for i, rcpt in enumerate(msg.recipients):
-            resp = await self._smtp.execute_command(
-                b"RCPT", f"TO:<{rcpt.address}>".encode(encoding), *self._rcpt_options(rcpt)
-            )
-            if resp.code in (250, 251):
+        for i, reply in enumerate(rcpt_replies):
+            if mail_reply.code != 250:
+                reply = mail_reply  # the sender was refused: that is every recipient's answer
+            if reply.code in (250, 251):
                 accepted.append(i)
             else:
-                results[i] = RcptResult(
-                    _outcome(resp.code), _reply_text(resp.code, resp.message), name
-                )
-        if not accepted:
+                results[i] = RcptResult(_outcome(reply.code), reply.text, name)
+        if data_reply.code == 354 and not accepted:
+            # A peer that took DATA with nobody to deliver to gets an empty message end.
+            await self._conn.write(b".\r\n")
+            await self._conn.read_reply()
+        if not accepted or data_reply.code != 354:
+            final = RcptResult(_outcome(data_reply.code), data_reply.text, name)
+            for i in accepted:
+                results[i] = final
             await self._reset()
             return [r for r in results if r is not None]
-        data = msg.data if msg.data.endswith(b"\r\n") else msg.data + b"\r\n"
-        try:
-            resp = await self._smtp.data(data)
-            final = RcptResult(Outcome.SENT, _reply_text(resp.code, resp.message), name)
-        except aiosmtplib.SMTPDataError as exc:
-            final = RcptResult(_outcome(exc.code), _reply_text(exc.code, exc.message), name)
+        await self._conn.write(dot_stuff(msg.data))
+        reply = await self._conn.read_reply()
+        final = RcptResult(_outcome(reply.code), reply.text, name)
         for i in accepted:
             results[i] = final
         return [r for r in results if r is not None]
@@ -240,24 +256,22 @@ class Session:
     async def _reset(self) -> None:
         """RSET after a refused transaction so the session can carry the next one."""
         try:
-            resp = await self._smtp.execute_command(b"RSET")
+            [reply] = await self._conn.exchange([b"RSET"], pipelining=False)
         except _SESSION_ERRORS:
             self.broken = True
             return
-        if resp.code != 250:
+        if reply.code != 250:
             self.broken = True
 
     def abort(self) -> None:
         """Drop the connection at once (shutdown ran out of grace)."""
         self.broken = True
-        self._smtp.close()
+        self._conn.abort()
 
     async def close(self) -> None:
         """QUIT politely; a peer that already hung up is fine too."""
-        try:
-            if not self.broken and self._smtp.is_connected:
-                await self._smtp.quit()
-        except _SESSION_ERRORS:
-            pass
-        finally:
-            self._smtp.close()
+        if self.broken:
+            self._conn.abort()
+            return
+        with contextlib.suppress(*_SESSION_ERRORS):
+            await self._conn.quit()
