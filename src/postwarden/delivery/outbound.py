@@ -150,8 +150,9 @@ class Session:
         if "starttls" not in conn.extensions:
             return None
         [reply] = await conn.exchange([b"STARTTLS"], pipelining=False)
-        if reply.code != 220:
-            return reply
+        if reply.code != 220:  # opportunistic: go on in plain text (RFC 3207 §4)
+            log.info("tls host=%s mode=refused reply=%s", hop.name, reply.text)
+            return None
         await conn.starttls(_TLS, None if hop.name == hop.address else hop.name)
         log.info("tls host=%s mode=opportunistic verify=none", hop.name)
         reply = await conn.ehlo(hostname)
