@@ -236,6 +236,19 @@ class TestSmtpFeatures:
         assert tx.rcpt_params == [["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@one.test"]]
         assert any(p.startswith("SIZE=") for p in tx.mail_params)
 
+    async def test_dsn_values_are_passed_on_as_xtext_never_as_raw_text(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """A decoded ORCPT/ENVID with a line break cannot smuggle a command to the next hop."""
+        peer = await start_peer(extensions=("DSN", "PIPELINING"))
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
+        await world.submit("bob@one.test", orcpt="rfc822;bob@one.test\r\nRCPT TO:<evil@x>",
+                           envid="a b+c=")
+        [tx] = await peer.wait_messages(1)
+        assert tx.recipients == ["bob@one.test"]
+        assert tx.rcpt_params == [["ORCPT=rfc822;bob@one.test+0D+0ARCPT+20TO:<evil@x>"]]
+        assert "ENVID=a+20b+2Bc+3D" in tx.mail_params
+
     async def test_uses_starttls_when_offered(
         self, tmp_path: Path, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
     ) -> None:

@@ -136,3 +136,27 @@ async def test_pipelined_group_reads_every_reply_in_order(
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     """RFC 5321 §4.5.2: a leading dot is doubled; the message ends with CRLF.CRLF."""
     assert dot_stuff(data) == wire
+
+
+async def test_a_command_with_a_line_break_is_never_sent(
+    serve: Callable[[Script], Awaitable[int]],
+) -> None:
+    """The last guard against command smuggling: nothing is written, the caller learns why."""
+    received: list[bytes] = []
+    done = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mx.test\r\n")
+        try:
+            received.append(await reader.read())
+        except ConnectionError:
+            received.append(b"")
+        done.set()
+
+    port = await serve(script)
+    conn, _ = await SMTPConnection.connect("127.0.0.1", port, 5, 5)
+    with pytest.raises(SMTPClientError, match="line break"):
+        await conn.exchange([b"RCPT TO:<a@b.test>\r\nRCPT TO:<evil@x>"], pipelining=True)
+    conn.abort()
+    await asyncio.wait_for(done.wait(), 10)
+    assert received == [b""]

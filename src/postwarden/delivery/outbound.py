@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from postwarden.delivery.resolver import Hop
 from postwarden.delivery.smtpclient import Reply, SMTPClientError, SMTPConnection, dot_stuff
+from postwarden.protocol.smtp.params import encode_xtext
 
 log = logging.getLogger("postwarden.delivery")
 
@@ -241,7 +242,7 @@ class Session:
             if msg.ret:
                 options.append(f"RET={msg.ret}")
             if msg.envid:
-                options.append(f"ENVID={msg.envid}")
+                options.append(f"ENVID={encode_xtext(msg.envid)}")
         return [o.encode("ascii") for o in options]
 
     def _rcpt_options(self, rcpt: OutRecipient) -> list[bytes]:
@@ -251,8 +252,9 @@ class Session:
         if rcpt.notify:
             options.append("NOTIFY=" + ",".join(rcpt.notify))
         if rcpt.orcpt:
-            options.append(f"ORCPT={rcpt.orcpt}")
-        return [o.encode("ascii", "replace") for o in options]
+            addr_type, _, address = rcpt.orcpt.partition(";")
+            options.append(f"ORCPT={encode_xtext(addr_type)};{encode_xtext(address)}")
+        return [o.encode("ascii") for o in options]
 
     async def _reset(self) -> None:
         """RSET after a refused transaction so the session can carry the next one."""

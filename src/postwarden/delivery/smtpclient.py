@@ -98,6 +98,10 @@ class SMTPConnection:
         With ``pipelining`` the group goes out in one write and the replies are
         read afterwards, in order (RFC 2920); otherwise one round trip each.
         """
+        if any(b"\r" in c or b"\n" in c for c in commands):
+            # Callers encode what they pass on; a line break here would be a
+            # second command smuggled to the peer.
+            raise SMTPClientError("refusing to send a command with a line break in it")
         if pipelining:
             await self.write(b"".join(c + b"\r\n" for c in commands))
             return [await self.read_reply() for _ in commands]

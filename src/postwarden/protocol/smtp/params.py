@@ -47,6 +47,19 @@ def decode_xtext(text: str) -> str | None:
         return None
 
 
+def encode_xtext(text: str) -> str:
+    """Text to RFC 3461 §4 xtext, for passing ENVID and ORCPT on to the next server.
+
+    Everything but printable ASCII other than ``+`` and ``=`` becomes ``+XX``
+    (per UTF-8 byte), so a decoded value can never carry a line break or a
+    space into the command it is written into.
+    """
+    return "".join(
+        chr(b) if 0x21 <= b <= 0x7E and b not in (0x2B, 0x3D) else f"+{b:02X}"
+        for b in text.encode("utf-8")
+    )
+
+
 def _path_end(text: str) -> int:
     """Index of the ``>`` closing the path that ``text`` starts with, or -1."""
     quoted = escaped = False
