@@ -1,12 +1,15 @@
 """Delivery throughput: queue N messages, then time the queue emptying into a sink.
 
-    .venv/bin/python bench/delivery.py [-n 5000] [--size 2000]
+    .venv/bin/python bench/delivery.py [-n 5000] [--size 2000] [--rtt-ms 20] [--no-pipelining]
 
 The sink is a minimal SMTP server in a subprocess (so its CPU is not
 counted), reached through a [[routes]] entry. Messages are queued through the
 real intake first; then the queue manager starts and the clock runs until no
 recipient is pending. Reports messages/second delivered and the CPU seconds
 this process (event loop plus its SQLite thread) spent per 1000 messages.
+``--rtt-ms`` makes every sink reply leave that much later, as over a network,
+and ``--no-pipelining`` withholds PIPELINING: together they show what
+pipelining saves on a real link.
 """
 
 from __future__ import annotations
@@ -29,22 +32,34 @@ from postwarden.storage.sqlite.store import SqliteStore
 SINK = r'''
 import asyncio, sys
 
+RTT = float(sys.argv[1]) / 1000  # every reply leaves this much later: a network round trip
+PIPELINING = sys.argv[2] == "1"
+
 async def client(reader, writer):
-    writer.write(b"220 sink ESMTP\r\n")
+    loop = asyncio.get_running_loop()
+
+    def send(data):
+        if RTT:
+            loop.call_later(RTT, writer.write, data)
+        else:
+            writer.write(data)
+
+    send(b"220 sink ESMTP\r\n")
     while line := await reader.readline():
         verb = line[:4].upper()
         if verb == b"DATA":
-            writer.write(b"354 go\r\n")
+            send(b"354 go\r\n")
             await reader.readuntil(b"\r\n.\r\n")  # one call per message, not per line
-            writer.write(b"250 2.0.0 Ok\r\n")
+            send(b"250 2.0.0 Ok\r\n")
         elif verb == b"EHLO":
-            writer.write(b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            send(b"250-sink\r\n" + (b"250-PIPELINING\r\n" if PIPELINING else b"")
+                 + b"250 8BITMIME\r\n")
         elif verb == b"QUIT":
-            writer.write(b"221 bye\r\n")
+            send(b"221 bye\r\n")
             break
         else:
-            writer.write(b"250 Ok\r\n")
-        await writer.drain()
+            send(b"250 Ok\r\n")
+    await asyncio.sleep(RTT)
     writer.close()
 
 async def main():
@@ -56,9 +71,10 @@ asyncio.run(main())
 '''
 
 
-async def run(n: int, size: int, root: Path) -> None:
+async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) -> None:
     sink = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SINK, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", SINK, str(rtt_ms), "1" if pipelining else "0",
+        stdout=asyncio.subprocess.PIPE,
     )
     assert sink.stdout is not None
     port = int(await sink.stdout.readline())
@@ -109,9 +125,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5000, help="messages (default 5000)")
     parser.add_argument("--size", type=int, default=2000, help="approximate message bytes")
+    parser.add_argument("--rtt-ms", type=float, default=0,
+                        help="the sink answers this much later, like a remote host (default 0)")
+    parser.add_argument("--no-pipelining", action="store_true",
+                        help="the sink does not offer PIPELINING")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run(args.n, args.size, Path(tmp)))
+        asyncio.run(run(args.n, args.size, Path(tmp), args.rtt_ms, not args.no_pipelining))
 
 
 if __name__ == "__main__":
