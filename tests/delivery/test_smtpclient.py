@@ -80,6 +80,7 @@ async def test_ehlo_remembers_extensions(serve: Callable[[Script], Awaitable[int
     [
         (b"hello there\r\n", "not an SMTP reply"),
         (b"220+odd\r\n", "not an SMTP reply"),
+        ("²²⁰ digits, but not ASCII ones\r\n".encode(), "not an SMTP reply"),
         (b"220-only half of a reply\r\n", "closed"),
         (b"220 " + b"x" * (LINE_LIMIT + 10), "too long"),
         (b"220-x\r\n" * (MAX_REPLY_LINES + 1), "too many lines"),

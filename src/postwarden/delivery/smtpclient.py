@@ -80,7 +80,7 @@ class SMTPConnection:
                     raise SMTPClientError("reply line too long") from None
                 line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
                 code, sep = line[:3], line[3:4]
-                if not code.isdigit() or sep not in ("", " ", "-"):
+                if not (code.isascii() and code.isdigit()) or sep not in ("", " ", "-"):
                     raise SMTPClientError(f"not an SMTP reply: {line[:80]!r}")
                 lines.append(line[4:])
                 if sep != "-":
