@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 from collections.abc import Callable
@@ -84,4 +85,32 @@ def test_storage_failure_mid_data_is_452_and_service_goes_on(
     assert [b"Subject: small" in m for m in server.inbox(user)] == [True]
     files = list((server.root / "var" / "messages").glob("*/*"))
     assert len(files) == 1
+    server.stop()
+
+
+def test_client_that_never_reads_its_replies_is_let_go(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """Pipelining without reading fills the server's buffers; the write waits only as long as
+    a command may, then the session ends instead of holding its slot for ever."""
+    server = make_server(limits={"command_timeout_seconds": 1}).start()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+    sock.bind(("127.0.0.8", 0))
+    sock.connect(server.addr("smtp"))
+    sock.settimeout(2)
+    sent = 0
+    with contextlib.suppress(TimeoutError):
+        for _ in range(400):  # bounded: 400 x 10,000 NOOPs, far past any buffer
+            sock.sendall(b"NOOP\r\n" * 10_000)
+            sent += 10_000
+    assert sent < 4_000_000, "the server kept reading: its replies never backed up"
+    server.wait_for_log("smtp timeout", "ip=127.0.0.8")
+    sock.settimeout(30)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):  # unread commands left: the close is a RST
+        while chunk := sock.recv(65536):  # what the server wrote before it gave up, then EOF
+            received += chunk
+    sock.close()
+    assert received.count(b"250 ") < sent
     server.stop()

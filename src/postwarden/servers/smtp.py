@@ -114,7 +114,8 @@ class SMTPConnection:
     async def run(self) -> None:
         try:
             await self._loop()
-        except TimeoutError:
+        except TimeoutError:  # silent too long, or not reading our replies
+            log.info(kv("smtp timeout", ip=self.peer.client_ip))
             with contextlib.suppress(ConnectionError, OSError):
                 self.writer.write(R.TIMEOUT.encode())
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -253,12 +254,13 @@ class SMTPConnection:
         txn = self.txn
         if txn is None:
             return R.BAD_SEQUENCE
-        if txn.message is None and txn.failed is None:  # empty: still gets our trace header
+        if txn.message is None:  # empty message: still gets our trace header
             self._data_chunk(b"")
-        if txn.failed is not None or txn.message is None:
-            reply = txn.failed or R.TEMP_FAILURE
+        if txn.failed is not None:
+            reply = txn.failed
             self._end_transaction(f"refused {reply.code} {reply.status}")
             return reply
+        assert txn.message is not None
         mail = txn.mail
         envelope = Envelope(
             sender=mail.sender.address,
