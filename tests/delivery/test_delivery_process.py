@@ -161,9 +161,10 @@ class TestQueueCli:
             a = await world.submit("bob@one.test", data=message("first"))
             b = await world.submit("carol@one.test", data=message("second"))
             c = await world.submit("dave@one.test", data=message("third"))
+            bounce = await world.submit("erin@one.test", sender=None, data=message("fourth"))
 
             def deferred() -> bool:
-                msgs = [world.queued(q.queue_id) for q in (a, b, c)]
+                msgs = [world.queued(q.queue_id) for q in (a, b, c, bounce)]
                 return all(m is not None and m.recipients[0].attempts == 1 for m in msgs)
 
             await world.until(deferred)
@@ -196,6 +197,11 @@ class TestQueueCli:
             assert status["Final-Recipient"] == "rfc822; dave@one.test"
             assert status["Action"] == "failed" and status["Status"] == "5.0.0"
             assert "Removed from the queue by the administrator" in status["Diagnostic-Code"]
+
+            # A message from <> (itself a report) never gets one, even when asked.
+            code, out, _ = await postwarden(config, "queue", "remove", bounce.queue_id, "--report")
+            assert code == 0 and "no report sent" in out
+            assert len(world.inbox()) == 1
 
             refusing[0] = False
             code, _, _ = await postwarden(config, "queue", "retry", a.queue_id)
