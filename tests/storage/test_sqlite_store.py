@@ -22,6 +22,7 @@ from postwarden.storage.interfaces import (
     RecipientState,
 )
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.schema import MIGRATIONS
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -97,6 +98,27 @@ class TestMigrations:
         assert second.schema_version() == version
         assert second.list_domains() == ["example.test"]
         second.close()
+
+    def test_a_version_1_data_directory_upgrades_in_place(self, tmp_path: Path) -> None:
+        """A queue entry from before migration 2 survives it, its sender not vouched for."""
+        with sqlite3.connect(tmp_path / "postwarden.sqlite3") as db:
+            db.executescript(MIGRATIONS[0])
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version VALUES (1)")
+            db.execute("INSERT INTO queue_messages (queue_id, blob, size, sender, created)"
+                       " VALUES ('old1', 'old1', 10, 'a@remote.test', 5.0)")
+        db.close()
+        store = SqliteStore(tmp_path)
+        assert store.schema_version() == len(MIGRATIONS) >= 2
+        old = store.get_queued("old1")
+        assert old is not None
+        assert (old.sender, old.trusted_origin) == ("a@remote.test", False)
+        ref = blob(store, "new1")
+        store.commit_acceptances([Acceptance("new1", ref, ALICE, (), (NewRecipient(BOB),),
+                                             trusted_origin=True)])
+        new = store.get_queued("new1")
+        assert new is not None and new.trusted_origin is True
+        store.close()
 
     def test_sqlite_database_uses_wal(self, tmp_path: Path) -> None:
         """SPEC §7: one SQLite database in WAL mode."""
@@ -344,7 +366,7 @@ class TestCommitAcceptances:
         assert queued is not None
         assert (queued.blob, queued.size, queued.sender) == ("q2", ref.size, ALICE)
         assert (queued.envid, queued.ret, queued.smtputf8) == ("env-1", "HDRS", True)
-        assert queued.delay_notified is False
+        assert (queued.delay_notified, queued.trusted_origin) == (False, False)
         assert [(r.address, r.orcpt, r.notify, r.state, r.attempts, r.next_attempt)
                 for r in queued.recipients] == [
             ("x@remote.test", "rfc822;x@remote.test", ("FAILURE", "DELAY"),

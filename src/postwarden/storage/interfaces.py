@@ -106,6 +106,9 @@ class QueuedMessage:
     smtputf8: bool
     delay_notified: bool
     recipients: tuple[QueueRecipient, ...]
+    # The client that handed it over had authenticated or may relay, so the
+    # envelope sender is believed (see ``Acceptance.trusted_origin``).
+    trusted_origin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,10 @@ class Acceptance:
     ret: str | None = None
     smtputf8: bool = False
     received_at: float = 0.0
+    # True when the client had authenticated or was allowed to relay: only
+    # then may reports carry the whole message or announce success (a
+    # stranger's envelope sender may be a forged victim: backscatter).
+    trusted_origin: bool = False
 
 
 class Directory(Protocol):

@@ -75,4 +75,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
     CREATE INDEX queue_recipients_queue ON queue_recipients(queue_id);
     """,
+    # 2: whether a queued message's sender was vouched for (the client had
+    # authenticated or was allowed to relay); reports to a sender nobody
+    # vouched for carry headers only. Entries queued before are not vouched for.
+    """
+    ALTER TABLE queue_messages ADD COLUMN trusted_origin INTEGER NOT NULL DEFAULT 0;
+    """,
 )

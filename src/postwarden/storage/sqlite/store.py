@@ -336,7 +336,7 @@ class SqliteStore:
                 if acc.remote:
                     db.execute(
                         "INSERT INTO queue_messages (queue_id, blob, size, sender, created,"
-                        " envid, ret, smtputf8) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " envid, ret, smtputf8, trusted_origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             acc.queue_id,
                             acc.blob.name,
@@ -346,6 +346,7 @@ class SqliteStore:
                             acc.envid,
                             acc.ret,
                             int(acc.smtputf8),
+                            int(acc.trusted_origin),
                         ),
                     )
                     db.executemany(
@@ -452,8 +453,8 @@ class SqliteStore:
 
     def get_queued(self, queue_id: str) -> QueuedMessage | None:
         row = self._db.execute(
-            "SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified"
-            " FROM queue_messages WHERE queue_id = ?",
+            "SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
+            " trusted_origin FROM queue_messages WHERE queue_id = ?",
             (queue_id,),
         ).fetchone()
         if row is None:
@@ -471,7 +472,7 @@ class SqliteStore:
         )
         return QueuedMessage(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), bool(row[8]),
-            recipients,
+            recipients, trusted_origin=bool(row[9]),
         )
 
     def due_messages(self, now: float, limit: int) -> list[QueuedMessage]:
