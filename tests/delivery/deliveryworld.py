@@ -83,6 +83,7 @@ class World:
         ret: str | None = None,
         envid: str | None = None,
         smtputf8: bool = False,
+        trusted: bool = True,
     ) -> Accepted:
         """As the SMTP server does after DATA: trace header, then the intake."""
         queue_id = new_queue_id()
@@ -94,7 +95,7 @@ class World:
             recipients=tuple(DsnRecipient(parse_address(r), notify, orcpt) for r in recipients),
             ret=ret, envid=envid, smtputf8=smtputf8,
         )
-        return await self.intake.accept(queue_id, envelope, builder)
+        return await self.intake.accept(queue_id, envelope, builder, trusted_origin=trusted)
 
     def inbox(self) -> list[email.message.Message]:
         box = self.store.get_mailbox(SENDER, "INBOX")

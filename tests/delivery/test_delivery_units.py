@@ -13,6 +13,7 @@ from dnsfake import DNSServer
 
 from postwarden.config import HostPort, Route
 from postwarden.delivery.manager import received_count
+from postwarden.delivery.notify import within_origin
 from postwarden.delivery.reports import (
     Action,
     RecipientReport,
@@ -24,6 +25,7 @@ from postwarden.delivery.reports import (
 from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
 from postwarden.policy.retry import retry_delay
 from postwarden.policy.routing import HopKind, next_hop
+from postwarden.storage.interfaces import QueuedMessage, QueueRecipient, RecipientState
 
 ROUTES = (
     Route("partner.test", HostPort("127.0.0.1", 2526)),
@@ -118,6 +120,29 @@ class TestReports:
     def test_permanent_status(self) -> None:
         assert permanent_status("4.4.1") == "5.4.1"
         assert permanent_status("5.1.1") == "5.1.1"
+
+
+class TestWithinOrigin:
+    @staticmethod
+    def queued(trusted: bool, *notifies: tuple[str, ...]) -> QueuedMessage:
+        rcpts = tuple(
+            QueueRecipient(i, "q", f"r{i}@remote.test", None, n, RecipientState.PENDING, 0, 0.0,
+                           None, None)
+            for i, n in enumerate(notifies)
+        )
+        return QueuedMessage("q", "q", 1, "s@remote.test", 0.0, None, "FULL", False, False,
+                             rcpts, trusted_origin=trusted)
+
+    def test_a_vouched_for_message_keeps_its_options(self) -> None:
+        """Authenticated or relay clients get RET and NOTIFY as they asked."""
+        msg = self.queued(True, ("SUCCESS",), ("SUCCESS", "FAILURE"))
+        assert within_origin(msg) == msg
+
+    def test_a_strangers_message_gets_headers_only_and_no_success(self) -> None:
+        """RET becomes HDRS; SUCCESS is dropped, and NOTIFY=SUCCESS alone becomes NEVER."""
+        msg = within_origin(self.queued(False, ("SUCCESS",), ("SUCCESS", "FAILURE"), ()))
+        assert msg.ret == "HDRS"
+        assert [r.notify for r in msg.recipients] == [("NEVER",), ("FAILURE",), ()]
 
 
 def test_received_count_looks_at_headers_only() -> None:

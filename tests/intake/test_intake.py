@@ -114,7 +114,7 @@ class TestAccept:
     ) -> None:
         """The stored message is our Received header followed by the bytes as sent."""
         qid, message = streamed(intake, trace=TRACE)
-        accepted = await intake.accept(qid, envelope(ALICE), message)
+        accepted = await intake.accept(qid, envelope(ALICE), message, trusted_origin=True)
         assert (accepted.queue_id, accepted.local_accounts, accepted.remote_count) == (
             qid, (ALICE,), 0)
         (stored,) = inbox(store, ALICE)
@@ -192,7 +192,7 @@ class TestAccept:
         first = next(iter(aliases))
         qid, message = streamed(intake)
         with pytest.raises(IntakeError, match="alias loop") as info:
-            await intake.accept(qid, envelope(first), message)
+            await intake.accept(qid, envelope(first), message, trusted_origin=True)
         assert info.value.permanent
         assert inbox(store, ALICE) == []
         assert not store.blob_path(qid).exists()
@@ -206,12 +206,12 @@ class TestAccept:
         qid, message = streamed(intake, hops + MESSAGE, trace=TRACE)
         if refused:
             with pytest.raises(IntakeError) as info:
-                await intake.accept(qid, envelope(ALICE), message)
+                await intake.accept(qid, envelope(ALICE), message, trusted_origin=True)
             assert info.value.permanent
             assert inbox(store, ALICE) == []
             assert not store.blob_path(qid).exists()
         else:
-            await intake.accept(qid, envelope(ALICE), message)
+            await intake.accept(qid, envelope(ALICE), message, trusted_origin=True)
             assert len(inbox(store, ALICE)) == 1
 
     async def test_message_with_no_remaining_recipient_is_refused_without_a_file(
@@ -220,7 +220,8 @@ class TestAccept:
         """An alias that vanished after RCPT is refused 5.1.1 and keeps no orphan file."""
         queue_id, message = streamed(intake)
         with pytest.raises(IntakeError) as refused:
-            await intake.accept(queue_id, envelope("vanished@example.test"), message)
+            await intake.accept(queue_id, envelope("vanished@example.test"), message,
+                                trusted_origin=True)
         assert (refused.value.permanent, refused.value.status) == (True, "5.1.1")
         assert not store.blob_path(queue_id).exists()
 
@@ -231,7 +232,8 @@ class TestAccept:
         store.add_alias("broken@example.test", ["not an address"])
         queue_id, message = streamed(intake)
         with pytest.raises(IntakeError, match="bad alias target") as refused:
-            await intake.accept(queue_id, envelope("broken@example.test"), message)
+            await intake.accept(queue_id, envelope("broken@example.test"), message,
+                                trusted_origin=True)
         assert not refused.value.permanent
         assert not store.blob_path(queue_id).exists()
 
@@ -409,6 +411,22 @@ class TestRecipientPolicy:
         assert client.seconds_since_pop_login == 60.0
         decision = policy.check_recipient(client, parse_address("x@remote.test"))
         assert decision.rule == "pop_before_smtp"
+
+    def test_only_authenticated_or_relay_clients_are_vouched_for(
+        self, policy: RecipientPolicy, store: SqliteStore
+    ) -> None:
+        """A stranger's envelope sender is not believed; a login or a relay rule vouches for it."""
+        local = ipaddress.ip_address("192.0.2.25")
+
+        def facts(ip: str, user: str | None = None) -> bool:
+            client = policy.client_facts(ipaddress.ip_address(ip), local, tls=False,
+                                         auth_user=user, now=1060.0)
+            return policy.vouches_for_sender(client)
+
+        store.record_login("203.0.113.9", 1000.0)
+        assert facts("203.0.113.1") is False
+        assert facts("203.0.113.1", ALICE) is True
+        assert facts("203.0.113.9") is True  # POP-before-SMTP may relay
 
     def test_user_owns_own_address_and_aliases_to_it(
         self, policy: RecipientPolicy, store: SqliteStore

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from postwarden.config import Config
-from postwarden.delivery.notify import send_reports, wants
+from postwarden.delivery.notify import send_reports, wants, within_origin
 from postwarden.delivery.outbound import (
     HostUnavailable,
     Outcome,
@@ -181,7 +181,7 @@ class QueueManager:
 
     def _load(self, ids: Sequence[str]) -> list[QueuedMessage]:
         """Fetch a refill of the window in one trip to the store thread."""
-        return [m for m in map(self._queue.get_queued, ids) if m is not None]
+        return [within_origin(m) for m in map(self._queue.get_queued, ids) if m is not None]
 
     def _dispatch(self, msg: QueuedMessage, now: float) -> None:
         due = [

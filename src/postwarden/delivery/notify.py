@@ -7,6 +7,7 @@ the queue, and a report that cannot be delivered never causes another.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -18,6 +19,24 @@ from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.interfaces import QueuedMessage, QueueRecipient
 
 log = logging.getLogger("postwarden.delivery")
+
+
+def within_origin(msg: QueuedMessage) -> QueuedMessage:
+    """The message with the DSN options its origin entitles it to.
+
+    Anyone may put a victim's address in MAIL FROM, so a message whose client
+    neither authenticated nor may relay (say, a stranger writing to an alias
+    that forwards off-site) gets reports with the headers only, whatever RET
+    says, and no success notice: neither from us nor asked of the next hop.
+    """
+    if msg.trusted_origin:
+        return msg
+    recipients = tuple(
+        dataclasses.replace(r, notify=tuple(n for n in r.notify if n != "SUCCESS") or ("NEVER",))
+        if "SUCCESS" in r.notify else r
+        for r in msg.recipients
+    )
+    return dataclasses.replace(msg, ret="HDRS", recipients=recipients)
 
 
 def wants(rcpt: QueueRecipient, kind: str) -> bool:

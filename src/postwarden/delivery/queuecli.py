@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from postwarden.config import Config
-from postwarden.delivery.notify import send_reports, wants
+from postwarden.delivery.notify import send_reports, wants, within_origin
 from postwarden.delivery.reports import Action, RecipientReport
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
@@ -84,6 +84,8 @@ def _show(msg: QueuedMessage, now: float) -> None:
     print(f"envid:       {msg.envid or '-'}")
     print(f"ret:         {msg.ret or '-'}")
     print(f"smtputf8:    {'yes' if msg.smtputf8 else 'no'}")
+    print(f"origin:      {'vouched for' if msg.trusted_origin else 'stranger'}"
+          f"{'' if msg.trusted_origin else ' (reports: headers only, no success)'}")
     print(f"delay note:  {'sent' if msg.delay_notified else 'not sent'}")
     for r in msg.recipients:
         nxt = _when(r.next_attempt) + " UTC" if r.state is RecipientState.PENDING else "-"
@@ -96,6 +98,7 @@ def _show(msg: QueuedMessage, now: float) -> None:
 
 async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, now: float) -> int:
     """A failure report for the pending recipients that want one; returns reports sent."""
+    msg = within_origin(msg)
     rcpts = [
         RecipientReport(r.address, r.orcpt, Action.FAILED, "5.0.0", REMOVED, None, now)
         for r in msg.recipients if r.state is RecipientState.PENDING and wants(r, "FAILURE")

@@ -146,11 +146,16 @@ class Intake:
             add_submission_headers=add_submission_headers,
         )
 
-    async def accept(self, queue_id: str, envelope: Envelope, message: MessageBuilder) -> Accepted:
-        """Commit the message durably; raises IntakeError (and discards it) on refusal."""
+    async def accept(self, queue_id: str, envelope: Envelope, message: MessageBuilder, *,
+                     trusted_origin: bool) -> Accepted:
+        """Commit the message durably; raises IntakeError (and discards it) on refusal.
+
+        ``trusted_origin``: the client authenticated or may relay, so the
+        envelope sender is believed (it decides what reports may carry).
+        """
         try:
             message.finish()
-            acceptance = self._acceptance(queue_id, envelope, message)
+            acceptance = self._acceptance(queue_id, envelope, message, trusted_origin)
         except BaseException:
             message.writer.abort()
             raise
@@ -162,7 +167,7 @@ class Intake:
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))
 
     def _acceptance(self, queue_id: str, envelope: Envelope,
-                    message: MessageBuilder) -> Acceptance:
+                    message: MessageBuilder, trusted_origin: bool) -> Acceptance:
         if message.received_count >= self.max_received_headers:
             raise IntakeError("Too many hops (mail loop?)", permanent=True)
         local: list[str] = []
@@ -190,14 +195,15 @@ class Intake:
             ret=envelope.ret,
             smtputf8=envelope.smtputf8,
             received_at=time.time(),
+            trusted_origin=trusted_origin,
         )
 
     async def submit(self, envelope: Envelope, data: bytes) -> Accepted:
-        """Accept a generated message (reports, CLI) through the same door."""
+        """Accept a generated message (reports, CLI) through the same door: ours, so trusted."""
         queue_id = new_queue_id()
         message = self.open_message(queue_id, None, add_submission_headers=False)
         message.write(data)
-        return await self.accept(queue_id, envelope, message)
+        return await self.accept(queue_id, envelope, message, trusted_origin=True)
 
     def close(self) -> None:
         self.committer.close()

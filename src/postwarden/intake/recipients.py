@@ -15,6 +15,7 @@ from postwarden.policy.relay import (
     Decision,
     RecipientFacts,
     decide_recipient,
+    decide_relay,
     decide_sender,
     normalise_ip,
 )
@@ -71,6 +72,10 @@ class RecipientPolicy:
             or self.directory.alias_targets(address.key) is not None
         )
         return RecipientFacts(address, local, exists)
+
+    def vouches_for_sender(self, client: ClientFacts) -> bool:
+        """Whether the client's envelope senders are believed: it authenticated or may relay."""
+        return client.auth_user is not None or decide_relay(client, self.relay).accepted
 
     def check_recipient(self, client: ClientFacts, address: Address) -> Decision:
         return decide_recipient(client, self.recipient_facts(address), self.relay)

@@ -20,7 +20,7 @@ from postwarden.mail import reply as R
 from postwarden.mail.address import Address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.mail.reply import Reply
-from postwarden.policy.relay import Decision
+from postwarden.policy.relay import ClientFacts, Decision
 from postwarden.protocol.smtp import (
     NEED_DATA,
     PAUSED,
@@ -214,11 +214,13 @@ class SMTPConnection:
         return decision.reply
 
     def _decide(self, address: Address) -> Decision:
-        facts = self.s.recipients.client_facts(
+        return self.s.recipients.check_recipient(self._facts(), address)
+
+    def _facts(self) -> ClientFacts:
+        return self.s.recipients.client_facts(
             self.peer.client_ip, self.peer.local_ip, tls=self.tls, auth_user=self.auth_user,
             now=time.time(),
         )
-        return self.s.recipients.check_recipient(facts, address)
 
     def _data_chunk(self, chunk: bytes) -> None:
         txn = self.txn
@@ -272,7 +274,10 @@ class SMTPConnection:
         )
         message, txn.message = txn.message, None
         try:
-            accepted = await self.s.intake.accept(txn.queue_id, envelope, message)
+            accepted = await self.s.intake.accept(
+                txn.queue_id, envelope, message,
+                trusted_origin=self.s.recipients.vouches_for_sender(self._facts()),
+            )
         except IntakeError as exc:
             reply = (Reply(554, exc.status, str(exc)) if exc.permanent
                      else R.TEMP_FAILURE)
