@@ -72,7 +72,10 @@ class Driver:
                 return
             assert not isinstance(event, type)
             self.events.append(event)
-            if isinstance(event, MailFrom | RcptTo | DataEnd | AuthCredentials):
+            if isinstance(event, AuthCredentials):
+                reply = self.decide(event)
+                self.session.send(reply, login=event.username if reply.is_positive else None)
+            elif isinstance(event, MailFrom | RcptTo | DataEnd):
                 self.session.send(self.decide(event))
             if isinstance(event, Closed | StartTLS):
                 return

@@ -223,6 +223,16 @@ class TestSTLS:
         out, _ = say(m, b"STLS\r\n")
         assert out == b"-ERR Already using TLS\r\n"
 
+    def test_user_given_before_stls_is_forgotten(self) -> None:
+        """USER answered in plaintext, then STLS: PASS over TLS has no user to go with."""
+        m = new()
+        out, _ = say(m, b"USER alice@example.test\r\n")
+        assert out == b"+OK Send your password\r\n"
+        say(m, b"STLS\r\n")
+        m.send(TLSStarted(plaintext_auth=True))
+        out, event = say(m, b"PASS secret\r\n")
+        assert out == b"-ERR Send USER first\r\n" and event is NEED_DATA
+
     def test_stls_unavailable_without_certificate(self) -> None:
         """No TLS context: STLS is refused and not advertised."""
         m = new(tls_available=False)

@@ -720,6 +720,29 @@ class TestStartTLS:
         out = driver.feed(b"EHLO c\r\n")
         assert ehlo_lines(out)[-2:] == ["250-DSN", "250 AUTH PLAIN LOGIN"]
 
+    def test_a_login_before_starttls_is_forgotten(self) -> None:
+        """RFC 3207 §4.2: AUTH, STARTTLS: no login, no EHLO, AUTH may run again."""
+        driver = greeted(auth_without_tls=True)
+        assert driver.feed(sasl_line(b"\0alice\0pw", b"AUTH PLAIN ")) == AUTH_OK.encode()
+        assert driver.session.login == "alice" and driver.session.hello is not None
+        driver.feed(b"STARTTLS\r\n")
+        driver.session.tls_started()
+        assert driver.session.login is None and not driver.session.authenticated
+        assert driver.session.hello is None
+        driver.feed(b"EHLO c\r\n")
+        assert driver.session.hello == Hello("c", True)
+        assert driver.feed(sasl_line(b"\0bob\0pw", b"AUTH PLAIN ")) == AUTH_OK.encode()
+        assert driver.session.login == "bob"
+
+    def test_a_positive_auth_answer_names_the_login(self) -> None:
+        """The glue cannot log a session in without saying as whom."""
+        driver = Driver(tls_active=True)
+        driver.session.receive_data(b"EHLO c\r\n" + sasl_line(b"\0u\0p", b"AUTH PLAIN "))
+        assert isinstance(driver.session.next_event(), Hello)
+        assert isinstance(driver.session.next_event(), AuthCredentials)
+        with pytest.raises(RuntimeError):
+            driver.session.send(AUTH_OK)
+
     def test_starttls_refusals(self) -> None:
         """Already on TLS, not offered, with arguments, or inside a transaction."""
         assert greeted(tls_active=True).feed(b"STARTTLS\r\n") == TLS_ALREADY.encode()

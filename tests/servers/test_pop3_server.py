@@ -86,6 +86,18 @@ class TestSessions:
         assert tls.recv(1024) == b"-ERR Send USER first\r\n"
         tls.close()
 
+    def test_user_before_stls_does_not_survive_it(self, pop3: POP3Harness) -> None:
+        """RFC 2595 §4: USER answered in plaintext, STLS, PASS over TLS: refused."""
+        raw = pop3.raw()
+        raw.send(b"USER " + USER.encode() + b"\r\n")
+        assert raw.line() == b"+OK Send your password\r\n"
+        raw.send(b"STLS\r\n")
+        assert raw.line() == b"+OK Begin TLS negotiation now\r\n"
+        tls = pop3.client_context().wrap_socket(raw.sock, server_hostname="127.0.0.1")
+        tls.sendall(b"PASS " + PASSWORD.encode() + b"\r\n")
+        assert tls.recv(1024) == b"-ERR Send USER first\r\n"
+        tls.close()
+
     def test_pop3s_session(self, pop3: POP3Harness) -> None:
         """Implicit TLS on the pop3s port."""
         pop3.deliver(DOTTED)

@@ -305,3 +305,43 @@ class TestRealClients:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "250 2.0.0 Ok: queued as" in result.stdout
+
+
+class TestStartTLSForgetsThePlaintextSession:
+    """RFC 3207 §4.2: nothing said before STARTTLS survives it (issue 8, defect 1)."""
+
+    def test_a_login_made_before_starttls_does_not_relay(self, server: ServerProcess) -> None:
+        """MX port, loopback (plaintext AUTH allowed): AUTH, STARTTLS, EHLO; relaying
+        is refused because the login is gone, a wrong password after TLS changes
+        nothing, and logging in again over TLS works."""
+        with smtplib.SMTP(*server.addr("smtp"), source_address=("127.0.0.71", 0)) as c:
+            c.ehlo("attacker.test")
+            assert c.login(USER, PASSWORD)[0] == 235
+            c.starttls(context=ssl._create_unverified_context())
+            c.ehlo("attacker.test")
+            assert c.mail(USER) == (250, b"2.1.0 Ok")
+            code, text = c.rcpt("x@gmail.example")
+            assert (code, text[:21]) == (550, b"5.7.1 Unable to relay")
+            c.rset()
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                c.login(USER, "wrong password")
+            assert c.mail(USER)[0] == 250
+            assert c.rcpt("x@gmail.example")[0] == 550
+            c.rset()
+            assert c.login(USER, PASSWORD)[0] == 235
+            assert c.mail(USER)[0] == 250
+            assert c.rcpt("x@gmail.example")[0] == 250
+
+    def test_ehlo_and_transaction_are_forgotten(self, server: ServerProcess) -> None:
+        """After the handshake MAIL needs a new EHLO, and the Received header
+        names the EHLO given over TLS, not the one before."""
+        with smtplib.SMTP(*server.addr("smtp"), source_address=("127.0.0.72", 0)) as c:
+            c.ehlo("before-tls.test")
+            c.starttls(context=ssl._create_unverified_context())
+            assert c.docmd("MAIL FROM:<a@sender.example>") == (503, b"5.5.1 Send EHLO/HELO first")
+            c.ehlo("after-tls.test")
+            message = b"Subject: t\r\n\r\nx\r\n"
+            assert c.sendmail("a@sender.example", [f"r3@{DOMAIN}"], message) == {}
+        stored = server.inbox(f"r3@{DOMAIN}")[-1]
+        assert stored.startswith(b"Received: from after-tls.test ([127.0.0.72])\r\n")
+        assert b"with ESMTPS id" in stored

@@ -83,10 +83,7 @@ class SMTPConnection:
         self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         self.tls = writer.get_extra_info("ssl_object") is not None
         self.submission = kind in SUBMISSION_KINDS
-        self.helo = ""
-        self.extended = False
         self.idle = False
-        self.auth_user: str | None = None
         self.txn: Transaction | None = None
         limits = services.cfg.limits
         self.machine = SMTPSession(
@@ -101,6 +98,11 @@ class SMTPConnection:
                 max_bad_commands=limits.max_bad_commands,
             )
         )
+
+    @property
+    def auth_user(self) -> str | None:
+        """The login, as the machine keeps it: STARTTLS forgets it there, once."""
+        return self.machine.login
 
     def _auth_without_tls(self) -> bool:
         # Submission offers AUTH only after STARTTLS (SPEC §3) unless the
@@ -164,10 +166,7 @@ class SMTPConnection:
             match event:
                 case type() if event is PAUSED:
                     raise RuntimeError("SMTP machine paused without a pending decision")
-                case Hello(name=name, extended=extended):
-                    self._end_transaction("reset")
-                    self.helo, self.extended = name, extended
-                case Reset():
+                case Hello() | Reset():
                     self._end_transaction("reset")
                 case MailFrom():
                     machine.send(self._mail_from(event))
@@ -182,7 +181,8 @@ class SMTPConnection:
                 case StartTLS():
                     await self._start_tls()
                 case AuthCredentials():
-                    machine.send(await self._auth(event))
+                    reply, login = await self._auth(event)
+                    machine.send(reply, login=login)
                 case Quit() | Closed():
                     await self._flush()
                     return
@@ -239,7 +239,9 @@ class SMTPConnection:
             txn.failed = R.STORAGE_FULL
 
     def _trace(self, txn: Transaction) -> TraceInfo:
-        protocol = "ESMTP" if self.extended else "SMTP"
+        hello = self.machine.hello
+        assert hello is not None  # the machine allows no MAIL before EHLO/HELO
+        protocol = "ESMTP" if hello.extended else "SMTP"
         if self.tls:
             protocol += "S"
         if self.auth_user:
@@ -249,7 +251,7 @@ class SMTPConnection:
         if ssl_object is not None:
             tls_info = f"using {ssl_object.version()} with cipher {ssl_object.cipher()[0]}"
         only = str(txn.accepted[0].address) if len(txn.accepted) == 1 else None
-        return TraceInfo(self.helo, str(self.peer.client_ip), self.s.cfg.hostname,
+        return TraceInfo(hello.name, str(self.peer.client_ip), self.s.cfg.hostname,
                          txn.queue_id, protocol, only, tls_info)
 
     async def _data_end(self) -> Reply:
@@ -314,9 +316,11 @@ class SMTPConnection:
         self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.s.tls)
         self.tls = True
-        self.machine.tls_started()
+        self._end_transaction("reset")
+        self.machine.tls_started()  # forgets EHLO and the login (RFC 3207 §4.2)
 
-    async def _auth(self, creds: AuthCredentials) -> Reply:
+    async def _auth(self, creds: AuthCredentials) -> tuple[Reply, str | None]:
+        """The reply, and on success the account now logged in."""
         ip = str(self.peer.client_ip)
         result, account = await self.s.auth.login(ip, creds.username, creds.password)
         # Acting for another user (a SASL authzid) is not offered: the right
@@ -327,12 +331,11 @@ class SMTPConnection:
                     result=outcome))
         match result:
             case LoginResult.OK if not foreign:
-                self.auth_user = account
-                return R.AUTH_OK
+                return R.AUTH_OK, account
             case LoginResult.THROTTLED:
-                return R.AUTH_THROTTLED
+                return R.AUTH_THROTTLED, None
             case _:
-                return R.AUTH_FAILED
+                return R.AUTH_FAILED, None
 
 
 class SMTPServer:

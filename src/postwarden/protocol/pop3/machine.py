@@ -189,7 +189,11 @@ class POP3Machine:
                 self._out += self._stuffer.finish()
                 self._stuffer = self._retrieving = None
             case (_Waiting.TLS, TLSStarted(plaintext_auth)):
-                self._lines.clear()  # plaintext sent before the handshake is never obeyed
+                # Back to the greeting state (RFC 2595 §4): nothing said in
+                # plaintext counts, neither a USER nor commands pipelined
+                # behind STLS, which an attacker may have injected.
+                self._lines.clear()
+                self._user = None
                 self.tls_active = True
                 self.plaintext_auth = plaintext_auth
             case (_Waiting.UPDATE, Updated(ok)):
@@ -260,7 +264,6 @@ class POP3Machine:
                                       else "Already using TLS")
                     return None
                 self._out += _ok("Begin TLS negotiation now")
-                self._user = None
                 self._waiting = _Waiting.TLS
                 return StartTLS()
             case (State.AUTHORIZATION, "USER"):

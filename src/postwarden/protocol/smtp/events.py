@@ -82,7 +82,7 @@ class StartTLS:
 
 @dataclass(frozen=True, slots=True)
 class AuthCredentials:
-    """Decision: check these; a positive reply marks the session authenticated."""
+    """Decision: check these; a positive reply, sent with ``login=``, logs the session in."""
 
     mechanism: str
     authzid: str

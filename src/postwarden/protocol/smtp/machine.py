@@ -162,7 +162,10 @@ class SMTPSession:
         self._close_reason = ""
         self._eof = False
         self._tls_active = settings.tls_active
-        self._authenticated = False
+        # What the client told us about itself: the session's one record of
+        # it, so forgetting it at STARTTLS (RFC 3207 §4.2) forgets it everywhere.
+        self._greeting: Hello | None = None
+        self._login: str | None = None
         self._errors = 0
         self._sasl: sasl.Mechanism | None = None
         # The transaction.
@@ -184,7 +187,17 @@ class SMTPSession:
 
     @property
     def authenticated(self) -> bool:
-        return self._authenticated
+        return self._login is not None
+
+    @property
+    def login(self) -> str | None:
+        """The account the client logged in as (from ``send(..., login=)``), or None."""
+        return self._login
+
+    @property
+    def hello(self) -> Hello | None:
+        """The last accepted EHLO/HELO, or None before it (and after STARTTLS)."""
+        return self._greeting
 
     @property
     def tls_active(self) -> bool:
@@ -237,11 +250,17 @@ class SMTPSession:
                 in_data = self._state in (State.DATA, State.BDAT)
                 self._close("eof in data" if in_data else "eof")
 
-    def send(self, reply: Reply) -> None:
-        """Answer the outstanding decision event."""
+    def send(self, reply: Reply, *, login: str | None = None) -> None:
+        """Answer the outstanding decision event.
+
+        A positive answer to ``AuthCredentials`` names the account logged in
+        as ``login``; the machine keeps it until STARTTLS or the end.
+        """
         pending = self._pending
         if pending is None:
             raise RuntimeError("no event is waiting for a reply")
+        if isinstance(pending, AuthCredentials) and reply.is_positive and not login:
+            raise RuntimeError("a positive AUTH answer must name the login")
         self._pending = None
         match pending:
             case MailFrom(smtputf8=smtputf8) if reply.is_positive:
@@ -252,7 +271,7 @@ class SMTPSession:
                 self._recipients += 1
                 self._state = State.RCPT
             case AuthCredentials() if reply.is_positive:
-                self._authenticated = True
+                self._login = login
         self._reply(reply)
         if reply.code == 421:
             self._close("closed by server")
@@ -270,7 +289,8 @@ class SMTPSession:
             raise RuntimeError("tls_started() without a StartTLS event")
         self._input.clear()
         self._tls_active = True
-        self._authenticated = False
+        self._greeting = None
+        self._login = None
         self._reset_transaction()
         self._state = State.GREETED
 
@@ -401,7 +421,8 @@ class SMTPSession:
             self._reply(Reply(250, "", "\n".join(lines)))
         else:
             self._reply(Reply(250, "", settings.hostname))
-        self._events.append(Hello(name, extended))
+        self._greeting = Hello(name, extended)
+        self._events.append(self._greeting)
 
     def _mail(self, arg: str) -> None:
         split = split_path(arg, "FROM:")
@@ -506,7 +527,7 @@ class SMTPSession:
     def _auth(self, arg: str) -> None:
         settings = self._settings
         args = arg.split()
-        if self._authenticated:
+        if self._login is not None:
             self._refuse(ALREADY_AUTHENTICATED)
         elif not self._auth_offered:
             tls_would_help = settings.auth_available and settings.starttls_available
