@@ -98,7 +98,7 @@ def run(stream: bytes, cuts: list[int], data: st.DataObject, **overrides: Any) -
             assert event is not PAUSED, "every decision is answered at once"
             if isinstance(event, DECISION_TYPES):
                 choices = DECISION_REPLIES[type(event)] + [SERVICE_UNAVAILABLE]
-                session.send(data.draw(st.sampled_from(choices)))
+                session.send(data.draw(st.sampled_from(choices)), login="fuzz@example.test")
             elif isinstance(event, StartTLS):
                 check_output(session.data_to_send())
                 session.tls_started()
@@ -191,7 +191,7 @@ def transcript(stream: bytes, bounds: list[int]) -> tuple[bytes, list[object]]:
         while (event := session.next_event()) is not NEED_DATA:
             assert event is not PAUSED
             if isinstance(event, DECISION_TYPES):
-                session.send(DECISION_REPLIES[type(event)][0])
+                session.send(DECISION_REPLIES[type(event)][0], login="fuzz@example.test")
             elif isinstance(event, StartTLS):
                 session.tls_started()
             if isinstance(event, DataChunk) and events and isinstance(events[-1], bytes):
