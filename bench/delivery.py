@@ -27,6 +27,7 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.store import SqliteStore
 
 SINK = r'''
@@ -89,8 +90,9 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     )
     store = SqliteStore(cfg.data_dir)
     holder: list[QueueManager] = []
+    aio = AsyncSqliteStore(store)
     intake = Intake(
-        store, store, RecipientPolicy(store, cfg.relay), cfg.hostname,
+        store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: holder and holder[0].wake(),
     )
     body = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * max(1, size // 78)
@@ -113,7 +115,7 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
         await asyncio.sleep(0.05)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     await manager.stop(grace=5)
-    intake.close()
+    aio.close()
     sink.kill()
     await sink.wait()
     left = len(store.queued_ids())

@@ -24,6 +24,7 @@ from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
 from postwarden.servers.tls import server_context
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 log = logging.getLogger("postwarden")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -42,6 +43,7 @@ class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.store = SqliteStore(cfg.data_dir)
+        self.aio = AsyncSqliteStore(self.store)
         self.tls = (
             server_context(cfg.tls.cert, cfg.tls.key)
             if cfg.tls.cert.exists() and cfg.tls.key.exists()
@@ -51,7 +53,7 @@ class App:
                                 cfg.limits.auth_failure_window_seconds)
         self.auth = Authenticator(self.store, throttle)
         recipients = RecipientPolicy(self.store, cfg.relay)
-        self.intake = Intake(self.store, self.store, recipients, cfg.hostname,
+        self.intake = Intake(self.store, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue)
         self.queue = QueueManager(cfg, self.store, self.store, self.intake)
         self.shutdown = asyncio.Event()
@@ -150,7 +152,7 @@ class App:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.queue.stop(grace)
-        self.intake.close()
+        self.aio.close()
         self.store.close()
 
     async def run(self, ready: Callable[[App], None] = lambda app: None) -> None:

@@ -23,6 +23,7 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.interfaces import QueuedMessage
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.store import SqliteStore
 
 HOSTNAME = "mx.local.test"
@@ -52,8 +53,9 @@ class World:
         self.store.add_domain("local.test")
         self.store.add_account(SENDER, "x")
         self.manager: QueueManager | None = None
+        self.aio = AsyncSqliteStore(self.store)
         self.intake = Intake(
-            self.store, self.store, RecipientPolicy(self.store, cfg.relay), cfg.hostname,
+            self.store, self.aio, RecipientPolicy(self.store, cfg.relay), cfg.hostname,
             intake_max_received or cfg.delivery.max_received_headers, on_queued=self._wake,
         )
         self.manager = QueueManager(cfg, self.store, self.store, self.intake)
@@ -70,7 +72,7 @@ class World:
     async def stop(self) -> None:
         if self.manager is not None:
             await self.manager.stop(grace=5)
-        self.intake.close()
+        self.aio.close()
         self.store.close()
 
     async def submit(

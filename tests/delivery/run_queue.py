@@ -15,6 +15,7 @@ from postwarden.config import load
 from postwarden.delivery.manager import QueueManager
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.store import SqliteStore
 
 
@@ -22,8 +23,9 @@ async def main(path: str) -> None:
     cfg = load(path)
     store = SqliteStore(cfg.data_dir)
     wake: list[QueueManager] = []
+    aio = AsyncSqliteStore(store)
     intake = Intake(
-        store, store, RecipientPolicy(store, cfg.relay), cfg.hostname,
+        store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: wake[0].wake(),
     )
     manager = QueueManager(cfg, store, store, intake)
@@ -34,7 +36,7 @@ async def main(path: str) -> None:
     print("ready", flush=True)
     await stop.wait()
     await manager.stop(grace=5)
-    intake.close()
+    aio.close()
     store.close()
 
 

@@ -25,6 +25,7 @@ from postwarden.mail import reply as R
 from postwarden.mail.address import Address, parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 HOST = "mx.example.test"
 ALICE = "alice@example.test"
@@ -51,9 +52,9 @@ def policy(store: SqliteStore) -> RecipientPolicy:
 
 @pytest.fixture
 async def intake(store: SqliteStore, policy: RecipientPolicy) -> AsyncIterator[Intake]:
-    intake = Intake(store, store, policy, HOST, MAX_RECEIVED)
-    yield intake
-    intake.close()
+    aio = AsyncSqliteStore(store)
+    yield Intake(store, aio, policy, HOST, MAX_RECEIVED)
+    aio.close()
 
 
 def envelope(*recipients: str, sender: str | None = "sender@remote.test") -> Envelope:

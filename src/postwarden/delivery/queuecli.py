@@ -21,6 +21,7 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.storage.interfaces import NotFound, QueuedMessage, QueueStore, RecipientState
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 REMOVED = "Removed from the queue by the administrator"
 
@@ -105,13 +106,14 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
     ]
     if not rcpts:
         return 0
-    intake = Intake(store, store, RecipientPolicy(store, cfg.relay), cfg.hostname,
+    aio = AsyncSqliteStore(store)
+    intake = Intake(store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
                     cfg.delivery.max_received_headers)
     try:
         original = store.read_blob(msg.blob)
         return await send_reports(intake, cfg.hostname, msg, original, {Action.FAILED: rcpts}, now)
     finally:
-        intake.close()
+        aio.close()
 
 
 def _remove(cfg: Config, store: SqliteStore, queue_id: str, report: bool, now: float) -> None:

@@ -2,9 +2,9 @@
 
 A message is streamed to its file by a ``MessageBuilder``; ``Intake.accept``
 then resolves recipients (aliases, local vs remote) and hands the message to
-the group committer, which fsyncs the files and commits the local deliveries
-and queue entries of a whole batch in one SQLite transaction. Only when that
-returns does the caller say ``250 queued``.
+the store's async boundary, which group-commits it: the files of a whole
+batch are fsynced and their local deliveries and queue entries committed in
+one transaction. Only when that returns does the caller say ``250 queued``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,15 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from postwarden.intake.headers import MessageBuilder, TraceInfo, received_header
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
-from postwarden.storage.interfaces import (
-    Acceptance,
-    BlobRef,
-    BlobStore,
-    BlobWriter,
-    DeliveryStore,
-    NewRecipient,
-)
+from postwarden.storage.boundary import AsyncIntakeStore
+from postwarden.storage.interfaces import Acceptance, BlobRef, BlobStore, NewRecipient
 
 
 class IntakeError(Exception):
@@ -61,71 +54,11 @@ class Accepted:
     remote_count: int
 
 
-class _Pending:
-    __slots__ = ("acceptance", "future", "writer")
-
-    def __init__(self, writer: BlobWriter, acceptance: Acceptance,
-                 future: asyncio.Future[None]) -> None:
-        self.writer = writer
-        self.acceptance = acceptance
-        self.future = future
-
-
-class GroupCommitter:
-    """Batches acceptances: while one batch commits, the next one gathers.
-
-    One writer thread, so SQLite never sees competing writers from us, and
-    under load N messages cost one database fsync instead of N.
-    """
-
-    def __init__(self, store: DeliveryStore) -> None:
-        self._store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
-        self._pending: list[_Pending] = []
-        self._running: asyncio.Task[None] | None = None
-
-    def commit(self, writer: BlobWriter, acceptance: Acceptance) -> asyncio.Future[None]:
-        """Join the next batch; the future is done once the message is durable.
-
-        A plain future rather than a coroutine, so that shielding it costs no
-        task per message.
-        """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(writer, acceptance, future))
-        if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(self._drain())
-        return future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await loop.run_in_executor(self._executor, self._commit_batch, batch)
-            except Exception as exc:
-                for item in batch:
-                    item.writer.abort()
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(None)
-
-    def _commit_batch(self, batch: Sequence[_Pending]) -> None:
-        for item in batch:
-            item.writer.commit()
-        self._store.commit_acceptances([item.acceptance for item in batch])
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-
-
 class Intake:
     def __init__(
         self,
         blobs: BlobStore,
-        store: DeliveryStore,
+        store: AsyncIntakeStore,
         recipients: RecipientPolicy,
         hostname: str,
         max_received_headers: int,
@@ -136,7 +69,7 @@ class Intake:
         self.hostname = hostname
         self.max_received_headers = max_received_headers
         self.on_queued = on_queued
-        self.committer = GroupCommitter(store)
+        self.store = store
 
     def open_message(self, queue_id: str, trace: TraceInfo | None,
                      add_submission_headers: bool) -> MessageBuilder:
@@ -161,7 +94,7 @@ class Intake:
             raise
         # Shielded: once handed over, the commit finishes even if this session
         # is cancelled, so a committed message never loses its file.
-        await asyncio.shield(self.committer.commit(message.writer, acceptance))
+        await asyncio.shield(self.store.commit(message.writer, acceptance))
         if acceptance.remote:
             self.on_queued()
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))
@@ -204,6 +137,3 @@ class Intake:
         message = self.open_message(queue_id, None, add_submission_headers=False)
         message.write(data)
         return await self.accept(queue_id, envelope, message, trusted_origin=True)
-
-    def close(self) -> None:
-        self.committer.close()

@@ -1,0 +1,109 @@
+"""The async boundary in front of the store: the event loop never waits on it.
+
+Servers and the queue manager hold only these async Protocols. A backend
+implements them natively (PostgreSQL with an async driver) or by handing
+its synchronous calls to threads (SQLite, ``storage.sqlite.aio``). Writes
+that come in bursts (accepted messages, delivery attempts) are joined by
+``GroupCommit`` into one transaction per batch, for either kind of backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+from postwarden.storage.interfaces import (
+    Acceptance,
+    Account,
+    AttemptRecord,
+    BlobWriter,
+    QueuedMessage,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class AsyncDirectory(Protocol):
+    """What the SMTP and POP3 servers read from (and record in) the directory."""
+
+    async def is_local_domain(self, domain: str) -> bool: ...
+    async def list_domains(self) -> list[str]: ...
+    async def get_account(self, address: str) -> Account | None: ...
+    async def alias_targets(self, address: str) -> tuple[str, ...] | None: ...
+    async def record_login(self, ip: str, at: float) -> None: ...
+    async def last_login(self, ip: str) -> float | None: ...
+    async def expire_logins(self, before: float) -> int: ...
+
+
+class AsyncIntakeStore(Protocol):
+    """The intake's door: a message's bytes made durable, then its rows committed.
+
+    Messages arriving together share one transaction (a group commit); the
+    call returns once this message is durable, and only then may the server
+    say ``250``.
+    """
+
+    def commit(self, writer: BlobWriter, acceptance: Acceptance) -> Awaitable[None]: ...
+
+
+class AsyncBlobs(Protocol):
+    async def read_blob(self, name: str) -> bytes: ...
+
+
+class AsyncQueue(Protocol):
+    """The outbound queue as the queue manager uses it: claims under a lease.
+
+    ``owner`` names one running queue manager. A claim takes due messages
+    nobody else holds (or whose holder's lease ran out) until ``until``;
+    attempts are recorded only while the recorder still holds the lease,
+    which also releases it.
+    """
+
+    async def claim_due(
+        self, owner: str, now: float, limit: int, until: float
+    ) -> list[QueuedMessage]: ...
+    async def next_due_time(self) -> float | None: ...
+    async def extend_leases(self, owner: str, until: float) -> int: ...
+    async def release_leases(self, owner: str) -> int: ...
+    # False when the owner had lost the lease: nothing was recorded (another
+    # manager may have delivered the message too).
+    def record_attempt(self, owner: str, record: AttemptRecord) -> Awaitable[bool]: ...
+
+
+class GroupCommit(Generic[T, R]):
+    """Items that arrive while a batch commits form the next batch.
+
+    Under load N items cost one transaction (one fsync) instead of N; a lone
+    item goes at once. ``commit`` commits a list of items in one transaction
+    and returns one result per item; if it fails, every item of the batch
+    gets the exception.
+    """
+
+    def __init__(self, commit: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
+        self._commit = commit
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Join the next batch; a plain future, so shielding it costs no task."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await self._commit([item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

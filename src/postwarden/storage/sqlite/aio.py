@@ -1,0 +1,100 @@
+"""The async boundary for SQLite: reads on a few threads, writes on one.
+
+sqlite3 blocks, so every call leaves the event loop. Reads go to a small
+pool (WAL lets readers run beside the writer, and sqlite3 releases the GIL
+while a query runs); writes go to one writer thread, so our own writers
+never compete for SQLite's lock, and bursts of acceptances and delivery
+attempts are group-committed: one transaction, one fsync, per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from postwarden.storage.boundary import GroupCommit
+from postwarden.storage.interfaces import (
+    Acceptance,
+    Account,
+    BlobWriter,
+)
+from postwarden.storage.sqlite.store import SqliteStore
+
+T = TypeVar("T")
+# Concurrent readers: enough for SMTP's lookups and POP3's logins to overlap
+# on two cores, few enough that SQLite's connection memory stays small.
+READ_THREADS = 4
+
+
+class AsyncSqliteStore:
+    """AsyncDirectory, AsyncIntakeStore and AsyncBlobs over a SqliteStore."""
+
+    def __init__(self, store: SqliteStore, read_threads: int = READ_THREADS) -> None:
+        self.store = store
+        self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="store-read")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self._acceptances: GroupCommit[tuple[BlobWriter, Acceptance], None] = GroupCommit(
+            self._commit_acceptances)
+
+    async def _read(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, func, *args)
+
+    async def _write(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, func, *args)
+
+    def close(self) -> None:
+        """Finish the calls already handed over, then stop the threads."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+
+    # --- AsyncDirectory -----------------------------------------------------------
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return await self._read(self.store.is_local_domain, domain)
+
+    async def list_domains(self) -> list[str]:
+        return await self._read(self.store.list_domains)
+
+    async def get_account(self, address: str) -> Account | None:
+        return await self._read(self.store.get_account, address)
+
+    async def alias_targets(self, address: str) -> tuple[str, ...] | None:
+        return await self._read(self.store.alias_targets, address)
+
+    async def record_login(self, ip: str, at: float) -> None:
+        await self._write(self.store.record_login, ip, at)
+
+    async def last_login(self, ip: str) -> float | None:
+        return await self._read(self.store.last_login, ip)
+
+    async def expire_logins(self, before: float) -> int:
+        return await self._write(self.store.expire_logins, before)
+
+    # --- AsyncIntakeStore -----------------------------------------------------------
+
+    def commit(self, writer: BlobWriter, acceptance: Acceptance) -> asyncio.Future[None]:
+        """A future rather than a coroutine: the intake shields it, at no task's cost."""
+        return self._acceptances.submit((writer, acceptance))
+
+    async def _commit_acceptances(
+        self, batch: list[tuple[BlobWriter, Acceptance]]
+    ) -> Sequence[None]:
+        try:
+            await self._write(self._commit_batch, batch)
+        except BaseException:
+            for writer, _ in batch:
+                writer.abort()
+            raise
+        return [None] * len(batch)
+
+    def _commit_batch(self, batch: list[tuple[BlobWriter, Acceptance]]) -> None:
+        for writer, _ in batch:
+            writer.commit()
+        self.store.commit_acceptances([acceptance for _, acceptance in batch])
+
+    # --- AsyncBlobs -------------------------------------------------------------------
+
+    async def read_blob(self, name: str) -> bytes:
+        return await self._read(self.store.read_blob, name)
