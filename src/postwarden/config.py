@@ -77,6 +77,9 @@ class LimitsConfig:
     auth_failures_per_ip: int = 10
     auth_failure_window_seconds: int = 900
     max_bad_commands: int = 10
+    rcpt_error_soft_limit: int = 10  # refused RCPTs per session before replies slow down
+    rcpt_error_hard_limit: int = 20  # refused RCPTs per session before 421
+    rcpt_error_delay_ms: int = 1000  # added to each RCPT reply past the soft limit
     command_timeout_seconds: int = 300
     data_timeout_seconds: int = 600
     shutdown_grace_seconds: int = 30

@@ -47,6 +47,7 @@ from postwarden.mail.reply import (
     TOO_MANY_ERRORS,
     TOO_MANY_RECIPIENTS,
     UNKNOWN_AUTH_MECHANISM,
+    UNKNOWN_USER,
     VRFY_CANNOT,
     Reply,
 )
@@ -218,6 +219,27 @@ class TestTransaction:
         driver = greeted(decide=lambda e: SENDER_OK if isinstance(e, MailFrom) else RELAY_DENIED)
         out = driver.feed(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@remote.example>\r\nDATA\r\n")
         assert out == replies(SENDER_OK, RELAY_DENIED, NEED_RCPT)
+
+    def test_refused_recipients_slow_down_then_close(self) -> None:
+        """Past the soft limit replies are to be delayed; at the hard limit, 421."""
+        driver = greeted(decide=lambda event: SENDER_OK if isinstance(event, MailFrom)
+                         else UNKNOWN_USER, rcpt_error_soft_limit=1, rcpt_error_hard_limit=3)
+        driver.feed(b"MAIL FROM:<a@example.org>\r\n")
+        assert driver.feed(b"RCPT TO:<x@example.test>\r\n") == UNKNOWN_USER.encode()
+        assert not driver.session.delay_replies
+        assert driver.feed(b"RCPT TO:<y@example.test>\r\n") == UNKNOWN_USER.encode()
+        assert driver.session.delay_replies
+        out = driver.feed(b"RCPT TO:<z@example.test>\r\nRCPT TO:<w@example.test>\r\n")
+        assert out == replies(UNKNOWN_USER, TOO_MANY_ERRORS)
+        assert driver.events[-1] == Closed("too many refused recipients")
+        assert len(driver.of(RcptTo)) == 3
+
+    def test_accepted_recipients_do_not_count_as_errors(self) -> None:
+        """Only refusals count toward the limits."""
+        driver = greeted(rcpt_error_soft_limit=1, rcpt_error_hard_limit=2, max_recipients=50)
+        driver.feed(b"MAIL FROM:<a@example.org>\r\n")
+        out = driver.feed(b"RCPT TO:<b@example.test>\r\n" * 10)
+        assert out == replies(*[RECIPIENT_OK] * 10) and not driver.session.delay_replies
 
     def test_sequence_errors(self) -> None:
         """RCPT before MAIL, DATA before RCPT, MAIL inside a transaction."""

@@ -19,13 +19,16 @@ from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 USER = f"bob@{DOMAIN}"
 MAX_SIZE = 20_000
+RCPT_ERROR_LIMIT = 5
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root: Path = tmp_path_factory.mktemp("smtp")
     srv = ServerProcess(root, limits={"max_message_size": MAX_SIZE, "max_recipients": 3,
-                                      "max_bad_commands": 5})
+                                      "max_bad_commands": 5, "rcpt_error_soft_limit": 2,
+                                      "rcpt_error_hard_limit": RCPT_ERROR_LIMIT,
+                                      "rcpt_error_delay_ms": 1})
     srv.add_user(USER)
     for name in ("r1", "r2", "r3", "r4"):
         srv.add_user(f"{name}@{DOMAIN}")
@@ -158,6 +161,22 @@ class TestProtocol:
 
 
 class TestBadInput:
+    def test_recipient_probing_is_cut_off(self, server: ServerProcess) -> None:
+        """A pipelined burst of unknown recipients (issue 8, defect 8): each is
+        refused, the ones past the soft limit slowly, and at the hard limit the
+        server says 421 and closes; the probe is logged with its decisions."""
+        with Raw(server) as raw:
+            raw.send(b"EHLO probe.test\r\nMAIL FROM:<a@sender.example>\r\n" + b"".join(
+                b"RCPT TO:<guess%d@%s>\r\n" % (i, DOMAIN.encode()) for i in range(50)))
+            assert raw.reply().startswith(b"250-")
+            assert raw.reply() == R.SENDER_OK.encode()
+            for _ in range(RCPT_ERROR_LIMIT):
+                assert raw.reply() == R.UNKNOWN_USER.encode()
+            assert raw.reply() == R.TOO_MANY_ERRORS.encode()
+            assert raw.file.read() == b""  # closed, the rest of the burst unread
+        line = server.wait_for_log("smtp transaction", "guess4@")
+        assert "guess5@" not in line
+
     def test_bare_lf_in_command(self, server: ServerProcess) -> None:
         """A command ended by bare LF is refused with 500 5.5.2."""
         with Raw(server) as raw:

@@ -96,6 +96,8 @@ class SMTPConnection:
                 auth_available=True,
                 auth_without_tls=self._auth_without_tls(),
                 max_bad_commands=limits.max_bad_commands,
+                rcpt_error_soft_limit=limits.rcpt_error_soft_limit,
+                rcpt_error_hard_limit=limits.rcpt_error_hard_limit,
             )
         )
 
@@ -172,6 +174,8 @@ class SMTPConnection:
                     machine.send(self._mail_from(event))
                 case RcptTo():
                     machine.send(self._rcpt_to(event))
+                    if machine.delay_replies:  # a recipient prober: tarpit it
+                        await asyncio.sleep(self.s.cfg.limits.rcpt_error_delay_ms / 1000)
                 case DataChunk(data=chunk):
                     self._data_chunk(chunk)
                 case DataAborted(reply=reply):

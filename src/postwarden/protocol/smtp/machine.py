@@ -94,6 +94,10 @@ class SMTPSettings:
     max_line_length: int = 512
     max_auth_line_length: int = 12288
     max_bad_commands: int = 10
+    # Refused recipients (Postfix's soft/hard error limits): past the first,
+    # ``delay_replies`` asks the glue to slow down; at the second, 421.
+    rcpt_error_soft_limit: int = 10
+    rcpt_error_hard_limit: int = 20
 
 
 class State(enum.Enum):
@@ -167,6 +171,7 @@ class SMTPSession:
         self._greeting: Hello | None = None
         self._login: str | None = None
         self._errors = 0
+        self._rcpt_errors = 0
         self._sasl: sasl.Mechanism | None = None
         # The transaction.
         self._recipients = 0
@@ -206,6 +211,11 @@ class SMTPSession:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def delay_replies(self) -> bool:
+        """True once refused recipients pass the soft limit: a prober, so tarpit it."""
+        return self._rcpt_errors > self._settings.rcpt_error_soft_limit
 
     @property
     def buffered(self) -> int:
@@ -270,11 +280,16 @@ class SMTPSession:
             case RcptTo() if reply.is_positive:
                 self._recipients += 1
                 self._state = State.RCPT
+            case RcptTo():
+                self._rcpt_errors += 1
             case AuthCredentials() if reply.is_positive:
                 self._login = login
         self._reply(reply)
         if reply.code == 421:
             self._close("closed by server")
+        elif self._rcpt_errors >= self._settings.rcpt_error_hard_limit:
+            self._reply(TOO_MANY_ERRORS)
+            self._close("too many refused recipients")
 
     def data_to_send(self) -> bytes:
         data = bytes(self._output)
