@@ -52,7 +52,7 @@ class App:
         throttle = AuthThrottle(cfg.limits.auth_failures_per_ip,
                                 cfg.limits.auth_failure_window_seconds)
         self.auth = Authenticator(self.store, throttle)
-        recipients = RecipientPolicy(self.store, cfg.relay)
+        recipients = RecipientPolicy(self.store, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue)
         self.queue = QueueManager(cfg, self.store, self.store, self.intake)

@@ -217,7 +217,7 @@ def _ip(text: str, what: str) -> configmod.IPAddress:
 def cmd_relay_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = _store(cfg)
-    policy = RecipientPolicy(store, cfg.relay)
+    policy = RecipientPolicy(store, cfg.relay, cfg.hostname)
     local_default = next(iter(cfg.listen.get("smtp", ())), None)
     local_ip = _ip(args.local_addr or (local_default.host if local_default else "127.0.0.1"),
                    "local")

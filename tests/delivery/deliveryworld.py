@@ -55,8 +55,9 @@ class World:
         self.manager: QueueManager | None = None
         self.aio = AsyncSqliteStore(self.store)
         self.intake = Intake(
-            self.store, self.aio, RecipientPolicy(self.store, cfg.relay), cfg.hostname,
-            intake_max_received or cfg.delivery.max_received_headers, on_queued=self._wake,
+            self.store, self.aio, RecipientPolicy(self.store, cfg.relay, cfg.hostname),
+            cfg.hostname, intake_max_received or cfg.delivery.max_received_headers,
+            on_queued=self._wake,
         )
         self.manager = QueueManager(cfg, self.store, self.store, self.intake)
 

@@ -25,7 +25,7 @@ async def main(path: str) -> None:
     wake: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
+        store, aio, RecipientPolicy(store, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: wake[0].wake(),
     )
     manager = QueueManager(cfg, store, store, intake)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from postwarden.mail import reply as R
-from serverproc import DOMAIN, PASSWORD, ServerProcess
+from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
 EXTERNAL = "someone@remote.example"
 STRANGER = "127.0.0.3"
@@ -129,6 +129,21 @@ class TestRelayRules:
         """550 5.1.1 at RCPT time, never accept-then-bounce."""
         with connect(server, STRANGER) as c:
             assert rcpt(c, f"nobody@{DOMAIN}") == code_status(R.UNKNOWN_USER)
+
+    def test_own_hostname_is_a_local_domain(self, server: ServerProcess) -> None:
+        """postmaster@<hostname> is ours; anyone else there is unknown, even to a trusted client."""
+        with connect(server, TRUSTED) as c:
+            assert rcpt(c, f"nobody@{HOSTNAME}") == code_status(R.UNKNOWN_USER)
+            assert rcpt(c, f"PostMaster@{HOSTNAME.upper()}") == code_status(R.RECIPIENT_OK)
+        with connect(server, STRANGER) as c:
+            assert rcpt(c, f"nobody@{HOSTNAME}") == code_status(R.UNKNOWN_USER)
+            c.rset()
+            assert c.sendmail("x@sender.example", [f"postmaster@{HOSTNAME}"],
+                              b"Subject: to the hostname\r\n\r\nhello\r\n") == {}
+        deadline = time.monotonic() + 30
+        while not any(b"to the hostname" in m for m in server.inbox(f"postmaster@{DOMAIN}")):
+            assert time.monotonic() < deadline, "postmaster@hostname did not reach postmaster"
+            time.sleep(0.05)
 
     def test_log_names_the_rule(self, server: ServerProcess) -> None:
         """The transaction log line names the rule that decided each recipient."""

@@ -47,7 +47,7 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def policy(store: SqliteStore) -> RecipientPolicy:
-    return RecipientPolicy(store, RelayConfig(pop_before_smtp_minutes=10))
+    return RecipientPolicy(store, RelayConfig(pop_before_smtp_minutes=10), HOST)
 
 
 @pytest.fixture
@@ -395,6 +395,16 @@ class TestRecipientPolicy:
         refused = policy.check_recipient(client, parse_address("x@remote.test"))
         assert refused.reply.code == R.RELAY_DENIED.code
         assert "Unable to relay for <x@remote.test>" in refused.reply.text
+
+    def test_own_hostname_is_local_with_postmaster_only(self, policy: RecipientPolicy) -> None:
+        """postmaster@<hostname> is the local postmaster; other names there do not exist."""
+        postmaster = policy.recipient_facts(parse_address(f"Postmaster@{HOST.upper()}."))
+        assert (postmaster.domain_is_local, postmaster.mailbox_exists) == (True, True)
+        nobody = policy.recipient_facts(parse_address(f"nobody@{HOST}"))
+        assert (nobody.domain_is_local, nobody.mailbox_exists) == (True, False)
+        assert policy.canonical(parse_address(f"postmaster@{HOST}")).key == (
+            "postmaster@example.test")
+        assert policy.resolve(parse_address(f"nobody@{HOST}")).remote == ()
 
     def test_address_literal_of_ours_is_never_local(self, policy: RecipientPolicy) -> None:
         """``user@[ip]`` is not a local domain, so it needs a relay rule."""

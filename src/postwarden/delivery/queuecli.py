@@ -107,7 +107,7 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
     if not rcpts:
         return 0
     aio = AsyncSqliteStore(store)
-    intake = Intake(store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
+    intake = Intake(store, aio, RecipientPolicy(store, cfg.relay, cfg.hostname), cfg.hostname,
                     cfg.delivery.max_received_headers)
     try:
         original = store.read_blob(msg.blob)

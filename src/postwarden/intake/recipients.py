@@ -37,9 +37,13 @@ class Resolved:
 
 
 class RecipientPolicy:
-    def __init__(self, directory: Directory, relay: RelayConfig) -> None:
+    def __init__(self, directory: Directory, relay: RelayConfig, hostname: str) -> None:
         self.directory = directory
         self.relay = relay
+        # The server's own name is a local domain (Postfix's mydestination):
+        # mail to postmaster there is ours, anything else there is unknown,
+        # never relayed back to ourselves.
+        self.hostname = parse_address(f"postmaster@{hostname}").domain
 
     def client_facts(
         self, client_ip: IPAddress, local_ip: IPAddress, *, tls: bool, auth_user: str | None,
@@ -57,16 +61,28 @@ class RecipientPolicy:
         )
 
     def canonical(self, address: Address) -> Address:
-        """``<postmaster>`` without a domain is postmaster at the first local domain."""
-        if address.domain:
+        """``<postmaster>`` without a domain, or at our hostname when that is not a
+        domain of its own, is postmaster at the first local domain."""
+        if address.domain and not self._hostname_postmaster(address):
             return address
         domains = self.directory.list_domains()
         return Address("postmaster", domains[0] if domains else "localhost")
 
+    def is_local(self, address: Address) -> bool:
+        """A domain of ours: a configured one or the server's own hostname."""
+        return not address.is_literal and (
+            address.domain == self.hostname or self.directory.is_local_domain(address.domain)
+        )
+
+    def _hostname_postmaster(self, address: Address) -> bool:
+        return (address.domain == self.hostname and address.local.lower() == "postmaster"
+                and not self.directory.is_local_domain(self.hostname))
+
     def recipient_facts(self, address: Address) -> RecipientFacts:
-        if not address.domain:  # <postmaster>: always ours (RFC 5321 §4.5.1)
+        # <postmaster> (and postmaster@hostname) is always ours (RFC 5321 §4.5.1)
+        if not address.domain or self._hostname_postmaster(address):
             return RecipientFacts(address, True, True)
-        local = not address.is_literal and self.directory.is_local_domain(address.domain)
+        local = self.is_local(address)
         exists = local and (
             self.directory.get_account(address.key) is not None
             or self.directory.alias_targets(address.key) is not None
@@ -104,7 +120,7 @@ class RecipientPolicy:
         key = address.key
         if key in path or len(path) > MAX_ALIAS_DEPTH:
             raise AliasLoop(" -> ".join((*path, key)))
-        if address.is_literal or not self.directory.is_local_domain(address.domain):
+        if not self.is_local(address):
             remote.append(address)
             return
         if self.directory.get_account(key) is not None:
@@ -114,4 +130,4 @@ class RecipientPolicy:
         if targets is None:
             return  # vanished since RCPT; nothing to deliver for it
         for target in targets:
-            self._expand(parse_address(target), (*path, key), accounts, remote)
+            self._expand(self.canonical(parse_address(target)), (*path, key), accounts, remote)
