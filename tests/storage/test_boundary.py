@@ -42,7 +42,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[CountingStore, Intake]]:
     store.add_domain("example.test")
     store.add_account(USER, "hash")
     aio = AsyncSqliteStore(store)
-    yield store, Intake(store, aio, RecipientPolicy(store, RelayConfig()), "mx.test", 30)
+    yield store, Intake(store, aio, RecipientPolicy(store, RelayConfig(), "mx.test"), "mx.test", 30)
     aio.close()
     store.close()
 
