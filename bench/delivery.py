@@ -92,7 +92,7 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     holder: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store, aio, RecipientPolicy(store, cfg.relay), cfg.hostname,
+        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: holder and holder[0].wake(),
     )
     body = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * max(1, size // 78)
@@ -107,18 +107,18 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     queued_in = time.perf_counter() - started
     print(f"queued {n} messages of ~{len(body)} bytes in {queued_in:.2f}s")
 
-    manager = QueueManager(cfg, store, store, intake)
+    manager = QueueManager(cfg, store.queue, store.blobs, intake)
     holder.append(manager)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await manager.start()
-    while store.next_due_time() is not None:  # bounded by the sink draining the queue
+    while store.queue.next_due_time() is not None:  # bounded by the sink draining the queue
         await asyncio.sleep(0.05)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     await manager.stop(grace=5)
     aio.close()
     sink.kill()
     await sink.wait()
-    left = len(store.queued_ids())
+    left = len(store.queue.queued_ids())
     print(f"delivered {n - left} messages in {wall:.2f}s: {(n - left) / wall:.0f} msgs/s")
     print(f"CPU: {cpu:.2f}s total, {cpu / n * 1000:.3f} CPU seconds per 1000 messages")
 

@@ -50,13 +50,13 @@ def fill(store: SqliteStore, count: int, size: int) -> list[Path]:
     paths: list[Path] = []
     for i in range(count):
         name = uuid.uuid4().hex
-        path = store.blob_path(name)
+        path = store.blobs.blob_path(name)
         path.parent.mkdir(exist_ok=True)
         data = message(i, size)
         path.write_bytes(data)
         paths.append(path)
         batch.append(Acceptance(name, BlobRef(name, len(data)), "s@remote.example", (USER,), ()))
-    store.commit_acceptances(batch)
+    store.delivery.commit_acceptances(batch)
     return paths
 
 
@@ -107,12 +107,13 @@ def main() -> None:
         cfg = from_dict({"hostname": "bench.example.test", "data_dir": "var"},
                         root / "postwarden.toml")
         store = SqliteStore(cfg.data_dir)
-        store.add_domain("example.test")
-        store.add_account(USER, hash_password(PASSWORD))
+        store.directory.add_domain("example.test")
+        store.directory.add_account(USER, hash_password(PASSWORD))
         paths = fill(store, args.messages, args.size)
         raw_seconds, raw_octets = raw_read(paths)  # also warms the page cache for both
-        auth = Authenticator(store, AuthThrottle(10, 900))
-        loop, port = serve(MailboxServices(cfg, store, store, store, auth, None))
+        auth = Authenticator(store.directory, AuthThrottle(10, 900))
+        services = MailboxServices(cfg, store.directory, store.mailboxes, store.blobs, auth, None)
+        loop, port = serve(services)
         login_cold, seconds, count, octets = fetch_all(port)
         login_warm, warm_seconds, _, _ = fetch_all(port)  # wire sizes now cached
         loop.call_soon_threadsafe(loop.stop)

@@ -82,14 +82,14 @@ class ServerProcess:
         write_self_signed(root / "var/tls/cert.pem", root / "var/tls/key.pem", HOSTNAME)
         self.cert = root / "var/tls/cert.pem"
         self.store = SqliteStore(root / "var")
-        add_local_domain(self.store, DOMAIN)
+        add_local_domain(self.store.directory, DOMAIN)
         self.proc: subprocess.Popen[str] | None = None
         self.ports: dict[str, list[tuple[str, int]]] = {}
         self.output: list[str] = []
         self._output_grew = threading.Condition()
 
     def add_user(self, address: str, password: str = PASSWORD) -> str:
-        self.store.add_account(address, hash_password(password))
+        self.store.directory.add_account(address, hash_password(password))
         return address
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -178,6 +178,6 @@ class ServerProcess:
     def inbox(self, account: str) -> list[bytes]:
         """Message bytes in the account's INBOX, oldest first (read from the store)."""
         store = SqliteStore(self.root / "var")
-        box = store.get_mailbox(account, "INBOX")
+        box = store.mailboxes.get_mailbox(account, "INBOX")
         assert box is not None
-        return [store.read_blob(m.blob) for m in store.list_messages(box.id)]
+        return [store.blobs.read_blob(m.blob) for m in store.mailboxes.list_messages(box.id)]

@@ -151,7 +151,7 @@ class TestDomains:
         cli.ok("user", "add", "postmaster@other.test", "--password-stdin", stdin=PASSWORD)
         cli.ok("domain", "remove", "example.test")
         assert cli.ok("domain", "list").split() == ["other.test"]
-        assert cli.store().get_account("postmaster@example.test") is None
+        assert cli.store().directory.get_account("postmaster@example.test") is None
 
 
 class TestUsers:
@@ -159,7 +159,7 @@ class TestUsers:
         """The account exists under its lower-case key, with a hashed password."""
         cli.ok("user", "add", "Alice@Example.Test", "--password-stdin", stdin=PASSWORD + "\n")
         assert "alice@example.test" in cli.ok("user", "list").split()
-        account = cli.store().get_account("alice@example.test")
+        account = cli.store().directory.get_account("alice@example.test")
         assert account is not None
         assert PASSWORD not in account.password_hash
         assert account.password_hash.startswith("$argon2id$")
@@ -167,9 +167,9 @@ class TestUsers:
     def test_passwd_and_remove(self, cli: CLI) -> None:
         """A password can be changed, and the user removed."""
         cli.ok("user", "add", "alice@example.test", "--password-stdin", stdin=PASSWORD)
-        before = cli.store().get_account("alice@example.test")
+        before = cli.store().directory.get_account("alice@example.test")
         cli.ok("user", "passwd", "alice@example.test", "--password-stdin", stdin="another one!")
-        after = cli.store().get_account("alice@example.test")
+        after = cli.store().directory.get_account("alice@example.test")
         assert before is not None and after is not None
         assert before.password_hash != after.password_hash
         cli.ok("user", "remove", "alice@example.test")

@@ -51,16 +51,17 @@ class App:
         )
         throttle = AuthThrottle(cfg.limits.auth_failures_per_ip,
                                 cfg.limits.auth_failure_window_seconds)
-        self.auth = Authenticator(self.store, throttle)
-        recipients = RecipientPolicy(self.store, cfg.relay, cfg.hostname)
-        self.intake = Intake(self.store, self.aio, recipients, cfg.hostname,
+        self.auth = Authenticator(self.store.directory, throttle)
+        recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
+        self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue)
-        self.queue = QueueManager(cfg, self.store, self.store, self.intake)
+        self.queue = QueueManager(cfg, self.store.queue, self.store.blobs, self.intake)
         self.shutdown = asyncio.Event()
         self.limiter = ConnectionLimiter(cfg.limits.max_connections,
                                          cfg.limits.max_connections_per_ip)
         smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls)
-        mailbox = MailboxServices(cfg, self.store, self.store, self.store, self.auth, self.tls)
+        mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
+                                  self.auth, self.tls)
         self.smtp_servers = {
             kind: SMTPServer(smtp, kind, self.shutdown)
             for kind in ("smtp", "submission", "submissions")
@@ -107,7 +108,7 @@ class App:
         return limited
 
     async def start(self) -> None:
-        self.store.remove_orphan_blobs(older_than=time.time())
+        self.store.blobs.remove_orphan_blobs(older_than=time.time())
         for kind, addresses in self.cfg.listen.items():
             handler = self._handler(kind)
             if handler is None:
@@ -135,7 +136,7 @@ class App:
         window = self.cfg.relay.pop_before_smtp_minutes * 60
         while True:
             await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
-            self.store.expire_logins(time.time() - max(window, 60))
+            self.store.directory.expire_logins(time.time() - max(window, 60))
 
     async def stop(self) -> None:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""

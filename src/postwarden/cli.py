@@ -21,7 +21,7 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
-from postwarden.storage.interfaces import StoreError
+from postwarden.storage.interfaces import Directory, StoreError
 from postwarden.storage.sqlite import SqliteStore
 
 DEMO_USER = "demo"
@@ -37,8 +37,8 @@ def _config(args: argparse.Namespace) -> Config:
     return configmod.load(args.config)
 
 
-def _store(cfg: Config) -> SqliteStore:
-    return SqliteStore(cfg.data_dir)
+def _store(cfg: Config) -> Directory:
+    return SqliteStore(cfg.data_dir).directory
 
 
 def _domain(text: str) -> str:
@@ -58,7 +58,7 @@ def _address(text: str) -> Address:
     return address
 
 
-def _local_address(store: SqliteStore, text: str) -> Address:
+def _local_address(store: Directory, text: str) -> Address:
     address = _address(text)
     if not store.is_local_domain(address.domain):
         raise CLIError(f"{address.domain} is not a local domain (add it with `domain add`)")
@@ -83,7 +83,7 @@ def _read_password(args: argparse.Namespace) -> str:
 # --- commands ---------------------------------------------------------------
 
 
-def add_local_domain(store: SqliteStore, domain: str) -> None:
+def add_local_domain(store: Directory, domain: str) -> None:
     """Add a domain and its postmaster (RFC 5321 §4.5.1).
 
     The first domain gets a postmaster *account* (locked until `user passwd`);
@@ -103,7 +103,7 @@ def add_local_domain(store: SqliteStore, domain: str) -> None:
         store.add_alias(postmaster, [admin])
 
 
-def remove_local_domain(store: SqliteStore, domain: str) -> None:
+def remove_local_domain(store: Directory, domain: str) -> None:
     """Remove a domain with its postmaster, refusing while anything still needs it.
 
     Users of the domain, and aliases elsewhere that lead into it (such as the
@@ -254,7 +254,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from postwarden.delivery.queuecli import run_queue_command
 
     cfg = _config(args)
-    return run_queue_command(cfg, _store(cfg), args)
+    return run_queue_command(cfg, SqliteStore(cfg.data_dir), args)
 
 
 # --- parser -------------------------------------------------------------------

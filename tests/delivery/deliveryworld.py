@@ -50,16 +50,17 @@ class World:
     def __init__(self, root: Path, cfg: Config, *, intake_max_received: int | None = None) -> None:
         self.cfg = cfg
         self.store = SqliteStore(cfg.data_dir)
-        self.store.add_domain("local.test")
-        self.store.add_account(SENDER, "x")
+        self.store.directory.add_domain("local.test")
+        self.store.directory.add_account(SENDER, "x")
         self.manager: QueueManager | None = None
         self.aio = AsyncSqliteStore(self.store)
         self.intake = Intake(
-            self.store, self.aio, RecipientPolicy(self.store, cfg.relay, cfg.hostname),
+            self.store.blobs, self.aio,
+            RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname),
             cfg.hostname, intake_max_received or cfg.delivery.max_received_headers,
             on_queued=self._wake,
         )
-        self.manager = QueueManager(cfg, self.store, self.store, self.intake)
+        self.manager = QueueManager(cfg, self.store.queue, self.store.blobs, self.intake)
 
     def _wake(self) -> None:
         if self.manager is not None:
@@ -101,15 +102,17 @@ class World:
         return await self.intake.accept(queue_id, envelope, builder, trusted_origin=trusted)
 
     def inbox(self) -> list[email.message.Message]:
-        box = self.store.get_mailbox(SENDER, "INBOX")
+        box = self.store.mailboxes.get_mailbox(SENDER, "INBOX")
         assert box is not None
         return [
-            email.message_from_bytes(self.store.read_blob(m.blob), policy=email.policy.compat32)
-            for m in self.store.list_messages(box.id)
+            email.message_from_bytes(
+                self.store.blobs.read_blob(m.blob), policy=email.policy.compat32
+            )
+            for m in self.store.mailboxes.list_messages(box.id)
         ]
 
     def queued(self, queue_id: str) -> QueuedMessage | None:
-        return self.store.get_queued(queue_id)
+        return self.store.queue.get_queued(queue_id)
 
     async def until(self, check: Callable[[], bool], timeout: float = 15) -> None:
         """Bounded poll of observable state (the store lives in SQLite, not in events)."""
@@ -121,7 +124,7 @@ class World:
 
     def age(self, queue_id: str, seconds: float) -> None:
         """Time travel: make a queued message look ``seconds`` older."""
-        with self.store._tx() as db:
+        with self.store.db.tx() as db:
             db.execute(
                 "UPDATE queue_messages SET created = created - ? WHERE queue_id = ?",
                 (seconds, queue_id),

@@ -25,10 +25,10 @@ async def main(path: str) -> None:
     wake: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store, aio, RecipientPolicy(store, cfg.relay, cfg.hostname), cfg.hostname,
+        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: wake[0].wake(),
     )
-    manager = QueueManager(cfg, store, store, intake)
+    manager = QueueManager(cfg, store.queue, store.blobs, intake)
     wake.append(manager)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -130,7 +130,7 @@ class TestCrash:
                 return subjects <= seen
 
             await peer.wait_until(got_all, timeout=30)
-            await world.until(lambda: world.store.queued_ids() == [], timeout=15)
+            await world.until(lambda: world.store.queue.queued_ids() == [], timeout=15)
         finally:
             await peer.close()
 

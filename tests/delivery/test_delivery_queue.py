@@ -429,7 +429,7 @@ class TestFailures:
         await world.until(attempts(world, accepted.queue_id, 1))
         assert world.inbox() == []
         world.age(accepted.queue_id, 6 * 86400)
-        world.store.retry_now(accepted.queue_id, 0)
+        world.store.queue.retry_now(accepted.queue_id, 0)
         world.manager.wake()  # type: ignore[union-attr]
         await world.until(lambda: world.queued(accepted.queue_id) is None)
         _, groups = _status(world)
@@ -448,7 +448,7 @@ class TestFailures:
         accepted = await world.submit("bob@one.test")
         world.age(accepted.queue_id, 10)
         await world.until(attempts(world, accepted.queue_id, 1))
-        world.store.retry_now(accepted.queue_id, 0)
+        world.store.queue.retry_now(accepted.queue_id, 0)
         world.manager.wake()  # type: ignore[union-attr]
         await world.until(attempts(world, accepted.queue_id, 2))
         inbox = world.inbox()
@@ -466,7 +466,7 @@ class TestFailures:
         world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}"})
         accepted = await world.submit("bob@one.test", sender=None)
         await world.until(lambda: world.queued(accepted.queue_id) is None)
-        assert world.store.queued_ids() == []
+        assert world.store.queue.queued_ids() == []
         assert world.inbox() == []
 
     async def test_notify_never_suppresses_the_report(

@@ -55,9 +55,9 @@ async def site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]
     server = make_server(routes=[{"domain": d, "to": f"127.0.0.1:{port}"}
                                  for d, port in zip(domains, ports, strict=True)])
     server.add_user(ALICE)
-    server.store.add_alias(f"fwd-gone@{DOMAIN}", ["x@partner.example"])
-    server.store.add_alias(f"fwd-fine@{DOMAIN}", ["y@fine.example"])
-    server.store.add_alias(f"fwd-dsn@{DOMAIN}", ["z@dsnpeer.example"])
+    server.store.directory.add_alias(f"fwd-gone@{DOMAIN}", ["x@partner.example"])
+    server.store.directory.add_alias(f"fwd-fine@{DOMAIN}", ["y@fine.example"])
+    server.store.directory.add_alias(f"fwd-dsn@{DOMAIN}", ["z@dsnpeer.example"])
     server.start()
     try:
         yield Site(server, *peers)
@@ -83,7 +83,7 @@ async def send(site: Site, sender: str, rcpts: dict[str, str], *, login: bool) -
 async def queue_drained(server: ServerProcess) -> None:
     """Bounded poll: every message and every report has left the queue."""
     deadline = time.monotonic() + 30
-    while server.store.queued_ids():
+    while server.store.queue.queued_ids():
         assert time.monotonic() < deadline, "the queue did not drain"
         await asyncio.sleep(0.05)
 

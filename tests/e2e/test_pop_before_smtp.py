@@ -55,7 +55,7 @@ def leave_window(database: Path) -> None:
 class TestPolicy:
     def _decide(self, harness: POP3Harness) -> Decision:
         """What the SMTP server decides at RCPT for CLIENT_IP, without SMTP AUTH."""
-        policy = RecipientPolicy(harness.store, harness.cfg.relay, harness.cfg.hostname)
+        policy = RecipientPolicy(harness.store.directory, harness.cfg.relay, harness.cfg.hostname)
         client, local = ipaddress.ip_address(CLIENT_IP), ipaddress.ip_address("127.0.0.1")
         facts = policy.client_facts(client, local, tls=False, auth_user=None, now=time.time())
         return policy.check_recipient(facts, parse_address(EXTERNAL))

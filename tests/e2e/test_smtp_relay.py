@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     )
     srv.add_user(USER)
     srv.add_user(f"carol@{DOMAIN}")
-    srv.store.add_alias(f"sales@{DOMAIN}", [USER])
+    srv.store.directory.add_alias(f"sales@{DOMAIN}", [USER])
     srv.start()
     yield srv
     srv.stop()

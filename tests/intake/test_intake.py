@@ -38,22 +38,22 @@ TRACE = TraceInfo("client.remote.test", "192.0.2.7", HOST, "QID", "ESMTPS", ALIC
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     store = SqliteStore(tmp_path / "data")
-    store.add_domain("example.test")
-    store.add_account(ALICE, "hash")
-    store.add_account(BOB, "hash")
+    store.directory.add_domain("example.test")
+    store.directory.add_account(ALICE, "hash")
+    store.directory.add_account(BOB, "hash")
     yield store
     store.close()
 
 
 @pytest.fixture
 def policy(store: SqliteStore) -> RecipientPolicy:
-    return RecipientPolicy(store, RelayConfig(pop_before_smtp_minutes=10), HOST)
+    return RecipientPolicy(store.directory, RelayConfig(pop_before_smtp_minutes=10), HOST)
 
 
 @pytest.fixture
 async def intake(store: SqliteStore, policy: RecipientPolicy) -> AsyncIterator[Intake]:
     aio = AsyncSqliteStore(store)
-    yield Intake(store, aio, policy, HOST, MAX_RECEIVED)
+    yield Intake(store.blobs, aio, policy, HOST, MAX_RECEIVED)
     aio.close()
 
 
@@ -65,9 +65,9 @@ def envelope(*recipients: str, sender: str | None = "sender@remote.test") -> Env
 
 
 def inbox(store: SqliteStore, account: str) -> list[bytes]:
-    box = store.get_mailbox(account, "INBOX")
+    box = store.mailboxes.get_mailbox(account, "INBOX")
     assert box is not None
-    return [store.read_blob(m.blob) for m in store.list_messages(box.id)]
+    return [store.blobs.read_blob(m.blob) for m in store.mailboxes.list_messages(box.id)]
 
 
 def streamed(
@@ -121,20 +121,20 @@ class TestAccept:
         (stored,) = inbox(store, ALICE)
         assert stored.startswith(b"Received: from client.remote.test ([192.0.2.7])\r\n")
         assert stored.endswith(MESSAGE)
-        assert store.get_queued(qid) is None
+        assert store.queue.get_queued(qid) is None
 
     async def test_alias_to_two_users_and_one_external_address(
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """One alias fans out to two INBOX rows and one queued recipient, one file."""
-        store.add_alias("team@example.test", [ALICE, BOB, "ext@remote.test"])
+        store.directory.add_alias("team@example.test", [ALICE, BOB, "ext@remote.test"])
         queued: list[int] = []
         intake.on_queued = lambda: queued.append(1)
         accepted = await intake.submit(envelope("team@example.test"), MESSAGE)
         assert accepted.local_accounts == (ALICE, BOB)
         assert accepted.remote_count == 1
         assert inbox(store, ALICE) == inbox(store, BOB) == [MESSAGE]
-        entry = store.get_queued(accepted.queue_id)
+        entry = store.queue.get_queued(accepted.queue_id)
         assert entry is not None
         assert [r.address for r in entry.recipients] == ["ext@remote.test"]
         assert entry.sender == "sender@remote.test"
@@ -144,8 +144,8 @@ class TestAccept:
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """A user reached directly and through two aliases gets one copy."""
-        store.add_alias("all@example.test", ["team@example.test", ALICE])
-        store.add_alias("team@example.test", [ALICE, BOB])
+        store.directory.add_alias("all@example.test", ["team@example.test", ALICE])
+        store.directory.add_alias("team@example.test", [ALICE, BOB])
         accepted = await intake.submit(envelope("all@example.test", ALICE), MESSAGE)
         assert accepted.local_accounts == (ALICE, BOB)
         assert len(inbox(store, ALICE)) == 1
@@ -162,7 +162,7 @@ class TestAccept:
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """``<postmaster>`` is delivered to postmaster at our first domain."""
-        store.add_alias("postmaster@example.test", [BOB])
+        store.directory.add_alias("postmaster@example.test", [BOB])
         env = Envelope(None, (DsnRecipient(Address("postmaster", "")),))
         accepted = await intake.submit(env, MESSAGE)
         assert accepted.local_accounts == (BOB,)
@@ -172,7 +172,7 @@ class TestAccept:
     ) -> None:
         """A bounce (``<>``) keeps its empty reverse-path in the queue."""
         accepted = await intake.submit(envelope("x@remote.test", sender=None), MESSAGE)
-        entry = store.get_queued(accepted.queue_id)
+        entry = store.queue.get_queued(accepted.queue_id)
         assert entry is not None
         assert entry.sender == ""
 
@@ -189,14 +189,14 @@ class TestAccept:
     ) -> None:
         """A loop refuses the message for good, and no copy or file is left behind."""
         for name, targets in aliases.items():
-            store.add_alias(name, targets)
+            store.directory.add_alias(name, targets)
         first = next(iter(aliases))
         qid, message = streamed(intake)
         with pytest.raises(IntakeError, match="alias loop") as info:
             await intake.accept(qid, envelope(first), message, trusted_origin=True)
         assert info.value.permanent
         assert inbox(store, ALICE) == []
-        assert not store.blob_path(qid).exists()
+        assert not store.blobs.blob_path(qid).exists()
 
     @pytest.mark.parametrize(("count", "refused"), [(0, False), (4, False), (5, True), (9, True)])
     async def test_too_many_received_headers_is_refused(
@@ -210,7 +210,7 @@ class TestAccept:
                 await intake.accept(qid, envelope(ALICE), message, trusted_origin=True)
             assert info.value.permanent
             assert inbox(store, ALICE) == []
-            assert not store.blob_path(qid).exists()
+            assert not store.blobs.blob_path(qid).exists()
         else:
             await intake.accept(qid, envelope(ALICE), message, trusted_origin=True)
             assert len(inbox(store, ALICE)) == 1
@@ -224,19 +224,19 @@ class TestAccept:
             await intake.accept(queue_id, envelope("vanished@example.test"), message,
                                 trusted_origin=True)
         assert (refused.value.permanent, refused.value.status) == (True, "5.1.1")
-        assert not store.blob_path(queue_id).exists()
+        assert not store.blobs.blob_path(queue_id).exists()
 
     async def test_alias_with_a_corrupt_target_is_a_temporary_refusal(
         self, intake: Intake, store: SqliteStore
     ) -> None:
         """A stored target that no longer parses: the client retries while the admin fixes it."""
-        store.add_alias("broken@example.test", ["not an address"])
+        store.directory.add_alias("broken@example.test", ["not an address"])
         queue_id, message = streamed(intake)
         with pytest.raises(IntakeError, match="bad alias target") as refused:
             await intake.accept(queue_id, envelope("broken@example.test"), message,
                                 trusted_origin=True)
         assert not refused.value.permanent
-        assert not store.blob_path(queue_id).exists()
+        assert not store.blobs.blob_path(queue_id).exists()
 
 
 class TestSubmissionHeaders:
@@ -415,7 +415,7 @@ class TestRecipientPolicy:
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """A recent POP3/IMAP login from the client's address lets it relay."""
-        store.record_login("203.0.113.1", 1000.0)
+        store.directory.record_login("203.0.113.1", 1000.0)
         client = policy.client_facts(ipaddress.ip_address("::ffff:203.0.113.1"),
                                      ipaddress.ip_address("192.0.2.25"),
                                      tls=False, auth_user=None, now=1060.0)
@@ -434,7 +434,7 @@ class TestRecipientPolicy:
                                          auth_user=user, now=1060.0)
             return policy.vouches_for_sender(client)
 
-        store.record_login("203.0.113.9", 1000.0)
+        store.directory.record_login("203.0.113.9", 1000.0)
         assert facts("203.0.113.1") is False
         assert facts("203.0.113.1", ALICE) is True
         assert facts("203.0.113.9") is True  # POP-before-SMTP may relay
@@ -443,7 +443,7 @@ class TestRecipientPolicy:
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """sender_must_match_login allows the login's address and aliases that reach it."""
-        store.add_alias("sales@example.test", [ALICE])
+        store.directory.add_alias("sales@example.test", [ALICE])
         assert policy.check_sender(ALICE, parse_address("Alice@example.test")) is None
         assert policy.check_sender(ALICE, parse_address("sales@example.test")) is None
         refusal = policy.check_sender(ALICE, parse_address(BOB))
@@ -452,8 +452,8 @@ class TestRecipientPolicy:
 
     def test_resolve_reports_loops(self, policy: RecipientPolicy, store: SqliteStore) -> None:
         """Expansion that comes back to an address raises AliasLoop naming the path."""
-        store.add_alias("a@example.test", ["b@example.test"])
-        store.add_alias("b@example.test", ["a@example.test"])
+        store.directory.add_alias("a@example.test", ["b@example.test"])
+        store.directory.add_alias("b@example.test", ["a@example.test"])
         loop = "a@example.test -> b@example.test -> a@example.test"
         with pytest.raises(AliasLoop, match=re.escape(loop)):
             policy.resolve(parse_address("a@example.test"))
@@ -461,7 +461,7 @@ class TestRecipientPolicy:
     def test_deep_alias_chain_is_refused(self, policy: RecipientPolicy, store: SqliteStore) -> None:
         """A chain deeper than the bound is treated as a loop."""
         for i in range(15):
-            store.add_alias(f"a{i}@example.test", [f"a{i + 1}@example.test"])
-        store.add_alias("a15@example.test", [ALICE])
+            store.directory.add_alias(f"a{i}@example.test", [f"a{i + 1}@example.test"])
+        store.directory.add_alias("a15@example.test", [ALICE])
         with pytest.raises(AliasLoop):
             policy.resolve(parse_address("a0@example.test"))

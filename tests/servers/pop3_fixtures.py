@@ -117,10 +117,10 @@ class POP3Harness:
         self.cfg = make_config(root, **sections)
         write_self_signed(self.cfg.tls.cert, self.cfg.tls.key, HOSTNAME)
         self.store = SqliteStore(self.cfg.data_dir)
-        self.store.add_domain(DOMAIN)
+        self.store.directory.add_domain(DOMAIN)
         for user in (USER, OTHER):
-            self.store.add_account(user, hash_password(PASSWORD))
-            self.store.ensure_mailboxes(user)
+            self.store.directory.add_account(user, hash_password(PASSWORD))
+            self.store.mailboxes.ensure_mailboxes(user)
         self.server: ServerThread | None = None
 
     @property
@@ -137,10 +137,12 @@ class POP3Harness:
         """A fresh store object and fresh server instances on the same data directory."""
         store = SqliteStore(self.cfg.data_dir)
         limits = self.cfg.limits
-        auth = Authenticator(store, AuthThrottle(limits.auth_failures_per_ip,
-                                                 limits.auth_failure_window_seconds))
+        auth = Authenticator(store.directory, AuthThrottle(limits.auth_failures_per_ip,
+                                                           limits.auth_failure_window_seconds))
         tls = server_context(self.cfg.tls.cert, self.cfg.tls.key)
-        self.server = ServerThread(MailboxServices(self.cfg, store, store, store, auth, tls))
+        self.server = ServerThread(MailboxServices(
+            self.cfg, store.directory, store.mailboxes, store.blobs, auth, tls
+        ))
 
     def stop(self) -> None:
         if self.server is not None:
@@ -154,10 +156,10 @@ class POP3Harness:
     def deliver(self, message: bytes, *accounts: str) -> None:
         """Put a message into INBOX the way the intake does."""
         name = uuid.uuid4().hex
-        writer = self.store.new_blob(name)
+        writer = self.store.blobs.new_blob(name)
         writer.write(message)
         blob = writer.commit()
-        self.store.commit_acceptances(
+        self.store.delivery.commit_acceptances(
             [Acceptance(name, blob, "sender@remote.example", accounts or (USER,), ())]
         )
 

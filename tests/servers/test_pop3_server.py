@@ -133,15 +133,15 @@ class TestMaildrop:
         """Deleted messages are gone after QUIT, and their files too."""
         pop3.deliver(PLAIN)
         pop3.deliver(DOTTED)
-        inbox = pop3.store.get_mailbox(USER, "INBOX")
+        inbox = pop3.store.mailboxes.get_mailbox(USER, "INBOX")
         assert inbox is not None
-        blob = pop3.store.list_messages(inbox.id)[0].blob
+        blob = pop3.store.mailboxes.list_messages(inbox.id)[0].blob
         client = pop3.login()
         client.dele(1)
         client.quit()
-        remaining = pop3.store.list_messages(inbox.id)
+        remaining = pop3.store.mailboxes.list_messages(inbox.id)
         assert [m.blob for m in remaining] != [blob] and len(remaining) == 1
-        assert not pop3.store.blob_path(blob).exists()
+        assert not pop3.store.blobs.blob_path(blob).exists()
         assert pop3.login().stat() == (1, len(DOTTED) + 3)
 
     def test_dele_and_dropped_connection_keeps(self, pop3: POP3Harness) -> None:
@@ -202,9 +202,9 @@ class TestMaildrop:
 
     def test_login_records_pop_before_smtp(self, pop3: POP3Harness) -> None:
         """A successful login records the client IP for the relay rule."""
-        assert pop3.store.last_login("127.0.0.1") is None
+        assert pop3.store.directory.last_login("127.0.0.1") is None
         pop3.login().quit()
-        assert pop3.store.last_login("127.0.0.1") is not None
+        assert pop3.store.directory.last_login("127.0.0.1") is not None
 
     def test_logs_logins_and_deletions_without_password(
         self, pop3: POP3Harness, caplog: pytest.LogCaptureFixture,

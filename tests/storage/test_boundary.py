@@ -16,16 +16,17 @@ from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.interfaces import Acceptance
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
+from postwarden.storage.sqlite.delivery import SqliteDelivery
 
 USER = "user@example.test"
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
 
 
-class CountingStore(SqliteStore):
-    """A real store that notes the size of every batch it commits, and can fail them."""
+class CountingDelivery(SqliteDelivery):
+    """The real delivery part, noting the size of every batch it commits; can fail them."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__(store.db, store.blobs, store.mailboxes, store.queue)
         self.batches: list[int] = []
         self.fail = False
 
@@ -36,13 +37,22 @@ class CountingStore(SqliteStore):
         super().commit_acceptances(batch)
 
 
+class CountingStore(SqliteStore):
+    """A real store whose delivery part counts its batches."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.delivery = self.counting = CountingDelivery(self)
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[CountingStore, Intake]]:
     store = CountingStore(tmp_path / "data")
-    store.add_domain("example.test")
-    store.add_account(USER, "hash")
+    store.directory.add_domain("example.test")
+    store.directory.add_account(USER, "hash")
     aio = AsyncSqliteStore(store)
-    yield store, Intake(store, aio, RecipientPolicy(store, RelayConfig(), "mx.test"), "mx.test", 30)
+    policy = RecipientPolicy(store.directory, RelayConfig(), "mx.test")
+    yield store, Intake(store.blobs, aio, policy, "mx.test", 30)
     aio.close()
     store.close()
 
@@ -58,25 +68,25 @@ class TestGroupCommit:
         """Fifty concurrent acceptances: all stored, in fewer transactions than messages."""
         store, intake = world
         await asyncio.gather(*(intake.submit(to_user(), MESSAGE) for _ in range(50)))
-        box = store.get_mailbox(USER, "INBOX")
+        box = store.mailboxes.get_mailbox(USER, "INBOX")
         assert box is not None
-        assert len(store.list_messages(box.id)) == 50
-        assert sum(store.batches) == 50
-        assert len(store.batches) < 50
+        assert len(store.mailboxes.list_messages(box.id)) == 50
+        assert sum(store.counting.batches) == 50
+        assert len(store.counting.batches) < 50
 
     async def test_a_failed_batch_fails_every_message_and_keeps_no_file(
         self, world: tuple[CountingStore, Intake], tmp_path: Path
     ) -> None:
         """Each caller of the batch hears of the failure; no orphan file is left."""
         store, intake = world
-        store.fail = True
+        store.counting.fail = True
         results = await asyncio.gather(
             *(intake.submit(to_user(), MESSAGE) for _ in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, OSError) for r in results)
         assert [p for p in (tmp_path / "data" / "messages").rglob("*") if p.is_file()] == []
-        store.fail = False
+        store.counting.fail = False
         await intake.submit(to_user(), MESSAGE)  # the next batch goes through
-        box = store.get_mailbox(USER, "INBOX")
+        box = store.mailboxes.get_mailbox(USER, "INBOX")
         assert box is not None
-        assert len(store.list_messages(box.id)) == 1
+        assert len(store.mailboxes.list_messages(box.id)) == 1

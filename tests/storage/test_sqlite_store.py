@@ -45,27 +45,27 @@ def open_store(request: pytest.FixtureRequest) -> Callable[[Path], SqliteStore]:
 def store(open_store: Callable[[Path], SqliteStore], tmp_path: Path) -> Iterator[SqliteStore]:
     """A store with one local domain and three accounts."""
     store = open_store(tmp_path / "data")
-    store.add_domain("example.test")
+    store.directory.add_domain("example.test")
     for account in (ALICE, BOB, CAROL):
-        store.add_account(account, "hash")
+        store.directory.add_account(account, "hash")
     yield store
     store.close()
 
 
 def blob(store: SqliteStore, name: str, data: bytes = MESSAGE) -> BlobRef:
-    writer = store.new_blob(name)
+    writer = store.blobs.new_blob(name)
     writer.write(data)
     return writer.commit()
 
 
 def has_file(store: SqliteStore, name: str) -> bool:
-    return store.blob_path(name).exists()
+    return store.blobs.blob_path(name).exists()
 
 
 def deliver(store: SqliteStore, name: str, local: tuple[str, ...] = (),
             remote: tuple[str, ...] = (), at: float = 1000.0) -> BlobRef:
     ref = blob(store, name)
-    store.commit_acceptances([
+    store.delivery.commit_acceptances([
         Acceptance(name, ref, "sender@remote.test", local,
                    tuple(NewRecipient(r) for r in remote), received_at=at)
     ])
@@ -73,13 +73,13 @@ def deliver(store: SqliteStore, name: str, local: tuple[str, ...] = (),
 
 
 def inbox_id(store: SqliteStore, account: str) -> int:
-    inbox = store.get_mailbox(account, "INBOX")
+    inbox = store.mailboxes.get_mailbox(account, "INBOX")
     assert inbox is not None
     return inbox.id
 
 
 def recipient_ids(store: SqliteStore, queue_id: str) -> list[int]:
-    queued = store.get_queued(queue_id)
+    queued = store.queue.get_queued(queue_id)
     assert queued is not None
     return [r.id for r in queued.recipients]
 
@@ -91,12 +91,12 @@ class TestMigrations:
         """Migrations run once; a second open finds the schema current and the data intact."""
         first = open_store(tmp_path)
         version = first.schema_version()
-        first.add_domain("example.test")
+        first.directory.add_domain("example.test")
         first.close()
         second = open_store(tmp_path)
         assert version >= 1
         assert second.schema_version() == version
-        assert second.list_domains() == ["example.test"]
+        assert second.directory.list_domains() == ["example.test"]
         second.close()
 
     def test_a_version_1_data_directory_upgrades_in_place(self, tmp_path: Path) -> None:
@@ -110,13 +110,14 @@ class TestMigrations:
         db.close()
         store = SqliteStore(tmp_path)
         assert store.schema_version() == len(MIGRATIONS) >= 2
-        old = store.get_queued("old1")
+        old = store.queue.get_queued("old1")
         assert old is not None
         assert (old.sender, old.trusted_origin) == ("a@remote.test", False)
         ref = blob(store, "new1")
-        store.commit_acceptances([Acceptance("new1", ref, ALICE, (), (NewRecipient(BOB),),
-                                             trusted_origin=True)])
-        new = store.get_queued("new1")
+        store.delivery.commit_acceptances(
+            [Acceptance("new1", ref, ALICE, (), (NewRecipient(BOB),), trusted_origin=True)]
+        )
+        new = store.queue.get_queued("new1")
         assert new is not None and new.trusted_origin is True
         store.close()
 
@@ -130,70 +131,70 @@ class TestMigrations:
 class TestDomains:
     def test_add_list_and_remove(self, store: SqliteStore) -> None:
         """Domains are listed sorted and are local until removed."""
-        store.add_domain("b.test")
-        store.add_domain("a.test")
-        assert store.list_domains() == ["a.test", "b.test", "example.test"]
-        assert store.is_local_domain("a.test")
-        store.remove_domain("a.test")
-        assert not store.is_local_domain("a.test")
-        assert "a.test" not in store.list_domains()
+        store.directory.add_domain("b.test")
+        store.directory.add_domain("a.test")
+        assert store.directory.list_domains() == ["a.test", "b.test", "example.test"]
+        assert store.directory.is_local_domain("a.test")
+        store.directory.remove_domain("a.test")
+        assert not store.directory.is_local_domain("a.test")
+        assert "a.test" not in store.directory.list_domains()
 
     def test_adding_twice_is_already_exists(self, store: SqliteStore) -> None:
         """A duplicate domain is refused with AlreadyExists."""
         with pytest.raises(AlreadyExists):
-            store.add_domain("example.test")
+            store.directory.add_domain("example.test")
 
     def test_removing_unknown_is_not_found(self, store: SqliteStore) -> None:
         """Removing a domain that is not there is NotFound."""
         with pytest.raises(NotFound):
-            store.remove_domain("nowhere.test")
+            store.directory.remove_domain("nowhere.test")
 
     def test_removing_a_domain_removes_its_aliases_only(self, store: SqliteStore) -> None:
         """Aliases in the removed domain go; aliases elsewhere stay."""
-        store.add_domain("gone.test")
-        store.add_alias("a@gone.test", [ALICE])
-        store.add_alias("sales@example.test", ["a@gone.test"])
-        store.remove_domain("gone.test")
-        assert store.alias_targets("a@gone.test") is None
-        assert store.alias_targets("sales@example.test") == ("a@gone.test",)
+        store.directory.add_domain("gone.test")
+        store.directory.add_alias("a@gone.test", [ALICE])
+        store.directory.add_alias("sales@example.test", ["a@gone.test"])
+        store.directory.remove_domain("gone.test")
+        assert store.directory.alias_targets("a@gone.test") is None
+        assert store.directory.alias_targets("sales@example.test") == ("a@gone.test",)
 
 
 class TestAccounts:
     def test_add_get_list_remove(self, store: SqliteStore) -> None:
         """An account is found by its key until removed."""
-        store.add_account("dave@example.test", "h1")
-        account = store.get_account("dave@example.test")
+        store.directory.add_account("dave@example.test", "h1")
+        account = store.directory.get_account("dave@example.test")
         assert account is not None
         assert (account.address, account.password_hash) == ("dave@example.test", "h1")
-        assert store.list_accounts() == sorted([ALICE, BOB, CAROL, "dave@example.test"])
-        store.remove_account("dave@example.test")
-        assert store.get_account("dave@example.test") is None
+        assert store.directory.list_accounts() == sorted([ALICE, BOB, CAROL, "dave@example.test"])
+        store.directory.remove_account("dave@example.test")
+        assert store.directory.get_account("dave@example.test") is None
 
     def test_duplicate_account_is_already_exists(self, store: SqliteStore) -> None:
         """Adding an existing account is refused and keeps the old password."""
         with pytest.raises(AlreadyExists):
-            store.add_account(ALICE, "other")
-        account = store.get_account(ALICE)
+            store.directory.add_account(ALICE, "other")
+        account = store.directory.get_account(ALICE)
         assert account is not None
         assert account.password_hash == "hash"
 
     def test_set_password(self, store: SqliteStore) -> None:
         """The new hash replaces the old; unknown users are NotFound."""
-        store.set_password(ALICE, "new")
-        account = store.get_account(ALICE)
+        store.directory.set_password(ALICE, "new")
+        account = store.directory.get_account(ALICE)
         assert account is not None
         assert account.password_hash == "new"
         with pytest.raises(NotFound):
-            store.set_password("nobody@example.test", "x")
+            store.directory.set_password("nobody@example.test", "x")
 
     def test_removing_unknown_account_is_not_found(self, store: SqliteStore) -> None:
         """Removing an account that is not there is NotFound."""
         with pytest.raises(NotFound):
-            store.remove_account("nobody@example.test")
+            store.directory.remove_account("nobody@example.test")
 
     def test_new_account_has_the_special_use_mailboxes(self, store: SqliteStore) -> None:
         """INBOX, Sent, Drafts, Trash and Junk exist from the start (SPEC §6)."""
-        boxes = {m.name: m.special_use for m in store.list_mailboxes(ALICE)}
+        boxes = {m.name: m.special_use for m in store.mailboxes.list_mailboxes(ALICE)}
         assert boxes == {
             "INBOX": None,
             "Sent": "\\Sent",
@@ -201,7 +202,7 @@ class TestAccounts:
             "Trash": "\\Trash",
             "Junk": "\\Junk",
         }
-        inbox = store.get_mailbox(ALICE, "INBOX")
+        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
         assert inbox is not None
         assert (inbox.uidnext, inbox.subscribed) == (1, True)
         assert inbox.uidvalidity > 0
@@ -209,9 +210,9 @@ class TestAccounts:
     def test_ensure_mailboxes_is_idempotent(self, store: SqliteStore) -> None:
         """Ensuring twice neither duplicates nor resets a mailbox."""
         deliver(store, "m1", (ALICE,))
-        store.ensure_mailboxes(ALICE)
-        assert len(store.list_mailboxes(ALICE)) == 5
-        assert len(store.list_messages(inbox_id(store, ALICE))) == 1
+        store.mailboxes.ensure_mailboxes(ALICE)
+        assert len(store.mailboxes.list_mailboxes(ALICE)) == 5
+        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
 
     def test_removing_an_account_removes_its_mail_and_unshared_files(
         self, store: SqliteStore
@@ -219,58 +220,60 @@ class TestAccounts:
         """The mailbox rows go; a file still in another user's INBOX stays."""
         deliver(store, "shared", (ALICE, BOB))
         deliver(store, "own", (ALICE,))
-        store.remove_account(ALICE)
-        assert store.list_mailboxes(ALICE) == []
+        store.directory.remove_account(ALICE)
+        assert store.mailboxes.list_mailboxes(ALICE) == []
         assert has_file(store, "shared")
         assert not has_file(store, "own")
-        assert store.read_blob("shared") == MESSAGE
+        assert store.blobs.read_blob("shared") == MESSAGE
 
 
 class TestAliases:
     def test_add_lookup_list_remove(self, store: SqliteStore) -> None:
         """Targets keep their order, including external addresses."""
-        store.add_alias("team@example.test", [BOB, ALICE, "ext@remote.test"])
-        assert store.alias_targets("team@example.test") == (BOB, ALICE, "ext@remote.test")
-        assert store.list_aliases() == [("team@example.test", (BOB, ALICE, "ext@remote.test"))]
-        store.remove_alias("team@example.test")
-        assert store.alias_targets("team@example.test") is None
-        assert store.list_aliases() == []
+        store.directory.add_alias("team@example.test", [BOB, ALICE, "ext@remote.test"])
+        assert store.directory.alias_targets("team@example.test") == (BOB, ALICE, "ext@remote.test")
+        assert store.directory.list_aliases() == [
+            ("team@example.test", (BOB, ALICE, "ext@remote.test"))
+        ]
+        store.directory.remove_alias("team@example.test")
+        assert store.directory.alias_targets("team@example.test") is None
+        assert store.directory.list_aliases() == []
 
     def test_duplicate_alias_is_already_exists(self, store: SqliteStore) -> None:
         """A second alias of the same name is refused; the first is unchanged."""
-        store.add_alias("team@example.test", [BOB])
+        store.directory.add_alias("team@example.test", [BOB])
         with pytest.raises(AlreadyExists):
-            store.add_alias("team@example.test", [ALICE])
-        assert store.alias_targets("team@example.test") == (BOB,)
+            store.directory.add_alias("team@example.test", [ALICE])
+        assert store.directory.alias_targets("team@example.test") == (BOB,)
 
     def test_removing_unknown_alias_is_not_found(self, store: SqliteStore) -> None:
         """Removing an alias that is not there is NotFound."""
         with pytest.raises(NotFound):
-            store.remove_alias("nothing@example.test")
+            store.directory.remove_alias("nothing@example.test")
 
 
 class TestLoginRecords:
     def test_keeps_the_latest_time(self, store: SqliteStore) -> None:
         """An older login recorded late never moves the record back."""
-        store.record_login("192.0.2.1", 200.0)
-        store.record_login("192.0.2.1", 100.0)
-        assert store.last_login("192.0.2.1") == 200.0
-        store.record_login("192.0.2.1", 300.0)
-        assert store.last_login("192.0.2.1") == 300.0
+        store.directory.record_login("192.0.2.1", 200.0)
+        store.directory.record_login("192.0.2.1", 100.0)
+        assert store.directory.last_login("192.0.2.1") == 200.0
+        store.directory.record_login("192.0.2.1", 300.0)
+        assert store.directory.last_login("192.0.2.1") == 300.0
 
     def test_unknown_address_has_no_login(self, store: SqliteStore) -> None:
         """No record is None, not zero."""
-        assert store.last_login("192.0.2.99") is None
+        assert store.directory.last_login("192.0.2.99") is None
 
     def test_expire_drops_records_older_than_the_cutoff(self, store: SqliteStore) -> None:
         """Records before the cutoff go and are counted; later ones stay."""
-        store.record_login("192.0.2.1", 100.0)
-        store.record_login("192.0.2.2", 200.0)
-        store.record_login("192.0.2.3", 300.0)
-        assert store.expire_logins(200.0) == 1
-        assert store.last_login("192.0.2.1") is None
-        assert store.last_login("192.0.2.2") == 200.0
-        assert store.last_login("192.0.2.3") == 300.0
+        store.directory.record_login("192.0.2.1", 100.0)
+        store.directory.record_login("192.0.2.2", 200.0)
+        store.directory.record_login("192.0.2.3", 300.0)
+        assert store.directory.expire_logins(200.0) == 1
+        assert store.directory.last_login("192.0.2.1") is None
+        assert store.directory.last_login("192.0.2.2") == 200.0
+        assert store.directory.last_login("192.0.2.3") == 300.0
 
 
 class TestBlobs:
@@ -278,7 +281,7 @@ class TestBlobs:
         """What is written is what is read back."""
         ref = blob(store, "abc123", b"x" * 5000)
         assert ref == BlobRef("abc123", 5000)
-        assert store.read_blob("abc123") == b"x" * 5000
+        assert store.blobs.read_blob("abc123") == b"x" * 5000
 
     @pytest.mark.parametrize(
         "name", ["../x", "..", "a/b", "/etc/passwd", "", "a.b", "x\x00y", "ab cd"]
@@ -286,15 +289,15 @@ class TestBlobs:
     def test_path_like_names_are_refused(self, store: SqliteStore, name: str) -> None:
         """A name that could leave the message directory is NotFound, never a path."""
         with pytest.raises(NotFound):
-            store.blob_path(name)
+            store.blobs.blob_path(name)
         with pytest.raises(NotFound):
-            store.read_blob(name)
+            store.blobs.read_blob(name)
         with pytest.raises(NotFound):
-            store.new_blob(name)
+            store.blobs.new_blob(name)
 
     def test_aborted_blob_leaves_no_file(self, store: SqliteStore) -> None:
         """An abandoned message leaves nothing behind."""
-        writer = store.new_blob("aborted")
+        writer = store.blobs.new_blob("aborted")
         writer.write(b"partial")
         writer.abort()
         assert not has_file(store, "aborted")
@@ -307,11 +310,11 @@ class TestBlobs:
         deliver(store, "queued", (), ("x@remote.test",))
         blob(store, "orphan")
         blob(store, "fresh")
-        old = store.blob_path("orphan")
+        old = store.blobs.blob_path("orphan")
         os.utime(old, (1000.0, 1000.0))
         for name in ("kept", "queued"):
-            os.utime(store.blob_path(name), (1000.0, 1000.0))
-        assert store.remove_orphan_blobs(older_than=2000.0) == 1
+            os.utime(store.blobs.blob_path(name), (1000.0, 1000.0))
+        assert store.blobs.remove_orphan_blobs(older_than=2000.0) == 1
         assert [has_file(store, n) for n in ("orphan", "fresh", "kept", "queued")] == [
             False, True, True, True
         ]
@@ -321,9 +324,9 @@ class TestCommitAcceptances:
     def test_message_to_three_local_users_is_stored_once(self, store: SqliteStore) -> None:
         """One file on disk, one INBOX row per account, all naming that file."""
         ref = deliver(store, "q1", (ALICE, BOB, CAROL))
-        assert [p.name for p in store.blob_dir.rglob("*") if p.is_file()] == ["q1"]
+        assert [p.name for p in store.blobs.blob_dir.rglob("*") if p.is_file()] == ["q1"]
         for account in (ALICE, BOB, CAROL):
-            messages = store.list_messages(inbox_id(store, account))
+            messages = store.mailboxes.list_messages(inbox_id(store, account))
             assert [(m.blob, m.size, m.uid) for m in messages] == [("q1", ref.size, 1)]
             assert messages[0].flags == frozenset()
             assert messages[0].internaldate == 1000.0
@@ -333,9 +336,9 @@ class TestCommitAcceptances:
         deliver(store, "m1", (ALICE,))
         deliver(store, "m2", (ALICE, BOB))
         deliver(store, "m3", (ALICE,))
-        assert [m.uid for m in store.list_messages(inbox_id(store, ALICE))] == [1, 2, 3]
-        assert [m.uid for m in store.list_messages(inbox_id(store, BOB))] == [1]
-        inbox = store.get_mailbox(ALICE, "INBOX")
+        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, ALICE))] == [1, 2, 3]
+        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, BOB))] == [1]
+        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
         assert inbox is not None
         assert inbox.uidnext == 4
 
@@ -343,9 +346,9 @@ class TestCommitAcceptances:
         """CONDSTORE: a later message has a higher MODSEQ than an earlier one."""
         deliver(store, "m1", (ALICE,))
         deliver(store, "m2", (ALICE,))
-        first, second = store.list_messages(inbox_id(store, ALICE))
+        first, second = store.mailboxes.list_messages(inbox_id(store, ALICE))
         assert second.modseq > first.modseq
-        inbox = store.get_mailbox(ALICE, "INBOX")
+        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
         assert inbox is not None
         assert inbox.highestmodseq >= second.modseq
 
@@ -354,7 +357,7 @@ class TestCommitAcceptances:
     ) -> None:
         """The queue entry keeps sender, DSN parameters and one pending row per recipient."""
         ref = blob(store, "q2")
-        store.commit_acceptances([
+        store.delivery.commit_acceptances([
             Acceptance(
                 "q2", ref, "alice@example.test", (ALICE,),
                 (NewRecipient("x@remote.test", "rfc822;x@remote.test", ("FAILURE", "DELAY")),
@@ -362,7 +365,7 @@ class TestCommitAcceptances:
                 envid="env-1", ret="HDRS", smtputf8=True, received_at=500.0,
             )
         ])
-        queued = store.get_queued("q2")
+        queued = store.queue.get_queued("q2")
         assert queued is not None
         assert (queued.blob, queued.size, queued.sender) == ("q2", ref.size, ALICE)
         assert (queued.envid, queued.ret, queued.smtputf8) == ("env-1", "HDRS", True)
@@ -373,64 +376,64 @@ class TestCommitAcceptances:
              RecipientState.PENDING, 0, 500.0),
             ("y@remote.test", None, (), RecipientState.PENDING, 0, 500.0),
         ]
-        assert store.queued_ids() == ["q2"]
-        assert len(store.list_messages(inbox_id(store, ALICE))) == 1
+        assert store.queue.queued_ids() == ["q2"]
+        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
 
     def test_batch_is_all_or_nothing(self, store: SqliteStore) -> None:
         """A failing acceptance rolls back the whole batch."""
         good = blob(store, "good")
         with pytest.raises(sqlite3.IntegrityError):
-            store.commit_acceptances([
+            store.delivery.commit_acceptances([
                 Acceptance("good", good, "", (ALICE,), (NewRecipient("x@remote.test"),)),
                 Acceptance("good", good, "", (), (NewRecipient("y@remote.test"),)),
             ])
-        assert store.list_messages(inbox_id(store, ALICE)) == []
-        assert store.queued_ids() == []
+        assert store.mailboxes.list_messages(inbox_id(store, ALICE)) == []
+        assert store.queue.queued_ids() == []
 
     def test_local_only_message_is_not_queued(self, store: SqliteStore) -> None:
         """Nothing to send onward means no queue entry."""
         deliver(store, "m1", (ALICE,))
-        assert store.get_queued("m1") is None
-        assert store.queued_ids() == []
+        assert store.queue.get_queued("m1") is None
+        assert store.queue.queued_ids() == []
 
 
 class TestExpunge:
     def test_file_goes_only_with_the_last_mailbox_reference(self, store: SqliteStore) -> None:
         """Expunging one user's copy keeps the file for the other."""
         deliver(store, "m1", (ALICE, BOB))
-        assert store.expunge(inbox_id(store, ALICE), [1]) == 1
-        assert store.read_blob("m1") == MESSAGE
-        assert store.expunge(inbox_id(store, BOB), [1]) == 1
+        assert store.mailboxes.expunge(inbox_id(store, ALICE), [1]) == 1
+        assert store.blobs.read_blob("m1") == MESSAGE
+        assert store.mailboxes.expunge(inbox_id(store, BOB), [1]) == 1
         assert not has_file(store, "m1")
 
     def test_file_shared_with_the_queue_survives_expunge(self, store: SqliteStore) -> None:
         """A message both delivered locally and queued keeps its file until both are gone."""
         deliver(store, "m1", (ALICE,), ("x@remote.test",))
-        store.expunge(inbox_id(store, ALICE), [1])
-        assert store.read_blob("m1") == MESSAGE
-        assert store.remove_queued("m1") is True
+        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
+        assert store.blobs.read_blob("m1") == MESSAGE
+        assert store.queue.remove_queued("m1") is True
         assert not has_file(store, "m1")
 
     def test_queue_removal_keeps_a_file_still_in_a_mailbox(self, store: SqliteStore) -> None:
         """Dropping the queue entry first leaves the mailbox copy readable."""
         deliver(store, "m1", (ALICE,), ("x@remote.test",))
-        store.remove_queued("m1")
-        assert store.read_blob("m1") == MESSAGE
-        store.expunge(inbox_id(store, ALICE), [1])
+        store.queue.remove_queued("m1")
+        assert store.blobs.read_blob("m1") == MESSAGE
+        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
         assert not has_file(store, "m1")
 
     def test_expunging_unknown_uids_counts_nothing(self, store: SqliteStore) -> None:
         """Absent UIDs are skipped, and the count says so."""
         deliver(store, "m1", (ALICE,))
-        assert store.expunge(inbox_id(store, ALICE), [7, 8]) == 0
-        assert len(store.list_messages(inbox_id(store, ALICE))) == 1
+        assert store.mailboxes.expunge(inbox_id(store, ALICE), [7, 8]) == 0
+        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
 
     def test_uids_are_not_reused_after_expunge(self, store: SqliteStore) -> None:
         """IMAP UIDs only ever grow within one UIDVALIDITY."""
         deliver(store, "m1", (ALICE,))
-        store.expunge(inbox_id(store, ALICE), [1])
+        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
         deliver(store, "m2", (ALICE,))
-        assert [m.uid for m in store.list_messages(inbox_id(store, ALICE))] == [2]
+        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, ALICE))] == [2]
 
 
 class TestQueue:
@@ -438,9 +441,9 @@ class TestQueue:
         """Delivered, failed and deferred recipients each get their state and attempt."""
         deliver(store, "q", (), ("a@r.test", "b@r.test", "c@r.test"), at=100.0)
         a, b, c = recipient_ids(store, "q")
-        store.record_results("q", [a], [(b, "550 5.1.1 no", "mx.r.test")],
+        store.queue.record_results("q", [a], [(b, "550 5.1.1 no", "mx.r.test")],
                              [(c, "451 4.3.0 later", "mx.r.test", 900.0)])
-        queued = store.get_queued("q")
+        queued = store.queue.get_queued("q")
         assert queued is not None
         ra, rb, rc = queued.recipients
         assert (ra.state, ra.attempts) == (RecipientState.DELIVERED, 1)
@@ -448,15 +451,15 @@ class TestQueue:
             RecipientState.FAILED, 1, "550 5.1.1 no", "mx.r.test")
         assert (rc.state, rc.attempts, rc.last_error, rc.next_attempt) == (
             RecipientState.PENDING, 1, "451 4.3.0 later", 900.0)
-        assert store.next_due_time() == 900.0
+        assert store.queue.next_due_time() == 900.0
 
     def test_record_results_ignores_ids_of_another_message(self, store: SqliteStore) -> None:
         """A recipient id only counts for its own queue entry."""
         deliver(store, "q1", (), ("a@r.test",))
         deliver(store, "q2", (), ("b@r.test",))
         (other,) = recipient_ids(store, "q2")
-        store.record_results("q1", [other], [], [])
-        queued = store.get_queued("q2")
+        store.queue.record_results("q1", [other], [], [])
+        queued = store.queue.get_queued("q2")
         assert queued is not None
         assert queued.recipients[0].state is RecipientState.PENDING
 
@@ -464,33 +467,33 @@ class TestQueue:
         """Only pending recipients whose time has come are due."""
         deliver(store, "early", (), ("a@r.test",), at=100.0)
         deliver(store, "late", (), ("b@r.test",), at=500.0)
-        assert [m.queue_id for m in store.due_messages(200.0, 10)] == ["early"]
-        assert store.due_queue_ids(1000.0, 10) == ["early", "late"]
-        assert store.due_queue_ids(1000.0, 1) == ["early"]
-        assert store.next_due_time() == 100.0
+        assert [m.queue_id for m in store.queue.due_messages(200.0, 10)] == ["early"]
+        assert store.queue.due_queue_ids(1000.0, 10) == ["early", "late"]
+        assert store.queue.due_queue_ids(1000.0, 1) == ["early"]
+        assert store.queue.next_due_time() == 100.0
 
     def test_retry_now_makes_pending_recipients_due(self, store: SqliteStore) -> None:
         """``queue retry`` moves pending recipients, one message or all, to now."""
         deliver(store, "q1", (), ("a@r.test", "b@r.test"), at=100.0)
         deliver(store, "q2", (), ("c@r.test",), at=100.0)
         a, b = recipient_ids(store, "q1")
-        store.record_results("q1", [a], [], [(b, "451", None, 9000.0)])
+        store.queue.record_results("q1", [a], [], [(b, "451", None, 9000.0)])
         (c,) = recipient_ids(store, "q2")
-        store.record_results("q2", [], [], [(c, "451", None, 9000.0)])
-        assert store.retry_now("q1", 200.0) == 1
-        assert store.due_queue_ids(200.0, 10) == ["q1"]
-        assert store.retry_now(None, 300.0) == 2
-        assert sorted(store.due_queue_ids(300.0, 10)) == ["q1", "q2"]
-        assert store.retry_now("absent", 300.0) == 0
+        store.queue.record_results("q2", [], [], [(c, "451", None, 9000.0)])
+        assert store.queue.retry_now("q1", 200.0) == 1
+        assert store.queue.due_queue_ids(200.0, 10) == ["q1"]
+        assert store.queue.retry_now(None, 300.0) == 2
+        assert sorted(store.queue.due_queue_ids(300.0, 10)) == ["q1", "q2"]
+        assert store.queue.retry_now("absent", 300.0) == 0
 
     def test_remove_queued_drops_entry_recipients_and_file(self, store: SqliteStore) -> None:
         """Removal is complete, and reports whether there was anything to remove."""
         deliver(store, "q", (), ("a@r.test",))
-        assert store.remove_queued("q") is True
-        assert store.get_queued("q") is None
-        assert store.due_queue_ids(1e12, 10) == []
+        assert store.queue.remove_queued("q") is True
+        assert store.queue.get_queued("q") is None
+        assert store.queue.due_queue_ids(1e12, 10) == []
         assert not has_file(store, "q")
-        assert store.remove_queued("q") is False
+        assert store.queue.remove_queued("q") is False
 
     def test_finish_if_done_waits_for_the_last_pending_recipient(
         self, store: SqliteStore
@@ -498,19 +501,19 @@ class TestQueue:
         """The entry stays while anyone is pending, then goes with its file."""
         deliver(store, "q", (), ("a@r.test", "b@r.test"))
         a, b = recipient_ids(store, "q")
-        store.record_results("q", [a], [], [])
-        assert store.finish_if_done("q") is False
-        assert store.get_queued("q") is not None
-        store.record_results("q", [], [(b, "550", None)], [])
-        assert store.finish_if_done("q") is True
-        assert store.get_queued("q") is None
+        store.queue.record_results("q", [a], [], [])
+        assert store.queue.finish_if_done("q") is False
+        assert store.queue.get_queued("q") is not None
+        store.queue.record_results("q", [], [(b, "550", None)], [])
+        assert store.queue.finish_if_done("q") is True
+        assert store.queue.get_queued("q") is None
         assert not has_file(store, "q")
 
     def test_set_delay_notified_is_remembered(self, store: SqliteStore) -> None:
         """The one delay notice is recorded on the entry."""
         deliver(store, "q", (), ("a@r.test",))
-        store.set_delay_notified("q")
-        queued = store.get_queued("q")
+        store.queue.set_delay_notified("q")
+        queued = store.queue.get_queued("q")
         assert queued is not None
         assert queued.delay_notified is True
 
@@ -520,6 +523,6 @@ class TestQueue:
         """The queue is durable: a new store on the same directory sees it."""
         deliver(store, "q", (), ("a@r.test",))
         reopened = open_store(store.data_dir)
-        assert reopened.queued_ids() == ["q"]
-        assert reopened.read_blob("q") == MESSAGE
+        assert reopened.queue.queued_ids() == ["q"]
+        assert reopened.blobs.read_blob("q") == MESSAGE
         reopened.close()

@@ -107,20 +107,20 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
     if not rcpts:
         return 0
     aio = AsyncSqliteStore(store)
-    intake = Intake(store, aio, RecipientPolicy(store, cfg.relay, cfg.hostname), cfg.hostname,
-                    cfg.delivery.max_received_headers)
+    policy = RecipientPolicy(store.directory, cfg.relay, cfg.hostname)
+    intake = Intake(store.blobs, aio, policy, cfg.hostname, cfg.delivery.max_received_headers)
     try:
-        original = store.read_blob(msg.blob)
+        original = store.blobs.read_blob(msg.blob)
         return await send_reports(intake, cfg.hostname, msg, original, {Action.FAILED: rcpts}, now)
     finally:
         aio.close()
 
 
 def _remove(cfg: Config, store: SqliteStore, queue_id: str, report: bool, now: float) -> None:
-    msg = _get(store, queue_id)
+    msg = _get(store.queue, queue_id)
     # The report first: a crash in between leaves the message queued, never unreported.
     sent = asyncio.run(_report_removal(cfg, store, msg, now)) if report else 0
-    if not store.remove_queued(queue_id):
+    if not store.queue.remove_queued(queue_id):
         raise NotFound(f"no such queue entry: {queue_id}")
     note = f"report sent to <{msg.sender}>" if sent else "no report sent"
     print(f"removed {queue_id} ({note})")
@@ -131,14 +131,14 @@ def run_queue_command(cfg: Config, store: SqliteStore, args: argparse.Namespace)
     now = time.time()
     match args.action:
         case "list":
-            _list(store, now)
+            _list(store.queue, now)
         case "show":
-            _show(_get(store, args.id), now)
+            _show(_get(store.queue, args.id), now)
         case "retry" if args.all:
-            print(f"{store.retry_now(None, now)} recipient(s) scheduled for delivery now")
+            print(f"{store.queue.retry_now(None, now)} recipient(s) scheduled for delivery now")
         case "retry":
-            _get(store, args.id)
-            print(f"{store.retry_now(args.id, now)} recipient(s) of {args.id} scheduled now")
+            _get(store.queue, args.id)
+            print(f"{store.queue.retry_now(args.id, now)} recipient(s) of {args.id} scheduled now")
         case "remove":
             _remove(cfg, store, args.id, args.report, now)
     return 0

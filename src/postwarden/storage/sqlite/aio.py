@@ -52,25 +52,25 @@ class AsyncSqliteStore:
     # --- AsyncDirectory -----------------------------------------------------------
 
     async def is_local_domain(self, domain: str) -> bool:
-        return await self._read(self.store.is_local_domain, domain)
+        return await self._read(self.store.directory.is_local_domain, domain)
 
     async def list_domains(self) -> list[str]:
-        return await self._read(self.store.list_domains)
+        return await self._read(self.store.directory.list_domains)
 
     async def get_account(self, address: str) -> Account | None:
-        return await self._read(self.store.get_account, address)
+        return await self._read(self.store.directory.get_account, address)
 
     async def alias_targets(self, address: str) -> tuple[str, ...] | None:
-        return await self._read(self.store.alias_targets, address)
+        return await self._read(self.store.directory.alias_targets, address)
 
     async def record_login(self, ip: str, at: float) -> None:
-        await self._write(self.store.record_login, ip, at)
+        await self._write(self.store.directory.record_login, ip, at)
 
     async def last_login(self, ip: str) -> float | None:
-        return await self._read(self.store.last_login, ip)
+        return await self._read(self.store.directory.last_login, ip)
 
     async def expire_logins(self, before: float) -> int:
-        return await self._write(self.store.expire_logins, before)
+        return await self._write(self.store.directory.expire_logins, before)
 
     # --- AsyncIntakeStore -----------------------------------------------------------
 
@@ -92,9 +92,9 @@ class AsyncSqliteStore:
     def _commit_batch(self, batch: list[tuple[BlobWriter, Acceptance]]) -> None:
         for writer, _ in batch:
             writer.commit()
-        self.store.commit_acceptances([acceptance for _, acceptance in batch])
+        self.store.delivery.commit_acceptances([acceptance for _, acceptance in batch])
 
     # --- AsyncBlobs -------------------------------------------------------------------
 
     async def read_blob(self, name: str) -> bytes:
-        return await self._read(self.store.read_blob, name)
+        return await self._read(self.store.blobs.read_blob, name)
