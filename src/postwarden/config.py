@@ -80,8 +80,9 @@ class LimitsConfig:
     rcpt_error_soft_limit: int = 10  # refused RCPTs per session before replies slow down
     rcpt_error_hard_limit: int = 20  # refused RCPTs per session before 421
     rcpt_error_delay_ms: int = 1000  # added to each RCPT reply past the soft limit
-    command_timeout_seconds: int = 300
-    data_timeout_seconds: int = 600
+    command_timeout_seconds: int = 300  # for a whole command line, not one read
+    data_timeout_seconds: int = 600  # per read in a message body, and its grace
+    data_min_rate: int = 500  # octets/s a message body must keep up, past data_timeout_seconds
     shutdown_grace_seconds: int = 30
 
 

@@ -79,3 +79,17 @@ class TestRawAccess:
         assert buf.take(3) == b"bc\n"
         assert buf.take(100) == b"def"
         assert len(buf) == 0
+
+
+class TestLineCount:
+    def test_counts_lines_handed_out_refused_ones_too(self) -> None:
+        """``lines`` moves only when a line is complete, however it is fed."""
+        buf = LineBuffer()
+        buf.feed(b"NO")
+        assert buf.read_line(100) is None and buf.lines == 0
+        buf.feed(b"OP\r\nBAD\nLONG" + b"x" * 200)
+        assert buf.read_line(100) == b"NOOP" and buf.lines == 1
+        assert buf.read_line(100) is LineError.BARE_LINE_ENDING and buf.lines == 2
+        assert buf.read_line(100) is None and buf.lines == 2  # skipping the long one
+        buf.feed(b"xxx\r\n")
+        assert buf.read_line(100) is LineError.TOO_LONG and buf.lines == 3

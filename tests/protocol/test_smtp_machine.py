@@ -719,6 +719,20 @@ class TestCommandLines:
         assert driver.events[-1] == Closed("closed by server")
 
 
+class TestProgress:
+    def test_lines_read_and_in_message_mark_finished_input(self) -> None:
+        """The glue's deadlines restart only when a line or a body is complete."""
+        driver = in_transaction()
+        session = driver.session
+        lines = session.lines_read
+        driver.feed(b"DA")
+        assert session.lines_read == lines and not session.in_message
+        driver.feed(b"TA\r\nSubject: x\r\n")
+        assert session.lines_read == lines + 1 and session.in_message
+        driver.feed(b"\r\nbody\r\n.\r\n")
+        assert session.lines_read == lines + 1 and not session.in_message
+
+
 class TestStartTLS:
     def test_starttls_discards_injected_plaintext(self) -> None:
         """Bytes pipelined after STARTTLS are dropped at tls_started()."""

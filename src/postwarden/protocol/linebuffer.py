@@ -26,10 +26,13 @@ class LineBuffer:
     than lines (SMTP DATA and BDAT, IMAP literals).
     """
 
-    __slots__ = ("_buf", "_overlong", "_skipping")
+    __slots__ = ("_buf", "_overlong", "_skipping", "lines")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        # Lines handed out so far (refused ones too): the servers' deadlines
+        # bound each whole line, so they must see when one is complete.
+        self.lines = 0
         self._skipping = False  # inside an over-long line: drop input up to the next LF
         self._overlong = False  # an over-long line ended and is still to be reported
 
@@ -49,6 +52,12 @@ class LineBuffer:
 
     def read_line(self, limit: int) -> bytes | LineError | None:
         """The next line if complete (``limit`` counts the CRLF), else None."""
+        line = self._next_line(limit)
+        if line is not None:
+            self.lines += 1
+        return line
+
+    def _next_line(self, limit: int) -> bytes | LineError | None:
         if self._overlong:
             self._overlong = False
             return LineError.TOO_LONG

@@ -42,6 +42,7 @@ from postwarden.protocol.pop3 import (
     wire_size,
 )
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
+from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
 from postwarden.storage.interfaces import StoredMessage
 
@@ -157,6 +158,7 @@ class _Session:
         self.ip = str(self.peer.client_ip)
         self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         self.timeout = float(self.services.cfg.limits.command_timeout_seconds)
+        self.clock = InputClock(self.timeout)  # bounds each whole command line
         tls = server.implicit_tls
         self.machine = POP3Machine(
             plaintext_auth=plaintext_auth_allowed(self.services.cfg.auth, self.peer, tls),
@@ -201,7 +203,10 @@ class _Session:
 
     async def read(self) -> None:
         try:
-            data = await self.deadline.wait(self.reader.read(READ_SIZE), self.timeout)
+            seconds = self.clock.seconds_left(self.machine.lines_read)
+            if seconds <= 0:
+                raise TimeoutError
+            data = await self.deadline.wait(self.reader.read(READ_SIZE), seconds)
         except TimeoutError:
             self.machine.send(TimedOut())
             return

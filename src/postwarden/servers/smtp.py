@@ -39,6 +39,7 @@ from postwarden.protocol.smtp import (
     StartTLS,
 )
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
+from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import SMTPServices
 
 log = logging.getLogger("postwarden.smtp")
@@ -81,11 +82,13 @@ class SMTPConnection:
         self.shutdown = shutdown
         self.peer = Peer.of(writer)
         self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
+        limits = services.cfg.limits
+        self.clock = InputClock(limits.command_timeout_seconds, limits.data_timeout_seconds,
+                                limits.data_min_rate)
         self.tls = writer.get_extra_info("ssl_object") is not None
         self.submission = kind in SUBMISSION_KINDS
         self.idle = False
         self.txn: Transaction | None = None
-        limits = services.cfg.limits
         self.machine = SMTPSession(
             SMTPSettings(
                 hostname=services.cfg.hostname,
@@ -142,14 +145,18 @@ class SMTPConnection:
         if self.shutdown.is_set() and self.txn is None:
             self.writer.write(R.SERVICE_UNAVAILABLE.encode())
             return b""
-        limits = self.s.cfg.limits
-        in_data = self.txn is not None and self.txn.message is not None
-        timeout = limits.data_timeout_seconds if in_data else limits.command_timeout_seconds
+        machine = self.machine
+        in_message = machine.in_message
+        seconds = self.clock.seconds_left((machine.lines_read, in_message), in_message)
+        if seconds <= 0:
+            raise TimeoutError
         self.idle = self.txn is None
         try:
-            return await self.deadline.wait(self.reader.read(READ_SIZE), timeout)
+            data = await self.deadline.wait(self.reader.read(READ_SIZE), seconds)
         finally:
             self.idle = False
+        self.clock.received(len(data))
+        return data
 
     def close_if_idle(self) -> None:
         """Shutdown: a client waiting between transactions is told 421 and let go."""

@@ -128,6 +128,11 @@ class POP3Machine:
         self._stuffer: DotStuffer | None = None
         self._retrieving: Retrieve | None = None
 
+    @property
+    def lines_read(self) -> int:
+        """Command lines read so far: the glue's deadline bounds each whole line."""
+        return self._lines.lines
+
     # --- the four sans-IO calls -----------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

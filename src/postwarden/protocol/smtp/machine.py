@@ -213,6 +213,17 @@ class SMTPSession:
         return self._state
 
     @property
+    def in_message(self) -> bool:
+        """Reading message octets (DATA or a BDAT chunk) rather than command lines."""
+        return self._state in (State.DATA, State.BDAT)
+
+    @property
+    def lines_read(self) -> int:
+        """Command and SASL lines read so far; with ``in_message``, tells the
+        glue when the client has finished what it was sending."""
+        return self._input.lines
+
+    @property
     def delay_replies(self) -> bool:
         """True once refused recipients pass the soft limit: a prober, so tarpit it."""
         return self._rcpt_errors > self._settings.rcpt_error_soft_limit
