@@ -14,12 +14,14 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
 POSTWARDEN = str(VENV_BIN / "postwarden")
@@ -56,8 +58,11 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
-def make_config(root: Path, max_connections: int) -> Path:
-    """``postwarden init`` in ``root``, then only an SMTP listener on port 0 and raised limits.
+LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+
+
+def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = ("smtp",)) -> Path:
+    """``postwarden init`` in ``root``, then only ``listeners`` on port 0 and raised limits.
 
     Creates the local domain and one user (``USER``) through the CLI.
     """
@@ -66,9 +71,9 @@ def make_config(root: Path, max_connections: int) -> Path:
     subprocess.run([*run, "init", "--hostname", HOSTNAME, "--domain", DOMAIN],
                    check=True, capture_output=True, timeout=60)
     text = cfg.read_text(encoding="utf-8")
-    listen = "[listen]\nsmtp = [\"127.0.0.1:0\"]\n" + "".join(
-        f"{kind} = []\n"
-        for kind in ("submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+    listen = "[listen]\n" + "".join(
+        f"{kind} = [\"127.0.0.1:0\"]\n" if kind in listeners else f"{kind} = []\n"
+        for kind in LISTENER_KINDS
     )
     text, n = re.subn(r"(?ms)^\[listen\].*?(?=^\[)", listen + "\n", text)
     assert n == 1, "init wrote no [listen] table"
@@ -81,17 +86,47 @@ def make_config(root: Path, max_connections: int) -> Path:
     return cfg
 
 
+def free_port() -> int:
+    """A loopback port free right now, for servers whose config must name their port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> int | None:
+    """SIGTERM, then SIGKILL after 30 s; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    return proc.returncode
+
+
+def log_tail(path: Path, markers: tuple[str, ...], lines: int = 5) -> str:
+    """The last ``lines`` lines of a log file holding one of ``markers``, indented."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    bad = [line for line in text.splitlines() if any(m in line for m in markers)]
+    return "".join(f"\n  {line}" for line in bad[-lines:])
+
+
 class Server:
     """A server child process that prints its port on stdout; killed and reaped by ``stop``."""
 
     def __init__(self, argv: list[str], cwd: Path, ready_prefix: str) -> None:
         self.argv, self.cwd, self.ready_prefix = argv, cwd, ready_prefix
         self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
+        self.port = 0  # the SMTP listener's
+        self.ports: dict[str, int] = {}  # every ``listening KIND HOST:PORT`` line
         self.stderr: list[str] = []
 
     def start(self) -> Server:
-        """Start and wait (bounded) for ``listening smtp HOST:PORT`` and the ready line."""
+        """Start and wait (bounded) for ``listening KIND HOST:PORT`` lines and the ready line."""
         self.proc = subprocess.Popen(
             self.argv, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -101,8 +136,10 @@ class Server:
         timer.start()
         try:
             for line in self.proc.stdout:
-                if line.startswith("listening smtp "):
-                    self.port = int(line.split()[2].rsplit(":", 1)[1])
+                if line.startswith("listening "):
+                    kind, address = line.split()[1:3]
+                    self.ports.setdefault(kind, int(address.rsplit(":", 1)[1]))
+                    self.port = self.ports.get("smtp", 0)
                 if line.startswith(self.ready_prefix):
                     break
             else:
@@ -130,19 +167,13 @@ class Server:
         if self.proc is None:
             return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-        return proc.returncode
+        return stop_process(proc)
 
 
-def start_postwarden(root: Path, max_connections: int) -> Server:
+def start_postwarden(root: Path, max_connections: int,
+                     listeners: tuple[str, ...] = ("smtp",)) -> Server:
     """Configure and start ``postwarden serve`` in ``root``."""
-    cfg = make_config(root, max_connections)
+    cfg = make_config(root, max_connections, listeners)
     return Server([POSTWARDEN, "-c", str(cfg), "serve"], root, "postwarden ready").start()
 
 
@@ -218,40 +249,86 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
+def apt_install(package: str) -> bool:
+    """``apt-get update`` + ``apt-get install`` a Debian package when root; False otherwise."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    print(f"installing {package} (apt-get update, apt-get install) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600,
+                   check=False)
+    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
+                            env=env, capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        print(f"apt-get install {package} failed:\n" + result.stderr[-2000:], flush=True)
+    return result.returncode == 0
+
+
 def find_smtp_source(install: bool) -> str | None:
     """Path of Postfix's ``smtp-source``; installs Debian's ``postfix`` when asked and root.
 
-    After the install the postfix service is stopped and disabled so that it
-    neither holds port 25 nor competes for CPU during the run.
+    After the install the system's postfix service is stopped and disabled so
+    that it neither holds port 25 nor competes for CPU during the run.
     """
     for candidate in (shutil.which("smtp-source"), "/usr/sbin/smtp-source"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    if not install or os.geteuid() != 0 or not shutil.which("apt-get"):
+    if not install:
         return None
-    print("installing postfix for smtp-source (apt-get) ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    preseed = "postfix postfix/main_mailer_type select No configuration\n"
-    if shutil.which("debconf-set-selections"):
-        subprocess.run(["debconf-set-selections"], input=preseed, text=True, env=env,
-                       check=False, capture_output=True, timeout=60)
-    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postfix"],
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
-    if result.returncode != 0:  # package lists may be missing in a fresh container
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600,
-                       check=False)
-        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
-                                 "postfix"], env=env, capture_output=True, text=True,
-                                timeout=600, check=False)
-    stop_postfix_service()
-    if result.returncode != 0:
-        print("apt-get install postfix failed:\n" + result.stderr[-2000:], flush=True)
+    if os.geteuid() == 0 and shutil.which("debconf-set-selections"):
+        subprocess.run(["debconf-set-selections"], capture_output=True, timeout=60, check=False,
+                       input="postfix postfix/main_mailer_type select No configuration\n",
+                       text=True)
+    if apt_install("postfix"):
+        stop_postfix_service()
     return "/usr/sbin/smtp-source" if os.access("/usr/sbin/smtp-source", os.X_OK) else None
 
 
 def stop_postfix_service() -> None:
-    """Stop a running Postfix master (the package may start it) and keep it from starting."""
+    """Stop the system's Postfix master (the package may start it) and keep it from starting."""
     for argv in (["systemctl", "disable", "--now", "postfix"], ["service", "postfix", "stop"],
                  ["postfix", "stop"]):
         if shutil.which(argv[0]):
             subprocess.run(argv, capture_output=True, timeout=60, check=False)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants now (a snapshot of /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(stat[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:  # bounded: /proc is finite and a pid has one parent
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, its live descendants and the children it has reaped.
+
+    For a one-process server this is its own CPU; for Postfix's master it adds
+    every smtpd, cleanup, qmgr, virtual ... that runs or has run.
+    """
+    ticks = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pss_kb(pid: int) -> int:
+    """Proportional set size of a process and its descendants (shared pages counted once)."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+    return total

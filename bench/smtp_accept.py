@@ -1,4 +1,4 @@
-"""SMTP durable-accept rate: postwarden against a minimal aiosmtpd + fsync baseline.
+"""SMTP durable-accept rate: postwarden, a minimal aiosmtpd + fsync baseline, and Postfix.
 
     .venv/bin/python bench/smtp_accept.py [-s 20] [-m 5000] [-l 1024] [--python]
 
@@ -8,8 +8,12 @@ is Postfix's ``smtp-source`` (installed with apt when missing and running as
 root; its CPU is C, not Python); without it an asyncio generator in this
 process is used, with a warning.
 
-Both servers run side by side (an idle one costs nothing) and get the same
-passes, interleaved so that drift on the machine hits both alike:
+The servers: postwarden (``postwarden serve``), the aiosmtpd baseline below,
+and a throwaway Postfix instance (``postfix_instance.py``: Debian's package,
+its own config and queue in a temp dir, a loopback port, mail for
+``bench.test`` into a Maildir, nothing sent anywhere; needs root). They run
+side by side (an idle one costs nothing) and get the same passes,
+interleaved so that drift on the machine hits all alike:
 
 1. throughput, ``--repeat`` times: ``smtp-source`` alone, messages / wall
    clock from its start to its exit; the median is reported;
@@ -18,14 +22,21 @@ passes, interleaved so that drift on the machine hits both alike:
    DATA) and times connect -> the ``250`` after the final dot. smtp-source
    cannot report per-message latency, so p50/p99 come from these samples.
 
+Postfix acknowledges a message once its queue file is fsynced and delivers
+it to the Maildir afterwards; after each of its passes the script waits for
+the Maildir to hold every acknowledged message, so that its delivery work
+never overlaps another server's pass, and reports that rate too
+("to mailbox"). postwarden and the baseline store before they answer.
+
 With ``--python`` (or no smtp-source) the generator times every message
-itself and there is no separate latency pass. Then peak RSS (VmHWM) of each
-server process, its CPU seconds, and a check that every acknowledged message
-is in the store (``mailbox_messages`` rows for postwarden, files for the
-baseline).
+itself and there is no separate latency pass. Then peak memory of each
+server (VmHWM of the process; for Postfix, the highest sum of PSS over its
+master and children, sampled every 0.5 s), CPU seconds (for Postfix,
+every process it ran), and a check that every acknowledged message is in the
+store (``mailbox_messages`` rows for postwarden, files for the others).
 
 Run by hand, never by ``make test``. Loopback only; temp dirs and child
-processes are removed at exit.
+processes (Postfix included) are removed at exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -55,9 +67,13 @@ from common import (
     send_message,
     start_postwarden,
     stored_messages,
+    tree_cpu_seconds,
+    tree_pss_kb,
 )
+from postfix_instance import PostfixInstance, why_unavailable
 
 SENDER = "sender@x.test"
+DRAIN_STALL = 60.0  # give up waiting for Postfix's Maildir after this long without progress
 
 BASELINE = r'''
 """Minimal aiosmtpd server: each message written to a file, fsynced, renamed."""
@@ -99,7 +115,7 @@ class Result:
     """What one server did under the load."""
 
     name: str
-    server: Server
+    server: Server | PostfixInstance
     root: Path
     rates: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -111,17 +127,51 @@ class Result:
     hwm_reset: bool = False
     stored: int = 0
     expected: int = 0
+    mailbox_rates: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         """Median messages per second over the throughput passes."""
         return statistics.median(self.rates) if self.rates else 0.0
 
+    @property
+    def queues(self) -> bool:
+        """True for Postfix: it answers before the message is in the mailbox."""
+        return isinstance(self.server, PostfixInstance)
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def memory_kb(self) -> int:
+        """VmHWM of a one-process server; summed PSS of Postfix's processes now."""
+        if self.queues:
+            return tree_pss_kb(self.server.pid)
+        return proc_status_kb(self.server.pid, "VmHWM")
+
+
+async def drain(r: Result) -> float:
+    """Wait until Postfix's Maildir holds every acknowledged message; returns the seconds.
+
+    Bounded: gives up (with a warning) after DRAIN_STALL seconds without progress.
+    """
+    assert isinstance(r.server, PostfixInstance)
+    started = last_change = time.perf_counter()
+    seen = -1
+    while (count := r.server.delivered()) < r.expected:
+        if count != seen:
+            seen, last_change = count, time.perf_counter()
+        elif time.perf_counter() - last_change > DRAIN_STALL:
+            print(f"  WARNING: {r.name} delivered {count} of {r.expected}; not waiting longer"
+                  + r.server.log_tail(), flush=True)
+            break
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+async def sample_memory(results: list[Result]) -> None:
+    """Keep the highest summed PSS of multi-process servers, every 0.5 s until cancelled."""
+    while True:  # cancelled by drive() when the passes are over
+        for r in results:
+            if r.queues:
+                r.peak_rss_kb = max(r.peak_rss_kb, r.memory_kb())
+        await asyncio.sleep(0.5)
 
 
 async def python_load(port: int, sessions: int, messages: int, body: bytes) -> list[float]:
@@ -178,7 +228,12 @@ async def throughput_pass(r: Result, smtp_source: str | None, args: argparse.Nam
         seconds = time.perf_counter() - started
     r.rates.append(args.messages / seconds)
     r.expected += args.messages
-    print(f"  {r.name}: {r.rates[-1]:.0f} msgs/s", flush=True)
+    if r.queues:
+        r.mailbox_rates.append(args.messages / (seconds + await drain(r)))
+        print(f"  {r.name}: {r.rates[-1]:.0f} msgs/s acknowledged, "
+              f"{r.mailbox_rates[-1]:.0f} msgs/s to mailbox", flush=True)
+    else:
+        print(f"  {r.name}: {r.rates[-1]:.0f} msgs/s", flush=True)
 
 
 async def latency_pass(r: Result, smtp_source: str, args: argparse.Namespace,
@@ -187,24 +242,28 @@ async def latency_pass(r: Result, smtp_source: str, args: argparse.Namespace,
     _, r.latencies, sampled = await smtp_source_load(smtp_source, r.server.port, args, body,
                                                      True)
     r.expected += args.messages + sampled
+    if r.queues:
+        await drain(r)
 
 
 async def drive(results: list[Result], smtp_source: str | None,
                 args: argparse.Namespace) -> None:
-    """Interleaved throughput passes (so drift hits both servers alike), then latency."""
+    """Interleaved throughput passes (so drift hits all servers alike), then latency."""
     body = make_body(args.size)
-    for r in results:  # the startup peak (argon2's import-time hash) is reported apart
-        r.startup_hwm_kb = proc_status_kb(r.server.pid, "VmHWM")
-        r.hwm_reset = reset_peak_rss(r.server.pid)
+    for r in results:  # the startup peak is reported apart
+        r.startup_hwm_kb = r.memory_kb()
+        r.hwm_reset = not r.queues and reset_peak_rss(r.server.pid)
     if args.warmup:
         print(f"warm-up: {args.warmup} messages per server, not counted", flush=True)
         warm = argparse.Namespace(**{**vars(args), "messages": args.warmup})
         for r in results:
             await throughput_pass(r, smtp_source, warm, body)
             r.warmup_rate = r.rates.pop()
+            r.mailbox_rates.clear()
             r.latencies.clear()
     for r in results:
-        r.cpu_start = cpu_seconds(r.server.pid)
+        r.cpu_start = tree_cpu_seconds(r.server.pid)
+    sampler = asyncio.ensure_future(sample_memory(results))
     for round_ in range(args.repeat):
         print(f"throughput pass {round_ + 1}/{args.repeat}", flush=True)
         for r in results if round_ % 2 == 0 else results[::-1]:
@@ -213,9 +272,10 @@ async def drive(results: list[Result], smtp_source: str | None,
         print("latency pass (smtp-source + sampler)", flush=True)
         for r in results:
             await latency_pass(r, smtp_source, args, body)
+    sampler.cancel()
     for r in results:
-        r.cpu_seconds = cpu_seconds(r.server.pid) - r.cpu_start
-        r.peak_rss_kb = proc_status_kb(r.server.pid, "VmHWM")
+        r.cpu_seconds = tree_cpu_seconds(r.server.pid) - r.cpu_start
+        r.peak_rss_kb = max(r.peak_rss_kb, r.memory_kb())
 
 
 def start_baseline(root: Path) -> Server:
@@ -226,48 +286,57 @@ def start_baseline(root: Path) -> Server:
                   "baseline ready").start()
 
 
-def run(smtp_source: str | None, args: argparse.Namespace) -> list[Result]:
+def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -> list[Result]:
     """Start the servers in temp dirs, load them, stop them, count what they stored."""
     with contextlib.ExitStack() as stack:
         results: list[Result] = []
-        if args.only != "baseline":
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-bench-")))
-            server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions))
+        server: Server | PostfixInstance
+        for name in servers:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"pw-{name}-")))
+            match name:
+                case "postwarden":
+                    server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions))
+                case "aiosmtpd+fsync":
+                    server = start_baseline(root)
+                case _:
+                    server = PostfixInstance(root)
+                    stack.callback(server.stop)  # registered first: stopped even if start fails
+                    server.start()
             stack.callback(server.stop)
-            results.append(Result("postwarden", server, root))
-        if args.only != "postwarden":
-            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-base-")))
-            server = start_baseline(root)
-            stack.callback(server.stop)
-            results.append(Result("aiosmtpd+fsync", server, root))
+            results.append(Result(name, server, root))
         asyncio.run(drive(results, smtp_source, args))
         for r in results:
+            if r.queues:
+                r.stored = r.server.delivered()
             code = r.server.stop()
             if code not in (0, None) and r.name == "postwarden":  # aiosmtpd dies of SIGTERM
                 print(f"warning: {r.name} exited {code}: {''.join(r.server.stderr[-5:])}")
             if r.name == "postwarden":
                 r.stored = stored_messages(r.root)
-            else:
+            elif r.name == "aiosmtpd+fsync":
                 r.stored = len(os.listdir(r.root / "mail" / "new"))
         return results
 
 
 def report(results: list[Result], generator: str, args: argparse.Namespace) -> None:
-    """Print one row per server and the ratio."""
+    """Print one row per server and the ratios."""
     print()
-    print(f"{'server':<16}{'msgs/s':>8}{'(min-max)':>12}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'samples':>8}{'peak RSS MB':>12}{'CPU s':>7}{'stored/acked':>14}")
+    print(f"{'server':<16}{'msgs/s':>8}{'(min-max)':>12}{'to mbox':>9}{'p50 ms':>8}{'p99 ms':>8}"
+          f"{'samples':>8}{'peak mem MB':>12}{'CPU s':>7}{'stored/acked':>14}")
     for r in results:
         p50 = percentile(r.latencies, 50) * 1000 if r.latencies else float("nan")
         p99 = percentile(r.latencies, 99) * 1000 if r.latencies else float("nan")
         spread = f"{min(r.rates):.0f}-{max(r.rates):.0f}"
-        print(f"{r.name:<16}{r.rate:>8.0f}{spread:>12}{p50:>8.1f}{p99:>8.1f}"
+        mailbox = statistics.median(r.mailbox_rates) if r.mailbox_rates else r.rate
+        print(f"{r.name:<16}{r.rate:>8.0f}{spread:>12}{mailbox:>9.0f}{p50:>8.1f}{p99:>8.1f}"
               f"{len(r.latencies):>8}{r.peak_rss_kb / 1024:>12.1f}{r.cpu_seconds:>7.1f}"
               f"{f'{r.stored}/{r.expected}':>14}")
     print()
     print(f"load: {args.sessions} sessions, {args.messages} messages of {args.size} bytes, "
           f"one connection per message, generator {generator}")
-    print(f"msgs/s = median over {args.repeat} interleaved passes of messages / wall time")
+    print(f"msgs/s = median over {args.repeat} interleaved passes of messages / wall time; "
+          "to mbox = the same until the last one is in the mailbox (Postfix delivers after "
+          "its 250; the others store before it)")
     if generator == "smtp-source":
         print("p50/p99 = connect -> 250 after the final dot, measured by a Python client "
               "sending one message at a time during an extra smtp-source pass")
@@ -276,22 +345,43 @@ def report(results: list[Result], generator: str, args: argparse.Namespace) -> N
     if args.warmup:
         print(f"warm-up on the fresh data dir ({args.warmup} msgs, not counted): " + ", ".join(
             f"{r.name} {r.warmup_rate:.0f} msgs/s" for r in results))
-    print("peak RSS = VmHWM of the server process during the load (reset after startup: "
-          + ", ".join(f"{r.name} {'yes' if r.hwm_reset else 'NO'}" for r in results)
-          + "); VmHWM at startup: " + ", ".join(
+    print("peak mem = VmHWM of the server process during the load (reset after startup: "
+          + ", ".join(f"{r.name} {'yes' if r.hwm_reset else 'NO'}" for r in results
+                      if not r.queues)
+          + "); for Postfix the highest sum of PSS over all its processes, sampled every "
+          "0.5 s; at startup: " + ", ".join(
               f"{r.name} {r.startup_hwm_kb / 1024:.1f} MB" for r in results))
-    print("CPU s = server user+sys over the throughput and latency passes (not the warm-up)")
+    print("CPU s = server user+sys over the throughput and latency passes (not the warm-up), "
+          "for Postfix every process it ran")
     for r in results:
         if r.stored < r.expected:
             print(f"WARNING: {r.name} stored {r.stored} of {r.expected} acknowledged messages")
-    if len(results) == 2 and results[1].rate:
-        ratio = results[0].rate / results[1].rate
-        verdict = "meets" if ratio >= 1.3 else "BELOW"
-        print(f"ratio postwarden/baseline: {ratio:.2f}x ({verdict} the 1.3x target)")
+    by_name = {r.name: r for r in results}
+    pw = by_name.get("postwarden")
+    for other, target in (("postfix", 1.0), ("aiosmtpd+fsync", 1.3)):
+        if pw and other in by_name and by_name[other].rate:
+            ratio = pw.rate / by_name[other].rate
+            verdict = "meets" if ratio >= target else "BELOW"
+            print(f"ratio postwarden/{other}: {ratio:.2f}x ({verdict} the {target:.1f}x target)")
+
+
+def choose_servers(args: argparse.Namespace) -> list[str]:
+    """The servers to run: all three unless told otherwise or Postfix cannot run here."""
+    servers = ["postwarden", "aiosmtpd+fsync", "postfix"]
+    if args.only:
+        servers = [{"baseline": "aiosmtpd+fsync"}.get(args.only, args.only)]
+    if args.no_postfix and "postfix" in servers:
+        servers.remove("postfix")
+    if "postfix" in servers and (reason := why_unavailable()):
+        print(f"WARNING: no Postfix column: {reason}", file=sys.stderr)
+        servers.remove("postfix")
+    if not servers:
+        sys.exit("no server to run")
+    return servers
 
 
 def main() -> None:
-    """Parse flags, pick the load generator, run both servers, report."""
+    """Parse flags, pick the load generator, run the servers, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-s", "--sessions", type=int, default=20, help="concurrent sessions")
     parser.add_argument("-m", "--messages", type=int, default=5000, help="messages per pass")
@@ -299,21 +389,34 @@ def main() -> None:
     parser.add_argument("--python", action="store_true",
                         help="use the asyncio generator even if smtp-source is available")
     parser.add_argument("--no-install", action="store_true",
-                        help="do not apt-get install postfix when smtp-source is missing")
-    parser.add_argument("--only", choices=("postwarden", "baseline"),
+                        help="do not apt-get install postfix when it is missing")
+    parser.add_argument("--only", choices=("postwarden", "baseline", "postfix"),
                         help="run one server only")
+    parser.add_argument("--no-postfix", action="store_true", help="leave Postfix out")
     parser.add_argument("--warmup", type=int, default=2000,
                         help="uncounted messages first, on the fresh data dir (default 2000)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput passes per server, interleaved (default 3)")
     args = parser.parse_args()
-    raise_fd_limit(4096 + 4 * args.sessions)  # inherited by both servers
-    smtp_source = None if args.python else find_smtp_source(install=not args.no_install)
-    if smtp_source is None:
+    raise_fd_limit(4096 + 4 * args.sessions)  # inherited by the servers
+    # Postfix's package brings smtp-source, so one install serves both.
+    want_postfix = not args.no_postfix and args.only in (None, "postfix")
+    smtp_source = None
+    if not args.python or want_postfix:
+        smtp_source = find_smtp_source(install=not args.no_install)
+    if args.python:
+        smtp_source = None
+    elif smtp_source is None:
         print("WARNING: smtp-source not available (apt-get install postfix as root); using the "
               "Python generator, which competes with the server for CPU", file=sys.stderr)
-    results = run(smtp_source, args)
+    servers = choose_servers(args)
+    # SIGTERM unwinds like Ctrl-C, so the ExitStack in run() stops every server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
+    load_before = os.getloadavg()[0]
+    results = run(smtp_source, servers, args)
     report(results, "smtp-source" if smtp_source else "python asyncio", args)
+    print(f"machine: {os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after (the servers and the generator make about 2)")
 
 if __name__ == "__main__":
     main()
