@@ -50,7 +50,8 @@ class App:
             else None
         )
         throttle = AuthThrottle(cfg.limits.auth_failures_per_ip,
-                                cfg.limits.auth_failure_window_seconds)
+                                cfg.limits.auth_failure_window_seconds,
+                                cfg.limits.auth_failures_per_account)
         self.auth = Authenticator(self.store.directory, throttle)
         recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,

@@ -75,6 +75,7 @@ class LimitsConfig:
     max_connections: int = 1000
     max_connections_per_ip: int = 20
     auth_failures_per_ip: int = 10
+    auth_failures_per_account: int = 30
     auth_failure_window_seconds: int = 900
     max_bad_commands: int = 10
     rcpt_error_soft_limit: int = 10  # refused RCPTs per session before replies slow down

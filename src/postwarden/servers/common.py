@@ -153,26 +153,23 @@ class Authenticator:
 
     The argon2 verification runs in a worker thread so a login never stalls
     the other connections; unknown users cost the same time as wrong
-    passwords, and failures are counted per client IP.
+    passwords, and failures are counted per client IP and per account.
     """
 
     def __init__(self, directory: Directory, throttle: AuthThrottle) -> None:
         self.directory = directory
         self.throttle = throttle
 
-    def is_throttled(self, ip: str) -> bool:
-        return self.throttle.is_blocked(ip, time.monotonic())
-
     async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         """Returns the result and the canonical account name (lower-case key)."""
-        if self.is_throttled(ip):
-            return LoginResult.THROTTLED, ""
         user = username.strip().lower()
+        if self.throttle.is_blocked(ip, user, time.monotonic()):
+            return LoginResult.THROTTLED, ""
         account = self.directory.get_account(user) if "@" in user else None
         stored = account.password_hash if account else None
         ok = await asyncio.to_thread(verify_password, stored, password)
         if ok and account is not None:
-            self.throttle.record_success(ip)
+            self.throttle.record_success(ip, user, time.monotonic())
             return LoginResult.OK, account.address
-        self.throttle.record_failure(ip, time.monotonic())
+        self.throttle.record_failure(ip, user, time.monotonic())
         return LoginResult.FAILED, ""

@@ -1,0 +1,97 @@
+"""Failed-login throttling per client IP and per account, over real SMTP and POP3 sockets."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postwarden.mail import reply as R
+from serverproc import DOMAIN, PASSWORD, ServerProcess
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+CAROL = f"carol@{DOMAIN}"
+DAVE = f"dave@{DOMAIN}"
+PER_IP = 3
+PER_ACCOUNT = 4
+THROTTLED = R.AUTH_THROTTLED.code, f"{R.AUTH_THROTTLED.status} {R.AUTH_THROTTLED.text}".encode()
+FAILED = R.AUTH_FAILED.code, f"{R.AUTH_FAILED.status} {R.AUTH_FAILED.text}".encode()
+OK = R.AUTH_OK.code, f"{R.AUTH_OK.status} {R.AUTH_OK.text}".encode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root: Path = tmp_path_factory.mktemp("throttle")
+    srv = ServerProcess(root, limits={"auth_failures_per_ip": PER_IP,
+                                      "auth_failures_per_account": PER_ACCOUNT})
+    for user in (ALICE, BOB, CAROL, DAVE):
+        srv.add_user(user)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def smtp_auth(server: ServerProcess, source: str, user: str, password: str) -> tuple[int, bytes]:
+    """One AUTH PLAIN on a fresh connection (a session cannot log in twice)."""
+    with smtplib.SMTP(*server.addr("smtp"), source_address=(source, 0), timeout=30) as c:
+        c.ehlo("client.test")
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        return c.docmd("AUTH", f"PLAIN {token}")
+
+
+def pop3_login(server: ServerProcess, source: str, user: str, password: str) -> bytes:
+    """USER/PASS on a fresh connection; the server's reply line to PASS."""
+    with socket.create_connection(server.addr("pop3"), timeout=30,
+                                  source_address=(source, 0)) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(f"USER {user}\r\n".encode())
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(f"PASS {password}\r\n".encode())
+        return reader.readline()
+
+
+class TestPerAccountAndPerIP:
+    def test_a_good_login_does_not_forgive_guesses_at_another_account(
+        self, server: ServerProcess,
+    ) -> None:
+        """Wrong passwords for bob, a right one for alice, repeated: bob's guesses still add up
+        to the per-IP limit and the address gets 454 4.7.0 (issue 8, defect 2)."""
+        source = "127.0.1.1"
+        replies = []
+        for _ in range(3):  # bounded: the limit is 3 failures, so 3 rounds are past it
+            replies += [smtp_auth(server, source, BOB, "wrong") for _ in range(PER_IP - 1)]
+            replies.append(smtp_auth(server, source, ALICE, PASSWORD))
+        assert replies[:PER_IP] == [FAILED, FAILED, OK]
+        assert replies[PER_IP] == FAILED  # bob's third failure: the limit is reached
+        assert replies[PER_IP + 1:] == [THROTTLED] * (len(replies) - PER_IP - 1)
+
+    def test_pop3_logins_count_the_same_way(self, server: ServerProcess) -> None:
+        """The same attack over POP3 (at dave: each test guesses at its own account, below the
+        per-account limit) is refused with -ERR [SYS/TEMP]."""
+        source = "127.0.1.2"
+        replies = []
+        for _ in range(3):
+            replies += [pop3_login(server, source, DAVE, "wrong") for _ in range(PER_IP - 1)]
+            replies.append(pop3_login(server, source, ALICE, PASSWORD))
+        assert [r.split(b" ")[0] for r in replies[:PER_IP + 1]] == [b"-ERR", b"-ERR", b"+OK",
+                                                                    b"-ERR"]
+        assert all(r.startswith(b"-ERR [SYS/TEMP]") for r in replies[PER_IP + 1:])
+
+    def test_guesses_from_many_addresses_lock_the_account_not_its_owner(
+        self, server: ServerProcess,
+    ) -> None:
+        """Failures for carol from several IPs reach the per-account limit: carol is refused
+        from a new address, another account there is not, nor carol where she logged in."""
+        home = "127.0.2.1"
+        assert smtp_auth(server, home, CAROL, PASSWORD) == OK
+        for n in range(PER_ACCOUNT):  # two guessers, each below the per-IP limit
+            assert smtp_auth(server, f"127.0.2.{10 + n % 2}", CAROL, "wrong") == FAILED
+        assert smtp_auth(server, "127.0.2.20", CAROL, PASSWORD) == THROTTLED
+        assert smtp_auth(server, "127.0.2.20", ALICE, PASSWORD) == OK
+        assert smtp_auth(server, home, CAROL, PASSWORD) == OK
