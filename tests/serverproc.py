@@ -175,6 +175,18 @@ class ServerProcess:
         assert line is not None, f"no log line with {words} in {timeout}s"
         return line
 
+    def wait_for_log_count(self, count: int, *words: str, timeout: float = 30) -> list[str]:
+        """Wait until ``count`` log lines hold every word; returns them."""
+
+        def found() -> list[str] | None:
+            lines = [ln for ln in self.output if all(w in ln for w in words)]
+            return lines if len(lines) >= count else None
+
+        with self._output_grew:
+            lines = self._output_grew.wait_for(found, timeout)
+        assert lines is not None, f"fewer than {count} log lines with {words} in {timeout}s"
+        return lines
+
     def inbox(self, account: str) -> list[bytes]:
         """Message bytes in the account's INBOX, oldest first (read from the store)."""
         store = SqliteStore(self.root / "var")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from postwarden import log as logsetup
 from postwarden.config import Config
@@ -18,7 +17,8 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.log import kv
 from postwarden.mail import reply as R
 from postwarden.policy.throttle import AuthThrottle
-from postwarden.servers.common import Authenticator, ConnectionLimiter, Peer
+from postwarden.servers.common import Authenticator, ConnectionLimiter
+from postwarden.servers.gate import Door, Gate, Handler, bind
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
@@ -27,15 +27,15 @@ from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 log = logging.getLogger("postwarden")
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
+SERVICE = {  # listener -> the connection budget it counts against
+    "smtp": "smtp", "submission": "submission", "submissions": "submission",
+    "pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap",
+}
 _SMTP_BUSY = R.TOO_MANY_CONNECTIONS.encode()
 _POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"
 _IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections\r\n"
-BUSY = {
-    "smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "submissions": _SMTP_BUSY,
-    "pop3": _POP3_BUSY, "pop3s": _POP3_BUSY, "imap": _IMAP_BUSY, "imaps": _IMAP_BUSY,
-}
+BUSY = {"smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "pop3": _POP3_BUSY, "imap": _IMAP_BUSY}
 LOGIN_RECORD_SWEEP_SECONDS = 60
 
 
@@ -49,17 +49,22 @@ class App:
             if cfg.tls.cert.exists() and cfg.tls.key.exists()
             else None
         )
-        throttle = AuthThrottle(cfg.limits.auth_failures_per_ip,
-                                cfg.limits.auth_failure_window_seconds,
-                                cfg.limits.auth_failures_per_account)
+        limits = cfg.limits
+        throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
+                                limits.auth_failures_per_account)
         self.auth = Authenticator(self.store.directory, throttle)
         recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue)
         self.queue = QueueManager(cfg, self.store.queue, self.store.blobs, self.intake)
         self.shutdown = asyncio.Event()
-        self.limiter = ConnectionLimiter(cfg.limits.max_connections,
-                                         cfg.limits.max_connections_per_ip)
+        self.limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, {
+            "smtp": limits.max_connections_smtp,
+            "submission": limits.max_connections_submission,
+            "pop3": limits.max_connections_pop3,
+            "imap": limits.max_connections_imap,
+        })
+        self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from)
         smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls)
         mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
                                   self.auth, self.tls)
@@ -70,9 +75,11 @@ class App:
         self.pop3_servers = {
             kind: POP3Server(mailbox, implicit_tls=kind == "pop3s") for kind in ("pop3", "pop3s")
         }
-        self.servers: list[asyncio.Server] = []
-        self.sessions: set[asyncio.Task[None]] = set()
         self.bound: list[tuple[str, str, int]] = []
+
+    @property
+    def sessions(self) -> set[asyncio.Task[None]]:
+        return self.gate.sessions
 
     def _wake_queue(self) -> None:
         self.queue.wake()
@@ -84,29 +91,10 @@ class App:
             return self.pop3_servers[kind].handle
         return None
 
-    def _limited(self, kind: str, handler: Handler) -> Handler:
-        busy = BUSY[kind]
-
-        async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            ip = str(Peer.of(writer).client_ip)
-            if self.shutdown.is_set() or not self.limiter.try_acquire(ip):
-                with contextlib.suppress(ConnectionError, OSError):
-                    writer.write(busy)
-                    writer.close()
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            self.sessions.add(task)
-            try:
-                await handler(reader, writer)
-            except Exception:
-                log.exception(kv("session-crash", listener=kind, ip=ip))
-            finally:
-                self.limiter.release(ip)
-                self.sessions.discard(task)
-                writer.close()
-
-        return limited
+    def _door(self, kind: str) -> Door:
+        service = SERVICE[kind]
+        return Door(kind, service, BUSY[service], self.tls if kind in IMPLICIT_TLS else None,
+                    self.cfg.limits.handshake_timeout_seconds)
 
     async def start(self) -> None:
         self.store.blobs.remove_orphan_blobs(older_than=time.time())
@@ -117,18 +105,13 @@ class App:
                     log.warning(kv("listener-skipped", listener=kind,
                                    reason="not implemented in this version"))
                 continue
-            needs_tls = kind in IMPLICIT_TLS
-            if needs_tls and self.tls is None:
+            if kind in IMPLICIT_TLS and self.tls is None:
                 log.warning(kv("listener-skipped", listener=kind, reason="no TLS certificate"))
                 continue
+            door = self._door(kind)
             for hp in addresses:
-                server = await asyncio.start_server(
-                    self._limited(kind, handler), hp.host, hp.port,
-                    ssl=self.tls if needs_tls else None, reuse_address=True,
-                    limit=1024 * 1024,
-                )
-                self.servers.append(server)
-                for sock in server.sockets:
+                for sock in bind(hp):
+                    self.gate.listen(sock, door, handler)
                     host, port = sock.getsockname()[:2]
                     self.bound.append((kind, host, port))
         await self.queue.start()
@@ -143,8 +126,7 @@ class App:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""
         grace = self.cfg.limits.shutdown_grace_seconds
         self.shutdown.set()
-        for server in self.servers:
-            server.close()
+        self.gate.close()
         for smtp in self.smtp_servers.values():
             smtp.close_idle()
         if self.sessions:

@@ -74,6 +74,11 @@ class LimitsConfig:
     max_recipients: int = 100
     max_connections: int = 1000
     max_connections_per_ip: int = 20
+    max_connections_smtp: int = 400
+    max_connections_submission: int = 200
+    max_connections_pop3: int = 200
+    max_connections_imap: int = 200
+    handshake_timeout_seconds: int = 10
     auth_failures_per_ip: int = 10
     auth_failures_per_account: int = 30
     auth_failure_window_seconds: int = 900
@@ -124,6 +129,7 @@ class Config:
     data_dir: Path
     listen: dict[str, tuple[HostPort, ...]]
     tls: TLSConfig
+    proxy_from: tuple[Network, ...] = ()  # [listen] proxy_from: who may send a PROXY header
     auth: AuthConfig = field(default_factory=AuthConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -237,10 +243,11 @@ def _duration_key(table: _Table, name: str, default: int) -> int:
 # --- sections ---------------------------------------------------------------
 
 
-def _listen(t: _Table) -> dict[str, tuple[HostPort, ...]]:
+def _listen(t: _Table) -> tuple[dict[str, tuple[HostPort, ...]], tuple[Network, ...]]:
     listen = {k: tuple(t.get_list(k, parse_host_port, [])) for k in LISTENER_KINDS}
+    proxy_from = tuple(t.get_list("proxy_from", _network, []))
     t.finish()
-    return listen
+    return listen, proxy_from
 
 
 def _auth(t: _Table) -> AuthConfig:
@@ -350,11 +357,13 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     dns_t = _Table(sections["dns"], "dns")
     dns = DNSConfig(tuple(dns_t.get_list("nameservers", _nameserver, [])))
     dns_t.finish()
+    listen, proxy_from = _listen(_Table(sections["listen"], "listen"))
     return Config(
         path=path,
         hostname=hostname,
         data_dir=data_dir,
-        listen=_listen(_Table(sections["listen"], "listen")),
+        listen=listen,
+        proxy_from=proxy_from,
         tls=tls,
         auth=_auth(_Table(sections["auth"], "auth")),
         relay=_relay(_Table(sections["relay"], "relay")),
@@ -382,6 +391,7 @@ data_dir = "var"
 
 [listen]            # each a list of "host:port"; an empty list turns the listener off
 {listen}
+proxy_from  = []    # CIDRs of load balancers that send a PROXY protocol v1/v2 header first
 
 [tls]
 cert = "var/tls/cert.pem"
@@ -403,7 +413,13 @@ max_message_size = 26214400
 max_recipients = 100
 max_connections = 1000
 max_connections_per_ip = 20
+max_connections_smtp = 400          # a budget per service: a flood on one port
+max_connections_submission = 200    # never takes the others' slots
+max_connections_pop3 = 200
+max_connections_imap = 200
+handshake_timeout_seconds = 10      # PROXY header and implicit-TLS handshake
 auth_failures_per_ip = 10
+auth_failures_per_account = 30
 
 [delivery]
 smarthost = ""

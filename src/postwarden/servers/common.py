@@ -7,9 +7,10 @@ import enum
 import functools
 import ipaddress
 import math
+import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -102,24 +103,39 @@ class Peer:
         return self.client_ip.is_loopback
 
 
-class ConnectionLimiter:
-    """``max_connections`` in total and ``max_connections_per_ip``."""
+def peer_of_socket(sock: socket.socket) -> Peer:
+    """The peer of an accepted socket (OSError if the client has already gone)."""
+    remote, local = sock.getpeername(), sock.getsockname()
+    return Peer(_parse_ip(remote[0]), int(remote[1]), _parse_ip(local[0]), int(local[1]))
 
-    def __init__(self, total: int, per_ip: int) -> None:
+
+class ConnectionLimiter:
+    """``max_connections`` in total, a budget per service, and ``max_connections_per_ip``.
+
+    The per-service budgets keep a flood on one port (the MX, say) from
+    taking the slots that submission and POP3 users need.
+    """
+
+    def __init__(self, total: int, per_ip: int, per_service: Mapping[str, int]) -> None:
         self.total = total
         self.per_ip = per_ip
+        self.per_service = dict(per_service)
         self._by_ip: Counter[str] = Counter()
+        self._by_service: Counter[str] = Counter()
         self._count = 0
 
-    def try_acquire(self, ip: str) -> bool:
-        if self._count >= self.total or self._by_ip[ip] >= self.per_ip:
+    def try_acquire(self, service: str, ip: str) -> bool:
+        if (self._count >= self.total or self._by_ip[ip] >= self.per_ip
+                or self._by_service[service] >= self.per_service.get(service, self.total)):
             return False
         self._count += 1
         self._by_ip[ip] += 1
+        self._by_service[service] += 1
         return True
 
-    def release(self, ip: str) -> None:
+    def release(self, service: str, ip: str) -> None:
         self._count -= 1
+        self._by_service[service] -= 1
         self._by_ip[ip] -= 1
         if self._by_ip[ip] <= 0:
             del self._by_ip[ip]

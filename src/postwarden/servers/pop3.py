@@ -96,11 +96,12 @@ class POP3Server:
         self.services = services
         self.implicit_tls = implicit_tls
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: Peer | None = None) -> None:
         """Serve one connection from start to end; never raises; closes the writer."""
         session: _Session | None = None
         try:
-            session = _Session(self, reader, writer)
+            session = _Session(self, reader, writer, peer or Peer.of(writer))
             await session.run()
         except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
             log.debug("pop3 connection lost ip=%s error=%s",
@@ -149,12 +150,13 @@ class _Session:
 
     def __init__(
         self, server: POP3Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        peer: Peer,
     ) -> None:
         self.server = server
         self.services = server.services
         self.reader = reader
         self.writer = writer
-        self.peer = Peer.of(writer)
+        self.peer = peer
         self.ip = str(self.peer.client_ip)
         self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         self.timeout = float(self.services.cfg.limits.command_timeout_seconds)

@@ -74,13 +74,14 @@ class SMTPConnection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         shutdown: asyncio.Event,
+        peer: Peer,
     ) -> None:
         self.s = services
         self.kind = kind
         self.reader = reader
         self.writer = writer
         self.shutdown = shutdown
-        self.peer = Peer.of(writer)
+        self.peer = peer
         self.deadline = PeerDeadline()  # made in, and cancelling, the session's task
         limits = services.cfg.limits
         self.clock = InputClock(limits.command_timeout_seconds, limits.data_timeout_seconds,
@@ -358,8 +359,9 @@ class SMTPServer:
         self.shutdown = shutdown
         self.connections: set[SMTPConnection] = set()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = SMTPConnection(self.services, self.kind, reader, writer, self.shutdown)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     peer: Peer) -> None:
+        conn = SMTPConnection(self.services, self.kind, reader, writer, self.shutdown, peer)
         self.connections.add(conn)
         try:
             await conn.run()
