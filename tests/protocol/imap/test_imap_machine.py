@@ -144,6 +144,15 @@ class TestLiterals:
         assert out == CONTINUE + b"a BAD [TOOBIG] Literal too big\r\n"
         assert served(session)
 
+    def test_long_command_line_counts_toward_the_command_limit(self) -> None:
+        """Lines after literals count too: past max_command_size the command is refused."""
+        session = logged_in(max_command_size=100, max_literal_size=20)
+        out, _ = say(session, b"a LIST {2}\r\n")
+        assert out == CONTINUE
+        out, _ = say(session, b'ab "' + b"x" * 120 + b'"\r\n')
+        assert out == b"a BAD [TOOBIG] Command too long\r\n"
+        assert served(session)
+
     def test_literal8_outside_append_is_bad(self) -> None:
         """~{n} is for APPEND's message only."""
         out, _ = say(logged_in(), b"a SELECT ~{3}\r\n")
@@ -405,6 +414,20 @@ class TestAppend:
         assert out == CONTINUE
         assert isinstance(event, c.Append) and event.mailbox == "Sent" and event.size == 3
 
+    def test_malformed_head_with_a_big_message_is_bad_not_read(self) -> None:
+        """APPEND whose head does not parse: BAD with the reason, the message never read."""
+        session = logged_in()
+        out, _ = say(session, b"a APPEND INBOX (\\Recent) {100000}\r\n")
+        assert out == b"a BAD \\Recent cannot be set by a client\r\n"
+        assert served(session)
+
+    def test_literal_minus_limits_append_too(self) -> None:
+        """Under LITERAL-, an APPEND message as {4097+} is refused and discarded."""
+        session = logged_in(literal_plus=False)
+        out, _ = say(session, b"a APPEND INBOX {4097+}\r\n" + b"m" * 4097 + b"\r\n")
+        assert out.startswith(b"a BAD [TOOBIG] Non-synchronizing literals are limited")
+        assert served(session)
+
     def test_literal8_message_may_hold_nul(self) -> None:
         """~{n} (RFC 3516): NUL octets are fine."""
         session = logged_in()
@@ -432,6 +455,15 @@ class TestAppend:
         assert AppendAborted("a") in drain(session)
         assert session.data_to_send() == b"a BAD Only one message per APPEND\r\n"
         assert served(session)
+
+    def test_bare_linefeed_after_the_message_aborts(self) -> None:
+        """The APPEND line must end in CRLF after the message."""
+        session = logged_in()
+        say(session, b"a APPEND INBOX {1+}\r\n")
+        session.send(r.Proceed())
+        session.receive_data(b"x\n")
+        assert AppendAborted("a") in drain(session)
+        assert session.data_to_send() == b"a BAD Malformed line after the APPEND message\r\n"
 
     def test_eof_inside_the_message_aborts(self) -> None:
         """The client leaving mid-message: AppendAborted, then Closed."""
@@ -522,6 +554,13 @@ class TestAuthenticate:
         assert say(session, line)[0] == reply
         assert served(session)
 
+    def test_bare_linefeed_in_a_response_ends_the_exchange(self) -> None:
+        """A SASL response line with a bare LF: BAD, and commands are read again."""
+        session = new()
+        say(session, b"a AUTHENTICATE PLAIN\r\n")
+        out, _ = say(session, b"abc\nx\r\n")
+        assert out.startswith(b"a BAD Malformed SASL response line\r\n")
+
     def test_empty_initial_response(self) -> None:
         """'=' is an empty initial response: PLAIN finds it malformed."""
         assert say(new(), b"a AUTHENTICATE PLAIN =\r\n")[0] == b"a BAD Malformed SASL response\r\n"
@@ -585,6 +624,11 @@ class TestEnableAndExtensions:
         out, _ = say(session, b"a SELECT INBOX (QRESYNC (1 2))\r\n")
         assert out == b"a BAD ENABLE QRESYNC first\r\n"
 
+    def test_vanished_needs_qresync_enabled(self) -> None:
+        """UID FETCH (CHANGEDSINCE n VANISHED) before ENABLE QRESYNC is BAD."""
+        out, _ = say(selected(), b"a UID FETCH 1:* FLAGS (CHANGEDSINCE 1 VANISHED)\r\n")
+        assert out == b"a BAD ENABLE QRESYNC first\r\n"
+
     def test_using_condstore_enables_it(self) -> None:
         """FETCH ... MODSEQ turns CONDSTORE on (RFC 7162 §3.1) and says so."""
         session = selected()
@@ -615,3 +659,60 @@ class TestEnableAndExtensions:
         assert out == b"b NO [COMPRESSIONACTIVE] Compression is already active\r\n"
         out, _ = say(session, b"c CAPABILITY\r\n")
         assert b"COMPRESS=DEFLATE" not in out
+
+    def test_compress_with_another_mechanism(self) -> None:
+        """Only DEFLATE: anything else is NO [CANNOT]."""
+        out, _ = say(logged_in(), b"a COMPRESS BZIP2\r\n")
+        assert out == b"a NO [CANNOT] Unsupported compression mechanism BZIP2\r\n"
+
+
+class TestSelectedCommands:
+    def test_commands_reach_the_server_as_values(self) -> None:
+        """Message commands become events; the server's data and Done go out in order."""
+        session = selected()
+        _, event = say(session, b"a UID MOVE 4:6 Trash\r\n")
+        assert isinstance(event, c.Copy) and event.move and event.uid
+        session.send(r.Condition(r.Status.OK, "Moved", r.CopyUid(9, (4, 5, 6), (10, 11, 12))))
+        session.send(r.Vanished((4, 5, 6)))
+        out, _ = answer(session, r.Done(r.Status.OK, "MOVE completed"))
+        assert out == (b"* OK [COPYUID 9 4:6 10:12] Moved\r\n* VANISHED 4:6\r\n"
+                       b"a OK MOVE completed\r\n")
+
+    def test_esearch_carries_the_command_tag(self) -> None:
+        """ESEARCH responses name the tag of the SEARCH they answer (RFC 4731)."""
+        session = selected()
+        _, event = say(session, b"t7 UID SEARCH RETURN (COUNT MIN) UNSEEN\r\n")
+        assert isinstance(event, c.Search) and event.returns == (
+            c.SearchReturn.COUNT, c.SearchReturn.MIN)
+        session.send(r.ESearchData(True, min=3, count=2))
+        out, _ = answer(session)
+        assert out == b'* ESEARCH (TAG "t7") UID MIN 3 COUNT 2\r\nt7 OK completed\r\n'
+
+    def test_rev2_search_always_asks_for_esearch(self) -> None:
+        """After ENABLE IMAP4rev2 a plain SEARCH comes with returns=() (ESEARCH ALL)."""
+        session = logged_in()
+        say(session, b"a ENABLE IMAP4rev2\r\n")
+        say(session, b"s SELECT INBOX\r\n")
+        answer(session)
+        _, event = say(session, b"b SEARCH ALL\r\n")
+        assert isinstance(event, c.Search) and event.returns == ()
+
+    def test_qresync_select_and_vanished_fetch_after_enable(self) -> None:
+        """With QRESYNC enabled, its SELECT parameter and FETCH modifier pass through."""
+        session = logged_in()
+        say(session, b"e ENABLE QRESYNC\r\n")
+        _, event = say(session, b"a SELECT INBOX (QRESYNC (3 100 1:20))\r\n")
+        assert isinstance(event, c.Select) and event.qresync is not None
+        answer(session)
+        _, event = say(session, b"b UID FETCH 1:* FLAGS (CHANGEDSINCE 100 VANISHED)\r\n")
+        assert isinstance(event, c.Fetch) and event.vanished and event.changed_since == 100
+
+    def test_store_unchangedsince_reports_modified(self) -> None:
+        """STORE (UNCHANGEDSINCE) passes through; [MODIFIED] goes out in the tagged OK."""
+        session = selected()
+        _, first = say(session, b"a STORE 1:3 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen)\r\n")
+        assert first == Enabled(("CONDSTORE",))
+        event = session.next_event()
+        assert isinstance(event, c.Store) and event.unchanged_since == 5
+        out, _ = answer(session, r.Done(r.Status.OK, "Conditional STORE failed", r.Modified((2,))))
+        assert out == b"a OK [MODIFIED 2] Conditional STORE failed\r\n"

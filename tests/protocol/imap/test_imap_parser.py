@@ -43,6 +43,7 @@ VALID = [
           SequenceSet((SeqRange(4, 4), SeqRange(8, 8))))))),
     (b"a SELECT &AMQ-rger", c.Select("a", "\u00c4rger")),
     (b"a CREATE Sent (USE (\\Sent))", c.Create("a", "Sent", ("\\Sent",))),
+    (b"a CREATE a/b", c.Create("a", "a/b")),
     (b"a DELETE a/b", c.Delete("a", "a/b")),
     (b'a RENAME "old box" new', c.Rename("a", "old box", "new")),
     (b"a SUBSCRIBE x", c.Subscribe("a", "x")),
@@ -80,6 +81,8 @@ VALID = [
     (b"a COPY 1 Trash", c.Copy("a", ONE, "Trash")),
     (b"a uid move $ Trash", c.Copy("a", SAVED_RESULT, "Trash", uid=True, move=True)),
     (b"a STORE 1 FLAGS \\Seen", c.Store("a", ONE, c.StoreMode.REPLACE, ("\\Seen",))),
+    (b"a STORE 1 FLAGS \\Seen $Work",
+     c.Store("a", ONE, c.StoreMode.REPLACE, ("\\Seen", "$Work"))),
     (b"a STORE 1:* +FLAGS.SILENT (\\deleted foo)",
      c.Store("a", ALL_MESSAGES, c.StoreMode.ADD, ("\\Deleted", "foo"), silent=True)),
     (b"a UID STORE 1 (UNCHANGEDSINCE 12) -FLAGS ()",
@@ -152,6 +155,10 @@ MALFORMED = [
     (b"a LOGIN {3}\r\njo", "Literal shorter than announced"),
     (b"a LOGIN {3}\r\nj\x00e x", "NUL in a literal"),
     (b"a LOGIN \xff x", "Expected a user name"),
+    (b'a LOGIN "a\x00b" x', "NUL, CR or LF in a quoted string"),
+    (b"a ID (x y)", "Expected a string"),
+    (b'a LIST "" )', "Expected a mailbox pattern"),
+    (b"a FETCH 1 ()", "Expected a keyword"),
     (b'a LOGIN "\xff" x', "not valid UTF-8"),
     (b"a SELECT \xc3\xa4", "Expected a mailbox name"),
     (b'a SELECT "\xc3\xa4"', "modified UTF-7"),
@@ -172,6 +179,14 @@ MALFORMED = [
     (b"a FETCH 1 FLAGS (CHANGEDSINCE 1 VANISHED)", "VANISHED needs UID FETCH"),
     (b"a STORE 1 FLAGS (\\Recent)", "\\Recent cannot be set"),
     (b"a STORE 1 LABELS (x)", "Expected FLAGS"),
+    (b"a STORE 1 (FOO 3) FLAGS (x)", "Unknown or malformed STORE modifier FOO"),
+    (b"a FETCH 1 BODY[HEADER.FIELDS (Subject: x)]", "Invalid header field name"),
+    (b"a SORT (COLOR) UTF-8 ALL", "Unknown sort key COLOR"),
+    (b'a SEARCH MODSEQ "/flags/x" some 3', "Expected priv, shared or all"),
+    (b'a LIST "" * FOO (CHILDREN)', "Expected RETURN"),
+    (b"a SELECT x (QRESYNC (1 0))", "non-zero mod-sequence"),
+    (b"a SELECT x (QRESYNC (1 2 $))", "$ is not allowed in QRESYNC"),
+    (b'a APPEND x "1-Jan-2026 12:00:00 +0000" {3}', "Expected a date-time"),
     (b"a SEARCH", "Expected search criteria"),
     (b"a SEARCH FOO", "Unknown search key FOO"),
     (b"a SEARCH SINCE 31-Feb-2026", "No such date"),
@@ -255,7 +270,31 @@ class TestModifiedUtf7:
             utf7.decode(spelling)
 
 
+class TestHelpers:
+    def test_which_attributes_set_seen(self) -> None:
+        """BODY[] and RFC822(.TEXT) set \\Seen; PEEK, headers and metadata do not."""
+        assert f.sets_seen(f.BodySection(f.Section()))
+        assert f.sets_seen(f.Simple.RFC822_TEXT)
+        assert f.sets_seen(f.BinarySection((1,)))
+        assert not f.sets_seen(f.BodySection(f.Section(), peek=True))
+        assert not f.sets_seen(f.Simple.RFC822_HEADER)
+        assert not f.sets_seen(f.BinarySize((1,)))
+
+    def test_modseq_is_found_anywhere_in_the_key(self) -> None:
+        """A MODSEQ under NOT, OR or a list still counts (the response carries MODSEQ)."""
+        modseq = s.ModSeq(3)
+        assert s.uses_modseq(s.Not(modseq))
+        assert s.uses_modseq(s.Or(s.All(), modseq))
+        assert s.uses_modseq(s.And((s.All(), s.Not(s.Or(s.All(), modseq)))))
+        assert not s.uses_modseq(s.And((s.All(), s.Body("x"))))
+
+
 class TestSequenceSets:
+    def test_numbers(self) -> None:
+        """Every number of the set, in order."""
+        seqs = SequenceSet((SeqRange(4, 2), SeqRange(None, None)))
+        assert list(seqs.numbers(6)) == [2, 3, 4, 6]
+
     def test_resolve_merges_and_replaces_star(self) -> None:
         """'*' is the largest number; ranges are ordered either way and merged."""
         seqs = SequenceSet((SeqRange(5, 3), SeqRange(None, 9), SeqRange(1, 1), SeqRange(2, 2)))

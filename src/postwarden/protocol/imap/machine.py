@@ -18,6 +18,7 @@ results cause (login, SELECT, CLOSE) are in ``_after``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
 from typing import Final
@@ -174,9 +175,14 @@ class IMAPSession:
     # --- the four sans-IO calls --------------------------------------------------------
 
     @property
+    def imap4rev2(self) -> bool:
+        """The client enabled IMAP4rev2: no RECENT, ESEARCH for every SEARCH, UTF-8 names."""
+        return "IMAP4rev2" in self.enabled
+
+    @property
     def utf8(self) -> bool:
         """Mailbox names are UTF-8 on the wire (IMAP4rev2), not modified UTF-7."""
-        return "IMAP4rev2" in self.enabled
+        return self.imap4rev2
 
     @property
     def buffered(self) -> int:
@@ -574,6 +580,8 @@ class IMAPSession:
                 self._bad(tag, "ENABLE QRESYNC first")
             case c.Fetch(tag, vanished=True) if "QRESYNC" not in self.enabled:
                 self._bad(tag, "ENABLE QRESYNC first")
+            case c.Search(returns=None) if self.imap4rev2:
+                self._emit(dataclasses.replace(command, returns=()))  # RFC 9051 §6.4.4: ESEARCH
             case _:
                 if _enables_condstore(command) and "CONDSTORE" not in self.enabled:
                     self.enabled.add("CONDSTORE")

@@ -17,7 +17,6 @@ from postwarden.protocol.imap import fetch as f
 from postwarden.protocol.imap import search as s
 from postwarden.protocol.imap import utf7
 from postwarden.protocol.imap.reader import (
-    ATOM_CHARS,
     LITERAL_SPEC,
     MAX_NUMBER64,
     ParseError,
@@ -817,7 +816,3 @@ class _Parser:
         charset = self.charset()
         return c.Sort(tag, tuple(criteria), charset, self.search_keys(), uid)
 
-
-def is_atom(text: str) -> bool:
-    """Could ``text`` be sent bare, as an atom?"""
-    return bool(text) and all(ord(ch) in ATOM_CHARS for ch in text)
