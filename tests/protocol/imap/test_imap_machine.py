@@ -365,6 +365,24 @@ class TestAppend:
         out, _ = answer(session, r.Done(r.Status.OK, "APPEND completed", r.AppendUid(3, 41)))
         assert out == b"a OK [APPENDUID 3 41] APPEND completed\r\n"
 
+    def test_append_split_at_every_byte(self) -> None:
+        """APPEND with a flag list, a date and the message, cut anywhere, arrives whole."""
+        wire = b'a APPEND INBOX (\\Seen) " 1-Dec-2026 08:00:00 +0100" {8}\r\nhi\r\nyo\r\n\r\n'
+        for cut in range(1, len(wire)):
+            session = logged_in()
+            seen: list[object] = []
+            out = bytearray()
+            for piece in (wire[:cut], wire[cut:]):
+                session.receive_data(piece)
+                while (event := session.next_event()) not in (NEED_DATA, PAUSED):
+                    seen.append(event)
+                    if isinstance(event, c.Append):
+                        session.send(r.Proceed())
+                out += session.data_to_send()
+            data = b"".join(e.data for e in seen if isinstance(e, AppendData))
+            assert (data, seen[-1], bytes(out)) == (
+                b"hi\r\nyo\r\n", AppendEnd("a"), b"+ Ready for the message\r\n"), cut
+
     def test_refused_synchronising_append_reads_nothing(self) -> None:
         """A NO to the head (e.g. TRYCREATE): no '+', and the next line is a command."""
         session = logged_in()

@@ -11,6 +11,8 @@ client enabled UTF-8 (IMAP4rev2).
 from __future__ import annotations
 
 import datetime
+import functools
+from typing import assert_never
 
 from postwarden.protocol.imap import responses as r
 from postwarden.protocol.imap import utf7
@@ -25,8 +27,9 @@ _QUOTED_SPECIALS = frozenset(b'"\\')
 
 def string(data: bytes, *, utf8: bool = False) -> bytes:
     """A quoted string if safe, else a literal."""
-    quotable = len(data) <= MAX_QUOTED and not any(
-        octet in (0x00, 0x0A, 0x0D) or (octet > 0x7F and not utf8) for octet in data
+    quotable = (
+        len(data) <= MAX_QUOTED and b"\r" not in data and b"\n" not in data
+        and b"\0" not in data and (utf8 or data.isascii())
     )
     if quotable:
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -52,7 +55,9 @@ def mailbox(name: str, *, utf8: bool) -> bytes:
     return astring(name if utf8 else utf7.encode(name), utf8=utf8)
 
 
+@functools.lru_cache(maxsize=1024)
 def flag_list(flags: tuple[str, ...]) -> bytes:
+    """``(\\Seen $Junk)``; cached, as a mailbox has few distinct flag sets."""
     return b"(" + " ".join(flags).encode("ascii", "replace") + b")"
 
 
@@ -122,19 +127,20 @@ def status(tag: str, state: r.Status, text: str, value: r.ResponseCode | str | N
 
 
 def _fetch_item(item: r.FetchItem, utf8: bool) -> bytes:
+    # FETCH 1:* on a large mailbox: isinstance is cheaper than a class pattern with captures.
+    if isinstance(item, r.UidItem):
+        return b"UID %d" % item.uid
+    if isinstance(item, r.FlagsItem):
+        return b"FLAGS " + flag_list(item.flags)
+    if isinstance(item, r.SectionItem):
+        return item.name.encode("ascii") + b" " + nstring(item.data, utf8=utf8)
     match item:
-        case r.FlagsItem(flags):
-            return b"FLAGS " + flag_list(flags)
-        case r.UidItem(uid):
-            return b"UID %d" % uid
         case r.ModSeqItem(modseq):
             return b"MODSEQ (%d)" % modseq
         case r.InternalDateItem(when):
             return b"INTERNALDATE " + date_time(when)
         case r.SizeItem(octets):
             return b"RFC822.SIZE %d" % octets
-        case r.SectionItem(name, data):
-            return name.encode("ascii") + b" " + nstring(data, utf8=utf8)
         case r.BinaryItem(name, data):
             if data is not None and b"\0" in data:
                 return name.encode("ascii") + b" " + literal8(data)
@@ -143,6 +149,8 @@ def _fetch_item(item: r.FetchItem, utf8: bool) -> bytes:
             return name.encode("ascii") + b" %d" % size
         case r.RenderedItem(name, value):
             return name.encode("ascii") + b" " + value
+        case _:
+            assert_never(item)
 
 
 def _thread(tree: r.ThreadTree) -> bytes:
@@ -166,8 +174,16 @@ def _numbers(numbers: tuple[int, ...]) -> bytes:
     return b"".join(b" %d" % n for n in numbers)
 
 
+def fetch(response: r.FetchData, *, utf8: bool = False) -> bytes:
+    """``* n FETCH (...)``: the hot path of FETCH 1:*, so kept apart and lean."""
+    items = b" ".join([_fetch_item(item, utf8) for item in response.items])
+    return b"* %d FETCH (%b)\r\n" % (response.number, items)
+
+
 def untagged(response: r.Untagged, *, tag: str = "", utf8: bool = False) -> bytes:
     """One untagged response, CRLF included; ``tag`` is the command's, for ESEARCH."""
+    if type(response) is r.FetchData:
+        return fetch(response, utf8=utf8)
     match response:
         case r.Condition(state, text, value):
             return status("*", state, text, value)
@@ -181,8 +197,6 @@ def untagged(response: r.Untagged, *, tag: str = "", utf8: bool = False) -> byte
             body = b"VANISHED " + (b"(EARLIER) " if earlier else b"") + uid_set(uids)
         case r.Flags(flags):
             body = b"FLAGS " + flag_list(flags)
-        case r.FetchData(number, items):
-            body = b"%d FETCH (" % number + b" ".join(_fetch_item(i, utf8) for i in items) + b")"
         case r.SearchData(numbers, modseq) | r.SortData(numbers, modseq):
             word = b"SEARCH" if isinstance(response, r.SearchData) else b"SORT"
             body = word + _numbers(numbers)

@@ -51,6 +51,7 @@ from postwarden.protocol.imap.parser import (
 from postwarden.protocol.imap.responses import (
     Condition,
     Done,
+    FetchData,
     Proceed,
     Response,
     Status,
@@ -225,6 +226,10 @@ class IMAPSession:
 
     def send(self, response: Response) -> None:
         """A response from the server: data, an untagged status, or the answer awaited."""
+        if isinstance(response, FetchData):  # most of what a session sends: the short way
+            if self._mode is not _Mode.CLOSED:
+                self._out += encoder.fetch(response, utf8=self.utf8)
+            return
         pending = self._pending
         match response:
             case TLSStarted() if isinstance(pending, c.StartTLS):
