@@ -92,7 +92,7 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     holder: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay), cfg.hostname,
+        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: holder and holder[0].wake(),
     )
     body = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * max(1, size // 78)
@@ -107,7 +107,7 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     queued_in = time.perf_counter() - started
     print(f"queued {n} messages of ~{len(body)} bytes in {queued_in:.2f}s")
 
-    manager = QueueManager(cfg, store.queue, store.blobs, intake)
+    manager = QueueManager(cfg, aio, aio, intake)
     holder.append(manager)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await manager.start()

@@ -7,6 +7,7 @@ reads the ports from it.
 
 from __future__ import annotations
 
+import copy
 import os
 import resource
 import signal
@@ -87,6 +88,16 @@ class ServerProcess:
         self.ports: dict[str, list[tuple[str, int]]] = {}
         self.output: list[str] = []
         self._output_grew = threading.Condition()
+
+    def sharing(self, hostname: str) -> ServerProcess:
+        """A second server on the same data directory, greeting as ``hostname``."""
+        twin = copy.copy(self)
+        twin.config_path = self.root / f"{hostname}.toml"
+        twin.config_path.write_text(self.config_path.read_text(encoding="utf-8").replace(
+            f'hostname = "{HOSTNAME}"', f'hostname = "{hostname}"', 1), encoding="utf-8")
+        twin.proc, twin.ports, twin.output = None, {}, []
+        twin._output_grew = threading.Condition()
+        return twin
 
     def add_user(self, address: str, password: str = PASSWORD) -> str:
         self.store.directory.add_account(address, hash_password(password))

@@ -109,6 +109,8 @@ smtp = ["[::1]:2525", "0.0.0.0:25"]
 [delivery]
 smarthost = "relay.example.net:587"
 retry_intervals = ["30s", "1m"]
+lease_seconds = "2m"
+active_window = 50
 [dns]
 nameservers = ["127.0.0.1:5353", "192.0.2.53"]
 [[routes]]
@@ -122,6 +124,7 @@ to = "[2001:db8::25]:25"
         assert cfg.listen["smtp"] == (HostPort("::1", 2525), HostPort("0.0.0.0", 25))
         assert cfg.delivery.smarthost == HostPort("relay.example.net", 587)
         assert cfg.delivery.retry_intervals == (30, 60)
+        assert (cfg.delivery.lease_seconds, cfg.delivery.active_window) == (120, 50)
         assert cfg.dns.nameservers == (HostPort("127.0.0.1", 5353), HostPort("192.0.2.53", 53))
         assert cfg.routes == (
             Route("partner.example", HostPort("127.0.0.1", 2526)),
@@ -161,6 +164,9 @@ class TestConfigErrorsNameTheKey:
             ("delivery", 'retry_intervals = ["5m", "soon"]', "delivery.retry_intervals[1]"),
             ("delivery", "retry_intervals = []", "delivery.retry_intervals"),
             ("delivery", "mx_port = 70000", "delivery.mx_port"),
+            ("delivery", 'lease_seconds = "0s"', "delivery.lease_seconds"),
+            ("delivery", "lease_seconds = 60", "delivery.lease_seconds"),
+            ("delivery", "active_window = 0", "delivery.active_window"),
             ("auth", 'plaintext_without_tls = "sometimes"', "auth.plaintext_without_tls"),
             ("tls", "cert = 5", "tls.cert"),
             ("dns", 'nameservers = ["not-an-ip"]', "dns.nameservers[0]"),

@@ -56,7 +56,7 @@ class App:
         recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue)
-        self.queue = QueueManager(cfg, self.store.queue, self.store.blobs, self.intake)
+        self.queue = QueueManager(cfg, self.aio, self.aio, self.intake)
         self.shutdown = asyncio.Event()
         self.limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, {
             "smtp": limits.max_connections_smtp,

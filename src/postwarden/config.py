@@ -104,6 +104,11 @@ class DeliveryConfig:
     connect_timeout: int = 30
     command_timeout: int = 300
     max_received_headers: int = 50
+    # Messages in delivery at once: bounds memory and the cost of a refill.
+    active_window: int = 1000
+    # How long a claim on queued messages lasts unless extended: the time
+    # another process waits before taking over the work of one that died.
+    lease_seconds: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +304,11 @@ def _delivery(t: _Table) -> DeliveryConfig:
         connect_timeout=_positive(t, "connect_timeout", d.connect_timeout),
         command_timeout=_positive(t, "command_timeout", d.command_timeout),
         max_received_headers=_positive(t, "max_received_headers", d.max_received_headers),
+        active_window=_positive(t, "active_window", d.active_window),
+        lease_seconds=_duration_key(t, "lease_seconds", d.lease_seconds),
     )
+    if delivery.lease_seconds < 1:
+        raise ConfigError(f"{t.key('lease_seconds')}: must be at least one second")
     if delivery.mx_port > 65535:
         raise ConfigError(f"{t.key('mx_port')}: must be a port number")
     t.finish()

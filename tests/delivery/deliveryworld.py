@@ -60,7 +60,7 @@ class World:
             cfg.hostname, intake_max_received or cfg.delivery.max_received_headers,
             on_queued=self._wake,
         )
-        self.manager = QueueManager(cfg, self.store.queue, self.store.blobs, self.intake)
+        self.manager = QueueManager(cfg, self.aio, self.aio, self.intake)
 
     def _wake(self) -> None:
         if self.manager is not None:

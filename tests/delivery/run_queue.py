@@ -28,7 +28,7 @@ async def main(path: str) -> None:
         store.blobs, aio, RecipientPolicy(store.directory, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: wake[0].wake(),
     )
-    manager = QueueManager(cfg, store.queue, store.blobs, intake)
+    manager = QueueManager(cfg, aio, aio, intake)
     wake.append(manager)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

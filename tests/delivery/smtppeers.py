@@ -22,6 +22,7 @@ class Transaction:
     rcpt_params: list[list[str]] = field(default_factory=list)
     data: bytes = b""
     tls: bool = False
+    helo: str = ""  # the name the client greeted with
 
 
 ReplyHook = Callable[[Transaction], Awaitable[str | None]]
@@ -110,7 +111,7 @@ class Peer:
             writer.write("".join(f"{out}\r\n" for out in held).encode())
             held.clear()
 
-        verb = ""
+        verb = helo = ""
         say(f"220 {self.name} ESMTP test peer")
         tx: Transaction | None = None
         tls = False
@@ -118,6 +119,7 @@ class Peer:
             text = line.decode("utf-8", "replace").rstrip("\r\n")
             verb = text.split(" ", 1)[0].upper()
             if verb in ("EHLO", "HELO"):
+                helo = text.partition(" ")[2].strip()
                 offered = [*self.extensions, *(["STARTTLS"] if self.tls and not tls else [])]
                 lines = [self.name, *offered]
                 for i, item in enumerate(lines):
@@ -129,7 +131,7 @@ class Peer:
                 tls, tx = True, None
             elif verb == "MAIL":
                 sender, params = _path(text)
-                tx = Transaction(sender, params, tls=tls)
+                tx = Transaction(sender, params, tls=tls, helo=helo)
                 say("250 2.1.0 Ok")
             elif verb == "RCPT" and tx is not None:
                 rcpt, params = _path(text)

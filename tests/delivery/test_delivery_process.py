@@ -26,6 +26,7 @@ def write_config(root: Path, port: int) -> Path:
         "[delivery]\n"
         'retry_intervals = ["1h"]\n'
         "max_per_destination = 1\n"
+        'lease_seconds = "2s"\n'  # a killed runner's claims pass to the next one soon
         "connect_timeout = 5\n"
         "command_timeout = 10\n"
         "[[routes]]\n"

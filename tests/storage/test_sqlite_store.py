@@ -16,6 +16,7 @@ import pytest
 from postwarden.storage.interfaces import (
     Acceptance,
     AlreadyExists,
+    AttemptRecord,
     BlobRef,
     NewRecipient,
     NotFound,
@@ -436,13 +437,29 @@ class TestExpunge:
         assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, ALICE))] == [2]
 
 
+A = "manager-a"
+B = "manager-b"
+
+
+def record(store: SqliteStore, owner: str, rec: AttemptRecord) -> bool:
+    (recorded,) = store.queue.record_attempts([(owner, rec)])
+    return recorded
+
+
+def claimed(store: SqliteStore, owner: str, now: float, until: float,
+            limit: int = 10) -> list[str]:
+    return [m.queue_id for m in store.queue.claim_due(owner, now, limit, until)]
+
+
 class TestQueue:
-    def test_record_results_updates_each_recipient(self, store: SqliteStore) -> None:
+    def test_recorded_attempt_updates_each_recipient(self, store: SqliteStore) -> None:
         """Delivered, failed and deferred recipients each get their state and attempt."""
         deliver(store, "q", (), ("a@r.test", "b@r.test", "c@r.test"), at=100.0)
+        assert claimed(store, A, 100.0, 200.0) == ["q"]
         a, b, c = recipient_ids(store, "q")
-        store.queue.record_results("q", [a], [(b, "550 5.1.1 no", "mx.r.test")],
-                             [(c, "451 4.3.0 later", "mx.r.test", 900.0)])
+        assert record(store, A, AttemptRecord(
+            "q", (a,), ((b, "550 5.1.1 no", "mx.r.test"),),
+            ((c, "451 4.3.0 later", "mx.r.test", 900.0),), delay_notified=True))
         queued = store.queue.get_queued("q")
         assert queued is not None
         ra, rb, rc = queued.recipients
@@ -451,39 +468,89 @@ class TestQueue:
             RecipientState.FAILED, 1, "550 5.1.1 no", "mx.r.test")
         assert (rc.state, rc.attempts, rc.last_error, rc.next_attempt) == (
             RecipientState.PENDING, 1, "451 4.3.0 later", 900.0)
+        assert queued.delay_notified is True
         assert store.queue.next_due_time() == 900.0
 
-    def test_record_results_ignores_ids_of_another_message(self, store: SqliteStore) -> None:
+    def test_recipient_ids_of_another_message_are_ignored(self, store: SqliteStore) -> None:
         """A recipient id only counts for its own queue entry."""
         deliver(store, "q1", (), ("a@r.test",))
         deliver(store, "q2", (), ("b@r.test",))
         (other,) = recipient_ids(store, "q2")
-        store.queue.record_results("q1", [other], [], [])
+        claimed(store, A, 2000.0, 3000.0)
+        record(store, A, AttemptRecord("q1", (other,)))
         queued = store.queue.get_queued("q2")
         assert queued is not None
         assert queued.recipients[0].state is RecipientState.PENDING
 
-    def test_due_messages_follow_next_attempt(self, store: SqliteStore) -> None:
-        """Only pending recipients whose time has come are due."""
+    def test_claims_follow_next_attempt_oldest_first(self, store: SqliteStore) -> None:
+        """Only messages with a pending recipient whose time has come are claimed."""
         deliver(store, "early", (), ("a@r.test",), at=100.0)
         deliver(store, "late", (), ("b@r.test",), at=500.0)
-        assert [m.queue_id for m in store.queue.due_messages(200.0, 10)] == ["early"]
-        assert store.queue.due_queue_ids(1000.0, 10) == ["early", "late"]
-        assert store.queue.due_queue_ids(1000.0, 1) == ["early"]
         assert store.queue.next_due_time() == 100.0
+        assert claimed(store, A, 200.0, 250.0) == ["early"]
+        assert claimed(store, B, 1000.0, 1100.0, limit=1) == ["early"]  # A's lease ran out
+        assert claimed(store, A, 1000.0, 1100.0) == ["late"]
+
+    def test_a_claimed_message_is_nobody_elses_until_the_lease_ends(
+        self, store: SqliteStore
+    ) -> None:
+        """B gets nothing while A's lease runs, and A's message once it has run out."""
+        deliver(store, "q", (), ("a@r.test",), at=100.0)
+        assert claimed(store, A, 100.0, 200.0) == ["q"]
+        assert claimed(store, B, 150.0, 250.0) == []
+        assert claimed(store, A, 150.0, 250.0) == []  # nor twice to the same owner
+        assert claimed(store, B, 200.0, 300.0) == ["q"]
+
+    def test_only_the_lease_holder_records(self, store: SqliteStore) -> None:
+        """A's late result, after B took over, changes nothing and says so."""
+        deliver(store, "q", (), ("a@r.test",), at=100.0)
+        claimed(store, A, 100.0, 200.0)
+        claimed(store, B, 300.0, 400.0)
+        (rid,) = recipient_ids(store, "q")
+        assert record(store, A, AttemptRecord("q", (rid,))) is False
+        queued = store.queue.get_queued("q")
+        assert queued is not None
+        assert queued.recipients[0].state is RecipientState.PENDING
+        assert record(store, B, AttemptRecord("q", (rid,))) is True
+        assert store.queue.get_queued("q") is None
+        assert not has_file(store, "q")
+
+    def test_recording_releases_the_lease_and_the_last_result_drops_the_entry(
+        self, store: SqliteStore
+    ) -> None:
+        """A deferred recipient is due again for anyone; the entry goes with its last one."""
+        deliver(store, "q", (), ("a@r.test", "b@r.test"), at=100.0)
+        a, b = recipient_ids(store, "q")
+        claimed(store, A, 100.0, 10_000.0)
+        assert record(store, A, AttemptRecord("q", (a,), deferred=((b, "451", None, 500.0),)))
+        assert claimed(store, B, 600.0, 700.0) == ["q"]
+        assert record(store, B, AttemptRecord("q", failed=((b, "550", None),)))
+        assert store.queue.get_queued("q") is None
+        assert store.queue.queued_ids() == []
+
+    def test_extend_and_release_leases(self, store: SqliteStore) -> None:
+        """An extended lease keeps B out; a released one lets B in at once."""
+        deliver(store, "q", (), ("a@r.test",), at=100.0)
+        claimed(store, A, 100.0, 200.0)
+        assert store.queue.extend_leases(A, 500.0) == 1
+        assert claimed(store, B, 300.0, 400.0) == []
+        assert store.queue.release_leases(A) == 1
+        assert claimed(store, B, 300.0, 400.0) == ["q"]
+        assert store.queue.extend_leases(A, 900.0) == 0  # A holds nothing now
 
     def test_retry_now_makes_pending_recipients_due(self, store: SqliteStore) -> None:
         """``queue retry`` moves pending recipients, one message or all, to now."""
         deliver(store, "q1", (), ("a@r.test", "b@r.test"), at=100.0)
         deliver(store, "q2", (), ("c@r.test",), at=100.0)
+        claimed(store, A, 100.0, 150.0)
         a, b = recipient_ids(store, "q1")
-        store.queue.record_results("q1", [a], [], [(b, "451", None, 9000.0)])
         (c,) = recipient_ids(store, "q2")
-        store.queue.record_results("q2", [], [], [(c, "451", None, 9000.0)])
+        record(store, A, AttemptRecord("q1", (a,), deferred=((b, "451", None, 9000.0),)))
+        record(store, A, AttemptRecord("q2", deferred=((c, "451", None, 9000.0),)))
         assert store.queue.retry_now("q1", 200.0) == 1
-        assert store.queue.due_queue_ids(200.0, 10) == ["q1"]
+        assert store.queue.next_due_time() == 200.0
         assert store.queue.retry_now(None, 300.0) == 2
-        assert sorted(store.queue.due_queue_ids(300.0, 10)) == ["q1", "q2"]
+        assert sorted(claimed(store, B, 300.0, 400.0)) == ["q1", "q2"]
         assert store.queue.retry_now("absent", 300.0) == 0
 
     def test_remove_queued_drops_entry_recipients_and_file(self, store: SqliteStore) -> None:
@@ -491,31 +558,10 @@ class TestQueue:
         deliver(store, "q", (), ("a@r.test",))
         assert store.queue.remove_queued("q") is True
         assert store.queue.get_queued("q") is None
-        assert store.queue.due_queue_ids(1e12, 10) == []
+        assert claimed(store, A, 1e12, 2e12) == []
         assert not has_file(store, "q")
         assert store.queue.remove_queued("q") is False
-
-    def test_finish_if_done_waits_for_the_last_pending_recipient(
-        self, store: SqliteStore
-    ) -> None:
-        """The entry stays while anyone is pending, then goes with its file."""
-        deliver(store, "q", (), ("a@r.test", "b@r.test"))
-        a, b = recipient_ids(store, "q")
-        store.queue.record_results("q", [a], [], [])
-        assert store.queue.finish_if_done("q") is False
-        assert store.queue.get_queued("q") is not None
-        store.queue.record_results("q", [], [(b, "550", None)], [])
-        assert store.queue.finish_if_done("q") is True
-        assert store.queue.get_queued("q") is None
-        assert not has_file(store, "q")
-
-    def test_set_delay_notified_is_remembered(self, store: SqliteStore) -> None:
-        """The one delay notice is recorded on the entry."""
-        deliver(store, "q", (), ("a@r.test",))
-        store.queue.set_delay_notified("q")
-        queued = store.queue.get_queued("q")
-        assert queued is not None
-        assert queued.delay_notified is True
+        assert record(store, A, AttemptRecord("q")) is False
 
     def test_queue_survives_reopening(
         self, store: SqliteStore, open_store: Callable[[Path], SqliteStore]

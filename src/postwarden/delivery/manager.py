@@ -11,17 +11,24 @@ Durability: a message's results are recorded only after the attempt, and an
 entry is dropped only when no recipient is pending, so a crash at any point
 resends (at-least-once) but never loses. Reports go through the intake, the
 only door into storage, with the null sender: a report never causes another.
+
+Several managers (two `serve` processes on one data directory, or nodes on
+one database) share the queue through leases: a manager claims due messages
+for ``[delivery] lease_seconds``, extends the lease while it works on them,
+and its results count only while it still holds the lease, which recording
+them releases. A manager that dies leaves leases that run out, and another
+takes its messages over; only what it had in flight can go out twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,21 +49,17 @@ from postwarden.intake.accept import Intake
 from postwarden.log import kv
 from postwarden.policy.retry import retry_delay
 from postwarden.policy.routing import NextHop, next_hop
+from postwarden.storage.boundary import AsyncBlobs, AsyncQueue
 from postwarden.storage.interfaces import (
     AttemptRecord,
-    BlobStore,
     QueuedMessage,
     QueueRecipient,
-    QueueStore,
     RecipientState,
 )
 
 log = logging.getLogger("postwarden.delivery")
 T = TypeVar("T")
 
-# Messages in delivery at once. It bounds memory and how much a refill of the
-# window costs; connections are bounded separately by [delivery] max_concurrent.
-ACTIVE_WINDOW = 1000
 # The longest the runner sleeps without looking at the queue, so that a
 # `queue retry` from the CLI (another process) is noticed within a second.
 POLL_SECONDS = 1.0
@@ -97,23 +100,26 @@ class _Destination:
     workers: int = 0
 
 
+def lease_owner(hostname: str) -> str:
+    """Names this manager in the queue's leases: unique per process run."""
+    return f"{hostname}/{os.getpid()}/{os.urandom(4).hex()}"
+
+
 class QueueManager:
-    def __init__(self, cfg: Config, queue: QueueStore, blobs: BlobStore, intake: Intake) -> None:
+    def __init__(self, cfg: Config, queue: AsyncQueue, blobs: AsyncBlobs, intake: Intake) -> None:
         self._cfg = cfg
         self._d = cfg.delivery
         self._queue = queue
         self._blobs = blobs
         self._intake = intake
         self._resolver = MXResolver(cfg.dns.nameservers, self._d.mx_port, self._d.connect_timeout)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-db")
+        self.owner = lease_owner(cfg.hostname)
         self._wake_event = asyncio.Event()
         self._slots = asyncio.Semaphore(self._d.max_concurrent)
         self._inflight: dict[str, _Tracker] = {}
         self._destinations: dict[str, _Destination] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[asyncio.Task[None]] = set()
-        self._records: list[tuple[AttemptRecord, asyncio.Future[None]]] = []
-        self._record_task: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -147,11 +153,8 @@ class QueueManager:
             if tracker.results:
                 await self._finalize(tracker)
         self._inflight.clear()
-        self._executor.shutdown(wait=True)
-
-    async def _db(self, func: Any, *args: Any) -> Any:
-        """Store calls run on one thread of their own, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        # What was cancelled is free for another manager at once, not after the lease.
+        await self._queue.release_leases(self.owner)
 
     def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -162,33 +165,36 @@ class QueueManager:
     # --- the runner -------------------------------------------------------------
 
     async def _run(self) -> None:
+        lease = self._d.lease_seconds
+        extended = time.monotonic()
         while not self._stopping:
             self._wake_event.clear()
             now = time.time()
-            room = ACTIVE_WINDOW - len(self._inflight)
-            if room >= ACTIVE_WINDOW // 4 or not self._inflight:
-                ids = await self._db(self._queue.due_queue_ids, now, room + len(self._inflight))
-                fresh = [i for i in ids if i not in self._inflight]
-                for msg in await self._db(self._load, fresh):
-                    if not self._stopping:
-                        self._dispatch(msg, now)
-                if len(ids) - len(self._inflight) >= room > 0:
+            if self._inflight and time.monotonic() - extended >= lease / 3:
+                extended = time.monotonic()
+                await self._queue.extend_leases(self.owner, now + lease)
+            # Connections are bounded apart, by [delivery] max_concurrent.
+            room = self._d.active_window - len(self._inflight)
+            if room >= self._d.active_window // 4 or not self._inflight:
+                claimed = await self._queue.claim_due(self.owner, now, room, now + lease)
+                for msg in claimed:
+                    self._dispatch(within_origin(msg), now)
+                if len(claimed) >= room > 0:
                     continue  # the window is not full and more may be waiting
-            nxt = await self._db(self._queue.next_due_time)
+            nxt = await self._queue.next_due_time()
             timeout = POLL_SECONDS if nxt is None or nxt <= now else min(POLL_SECONDS, nxt - now)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_event.wait(), timeout)
-
-    def _load(self, ids: Sequence[str]) -> list[QueuedMessage]:
-        """Fetch a refill of the window in one trip to the store thread."""
-        return [within_origin(m) for m in map(self._queue.get_queued, ids) if m is not None]
 
     def _dispatch(self, msg: QueuedMessage, now: float) -> None:
         due = [
             r for r in msg.recipients
             if r.state is RecipientState.PENDING and r.next_attempt <= now
         ]
-        if not due:
+        tracker = _Tracker(msg)
+        self._inflight[msg.queue_id] = tracker
+        if not due:  # changed since the claim (`queue` CLI): give the lease back
+            self._spawn(self._finalize(tracker), self._tasks)
             return
         groups: dict[str, tuple[NextHop, list[QueueRecipient]]] = {}
         for rcpt in due:
@@ -197,8 +203,7 @@ class QueueManager:
                 self._d.mx_port,
             )
             groups.setdefault(hop.key, (hop, []))[1].append(rcpt)
-        tracker = _Tracker(msg, jobs=len(groups))
-        self._inflight[msg.queue_id] = tracker
+        tracker.jobs = len(groups)
         for key, (hop, rcpts) in groups.items():
             dest = self._destinations.setdefault(key, _Destination(hop))
             dest.jobs.append(_Job(tracker, tuple(rcpts)))
@@ -235,7 +240,7 @@ class QueueManager:
         tracker = job.tracker
         n = len(job.recipients)
         if tracker.data is None:
-            tracker.data = await self._db(self._blobs.read_blob, tracker.msg.blob)
+            tracker.data = await self._blobs.read_blob(tracker.msg.blob)
         data: bytes = tracker.data
         hops = received_count(data)
         if hops > self._d.max_received_headers:
@@ -343,7 +348,13 @@ class QueueManager:
             msg.queue_id, tuple(delivered), tuple(failed), tuple(deferred),
             delay_notified=delay_notice and bool(deferred),
         )
-        await self._record(record)
+        # Joins the attempts finishing now in one transaction (one fsync).
+        if not await self._queue.record_attempt(self.owner, record):
+            log.warning(kv(
+                "lease-lost", queue_id=msg.queue_id,
+                detail="results not recorded: the entry was removed or taken over by"
+                " another queue manager, which may deliver it again",
+            ))
         self._inflight.pop(msg.queue_id, None)
         self._wake_event.set()
 
@@ -351,29 +362,9 @@ class QueueManager:
         self, tracker: _Tracker, reports: dict[Action, list[RecipientReport]], now: float
     ) -> None:
         if tracker.data is None:
-            tracker.data = await self._db(self._blobs.read_blob, tracker.msg.blob)
+            tracker.data = await self._blobs.read_blob(tracker.msg.blob)
         await send_reports(self._intake, self._cfg.hostname, tracker.msg, tracker.data,
                            reports, now)
-
-    async def _record(self, record: AttemptRecord) -> None:
-        """Commit with other attempts finishing now: one fsync for the group."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._records.append((record, future))
-        if self._record_task is None or self._record_task.done():
-            self._record_task = asyncio.ensure_future(self._drain_records())
-        await future
-
-    async def _drain_records(self) -> None:
-        while self._records:
-            batch, self._records = self._records, []
-            try:
-                await self._db(self._queue.record_attempts, [r for r, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
-                continue
-            for _, future in batch:
-                future.set_result(None)
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

@@ -18,7 +18,9 @@ from postwarden.storage.boundary import GroupCommit
 from postwarden.storage.interfaces import (
     Acceptance,
     Account,
+    AttemptRecord,
     BlobWriter,
+    QueuedMessage,
 )
 from postwarden.storage.sqlite.store import SqliteStore
 
@@ -29,7 +31,7 @@ READ_THREADS = 4
 
 
 class AsyncSqliteStore:
-    """AsyncDirectory, AsyncIntakeStore and AsyncBlobs over a SqliteStore."""
+    """AsyncDirectory, AsyncIntakeStore, AsyncBlobs and AsyncQueue over a SqliteStore."""
 
     def __init__(self, store: SqliteStore, read_threads: int = READ_THREADS) -> None:
         self.store = store
@@ -37,6 +39,8 @@ class AsyncSqliteStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._acceptances: GroupCommit[tuple[BlobWriter, Acceptance], None] = GroupCommit(
             self._commit_acceptances)
+        self._attempts: GroupCommit[tuple[str, AttemptRecord], bool] = GroupCommit(
+            self._record_attempts)
 
     async def _read(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, func, *args)
@@ -98,3 +102,25 @@ class AsyncSqliteStore:
 
     async def read_blob(self, name: str) -> bytes:
         return await self._read(self.store.blobs.read_blob, name)
+
+    # --- AsyncQueue ---------------------------------------------------------------------
+
+    async def claim_due(
+        self, owner: str, now: float, limit: int, until: float
+    ) -> list[QueuedMessage]:
+        return await self._write(self.store.queue.claim_due, owner, now, limit, until)
+
+    async def next_due_time(self) -> float | None:
+        return await self._read(self.store.queue.next_due_time)
+
+    async def extend_leases(self, owner: str, until: float) -> int:
+        return await self._write(self.store.queue.extend_leases, owner, until)
+
+    async def release_leases(self, owner: str) -> int:
+        return await self._write(self.store.queue.release_leases, owner)
+
+    def record_attempt(self, owner: str, record: AttemptRecord) -> asyncio.Future[bool]:
+        return self._attempts.submit((owner, record))
+
+    async def _record_attempts(self, batch: list[tuple[str, AttemptRecord]]) -> Sequence[bool]:
+        return await self._write(self.store.queue.record_attempts, batch)

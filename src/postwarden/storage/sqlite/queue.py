@@ -1,9 +1,17 @@
-"""The outbound queue: messages with per-recipient state (the QueueStore)."""
+"""The outbound queue: messages with per-recipient state (the QueueStore).
+
+Queue managers share it through leases: ``claim_due`` marks the messages a
+manager takes on with its name and an expiry in one short transaction, so
+no other manager takes them until the lease runs out; ``record_attempts``
+counts a result only from the manager still holding the lease, and releases
+it. SQLite has no ``FOR UPDATE SKIP LOCKED``; ``BEGIN IMMEDIATE`` makes the
+claim's select-and-mark one step among processes instead.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -77,52 +85,53 @@ class SqliteQueue:
             recipients, trusted_origin=bool(row[9]),
         )
 
-    def due_messages(self, now: float, limit: int) -> list[QueuedMessage]:
-        ids = [
-            r[0]
-            for r in self._db.conn.execute(
-                "SELECT DISTINCT queue_id FROM queue_recipients"
-                " WHERE state = 'pending' AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
-                (now, limit),
+    def claim_due(
+        self, owner: str, now: float, limit: int, until: float
+    ) -> list[QueuedMessage]:
+        """Lease up to ``limit`` due messages nobody holds, most overdue first, and load them."""
+        with self._db.tx() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT r.queue_id FROM queue_recipients r JOIN queue_messages m"
+                    " ON m.queue_id = r.queue_id WHERE r.state = 'pending'"
+                    " AND r.next_attempt <= ? AND m.lease_until <= ?"
+                    " GROUP BY r.queue_id ORDER BY min(r.next_attempt) LIMIT ?",
+                    (now, now, limit),
+                )
+            ]
+            db.executemany(
+                "UPDATE queue_messages SET lease_owner = ?, lease_until = ? WHERE queue_id = ?",
+                [(owner, until, i) for i in ids],
             )
-        ]
+        # Loaded after the commit, to keep the write lock short: leased rows are ours.
         return [m for m in map(self.get_queued, ids) if m is not None]
 
     def next_due_time(self) -> float | None:
+        """When the next pending recipient that nobody holds falls due."""
         row = self._db.conn.execute(
-            "SELECT min(next_attempt) FROM queue_recipients WHERE state = 'pending'"
+            "SELECT min(max(r.next_attempt, m.lease_until)) FROM queue_recipients r"
+            " JOIN queue_messages m ON m.queue_id = r.queue_id WHERE r.state = 'pending'"
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def record_results(
-        self,
-        queue_id: str,
-        delivered: Iterable[int],
-        failed: Iterable[tuple[int, str, str | None]],
-        deferred: Iterable[tuple[int, str, str | None, float]],
-    ) -> None:
+    def extend_leases(self, owner: str, until: float) -> int:
+        """Push every lease ``owner`` holds to ``until``; how many it holds."""
         with self._db.tx() as db:
-            db.executemany(
-                "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1"
-                " WHERE id = ? AND queue_id = ?",
-                [(i, queue_id) for i in delivered],
+            cur = db.execute(
+                "UPDATE queue_messages SET lease_until = ? WHERE lease_owner = ?", (until, owner)
             )
-            db.executemany(
-                "UPDATE queue_recipients SET state = 'failed', attempts = attempts + 1,"
-                " last_error = ?, remote_mta = ? WHERE id = ? AND queue_id = ?",
-                [(err, mta, i, queue_id) for i, err, mta in failed],
-            )
-            db.executemany(
-                "UPDATE queue_recipients SET attempts = attempts + 1, last_error = ?,"
-                " remote_mta = ?, next_attempt = ? WHERE id = ? AND queue_id = ?",
-                [(err, mta, when, i, queue_id) for i, err, mta, when in deferred],
-            )
+            return cur.rowcount
 
-    def set_delay_notified(self, queue_id: str) -> None:
+    def release_leases(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (a clean stop): others may take them now."""
         with self._db.tx() as db:
-            db.execute(
-                "UPDATE queue_messages SET delay_notified = 1 WHERE queue_id = ?", (queue_id,)
+            cur = db.execute(
+                "UPDATE queue_messages SET lease_owner = NULL, lease_until = 0"
+                " WHERE lease_owner = ?",
+                (owner,),
             )
+            return cur.rowcount
 
     def retry_now(self, queue_id: str | None, now: float) -> int:
         with self._db.tx() as db:
@@ -147,45 +156,27 @@ class SqliteQueue:
         self._blobs.unlink(unreferenced)
         return row is not None
 
-    def finish_if_done(self, queue_id: str) -> bool:
-        """Drop the queue entry once no recipient is pending; True if dropped."""
-        pending = self._db.conn.execute(
-            "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND state = 'pending' LIMIT 1",
-            (queue_id,),
-        ).fetchone()
-        return False if pending else self.remove_queued(queue_id)
-
-    def record_attempts(self, batch: Sequence[AttemptRecord]) -> list[str]:
-        """One transaction (one fsync) for a whole batch of delivery attempts.
+    def record_attempts(self, batch: Sequence[tuple[str, AttemptRecord]]) -> list[bool]:
+        """One transaction (one fsync) for a batch of (lease owner, attempt); recorded or not.
 
         The delivery queue finishes messages far faster than one fsync each
-        would allow, so it commits them in groups, like the intake does.
-        Entries left with no pending recipient are dropped; their IDs returned.
+        would allow, so it commits them in groups, like the intake does. An
+        attempt counts only if its manager still holds the message's lease
+        (else another has taken it over, or `queue remove` dropped it).
+        Recording releases the lease; an entry left with no pending recipient
+        is dropped with its file.
         """
-        finished: list[str] = []
+        recorded: list[bool] = []
         blobs: list[str] = []
         with self._db.tx() as db:
-            for rec in batch:
-                db.executemany(
-                    "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1"
-                    " WHERE id = ? AND queue_id = ?",
-                    [(i, rec.queue_id) for i in rec.delivered],
-                )
-                db.executemany(
-                    "UPDATE queue_recipients SET state = 'failed', attempts = attempts + 1,"
-                    " last_error = ?, remote_mta = ? WHERE id = ? AND queue_id = ?",
-                    [(err, mta, i, rec.queue_id) for i, err, mta in rec.failed],
-                )
-                db.executemany(
-                    "UPDATE queue_recipients SET attempts = attempts + 1, last_error = ?,"
-                    " remote_mta = ?, next_attempt = ? WHERE id = ? AND queue_id = ?",
-                    [(err, mta, when, i, rec.queue_id) for i, err, mta, when in rec.deferred],
-                )
-                if rec.delay_notified:
-                    db.execute(
-                        "UPDATE queue_messages SET delay_notified = 1 WHERE queue_id = ?",
-                        (rec.queue_id,),
-                    )
+            for owner, rec in batch:
+                holder = db.execute(
+                    "SELECT lease_owner FROM queue_messages WHERE queue_id = ?", (rec.queue_id,)
+                ).fetchone()
+                recorded.append(holder is not None and holder[0] == owner)
+                if not recorded[-1]:
+                    continue
+                self._record(db, rec)
                 pending = db.execute(
                     "SELECT 1 FROM queue_recipients WHERE queue_id = ? AND state = 'pending'"
                     " LIMIT 1",
@@ -196,20 +187,31 @@ class SqliteQueue:
                         "DELETE FROM queue_messages WHERE queue_id = ? RETURNING blob",
                         (rec.queue_id,),
                     ).fetchone()
-                    if row is not None:
-                        finished.append(rec.queue_id)
-                        blobs.append(row[0])
+                    blobs.append(row[0])
+                else:
+                    db.execute(
+                        "UPDATE queue_messages SET lease_owner = NULL, lease_until = 0,"
+                        " delay_notified = delay_notified OR ? WHERE queue_id = ?",
+                        (int(rec.delay_notified), rec.queue_id),
+                    )
             unreferenced = self._blobs.unreferenced(db, blobs)
         self._blobs.unlink(unreferenced)
-        return finished
+        return recorded
 
-    def due_queue_ids(self, now: float, limit: int) -> list[str]:
-        """IDs of messages with a recipient due, oldest first, without loading them."""
-        return [
-            r[0]
-            for r in self._db.conn.execute(
-                "SELECT queue_id FROM queue_recipients WHERE state = 'pending'"
-                " AND next_attempt <= ? GROUP BY queue_id ORDER BY min(next_attempt) LIMIT ?",
-                (now, limit),
-            )
-        ]
+    @staticmethod
+    def _record(db: sqlite3.Connection, rec: AttemptRecord) -> None:
+        db.executemany(
+            "UPDATE queue_recipients SET state = 'delivered', attempts = attempts + 1"
+            " WHERE id = ? AND queue_id = ?",
+            [(i, rec.queue_id) for i in rec.delivered],
+        )
+        db.executemany(
+            "UPDATE queue_recipients SET state = 'failed', attempts = attempts + 1,"
+            " last_error = ?, remote_mta = ? WHERE id = ? AND queue_id = ?",
+            [(err, mta, i, rec.queue_id) for i, err, mta in rec.failed],
+        )
+        db.executemany(
+            "UPDATE queue_recipients SET attempts = attempts + 1, last_error = ?,"
+            " remote_mta = ?, next_attempt = ? WHERE id = ? AND queue_id = ?",
+            [(err, mta, when, i, rec.queue_id) for i, err, mta, when in rec.deferred],
+        )

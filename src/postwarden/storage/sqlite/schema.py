@@ -81,4 +81,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE queue_messages ADD COLUMN trusted_origin INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: leases, so that several queue managers share one queue: the manager
+    # working on a message, and until when unless it renews the claim.
+    """
+    ALTER TABLE queue_messages ADD COLUMN lease_owner TEXT;
+    ALTER TABLE queue_messages ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    CREATE INDEX queue_messages_lease_owner ON queue_messages(lease_owner);
+    """,
 )
