@@ -241,7 +241,7 @@ def cmd_relay_check(args: argparse.Namespace) -> int:
             ok = False
             print(f"{text}: REJECT  501 5.1.3 Bad address syntax ({exc})")
             continue
-        d = policy.check_recipient(client, address)
+        d = policy.check_recipient(client, address, null_sender=args.sender == "<>")
         ok = ok and d.accepted
         print(f"{address}: {d.verdict.name}  {d.reply.encode().decode().strip()}")
         print(f"  rule: {d.rule} ({d.destination.value})")

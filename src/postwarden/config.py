@@ -56,6 +56,7 @@ class TLSConfig:
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     plaintext_without_tls: str = "loopback"  # "never" | "loopback" | "always"
+    received_header_shows_login: bool = False  # name the login in our Received header
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +262,9 @@ def _auth(t: _Table) -> AuthConfig:
         raise ConfigError(
             f'{t.key("plaintext_without_tls")}: expected "never", "loopback" or "always"'
         )
+    shows_login = t.get("received_header_shows_login", bool, False)
     t.finish()
-    return AuthConfig(mode)
+    return AuthConfig(mode, shows_login)
 
 
 def _relay(t: _Table) -> RelayConfig:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import email
 import smtplib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "pop_before_smtp_minutes": 10,
         },
         limits={"auth_failures_per_ip": 3},
+        # Anything wrongly accepted for the outside world goes to a closed loopback port.
+        routes=[{"domain": "remote.example", "to": "127.0.0.1:9"}],
     )
     srv.add_user(USER)
     srv.add_user(f"carol@{DOMAIN}")
@@ -247,6 +250,112 @@ class TestSubmission:
             assert c.auth("LOGIN", c.auth_login) == code_status(R.AUTH_OK)
 
 
+def letter(from_header: str, subject: str = "hello") -> bytes:
+    return (f"From: {from_header}\r\nTo: <carol@{DOMAIN}>\r\nSubject: {subject}\r\n"
+            f"\r\nbody\r\n").encode()
+
+
+def transaction(c: smtplib.SMTP, sender: str, rcpts: list[str],
+                data: bytes) -> tuple[int, bytes]:
+    """MAIL, RCPTs (each must be accepted), DATA: the reply to the end of the data."""
+    c.rset()
+    assert c.mail(sender)[0] == 250
+    for address in rcpts:
+        assert c.rcpt(address) == code_status(R.RECIPIENT_OK)
+    return c.data(data)
+
+
+class TestSenderMatchesLogin:
+    """sender_must_match_login: the envelope and the From: header both belong to the login."""
+
+    def test_null_sender_may_not_relay_for_a_logged_in_user(self, server: ServerProcess) -> None:
+        """The attack: bob logged in, MAIL FROM:<> to an outside address is refused 553 5.7.1."""
+        with connect(server, STRANGER) as c:
+            login(c)
+            assert c.mail("<>") == code_status(R.SENDER_OK)
+            assert c.rcpt(EXTERNAL) == code_status(R.SENDER_NOT_OWNED)
+            assert c.rcpt(f"carol@{DOMAIN}") == code_status(R.RECIPIENT_OK)
+        server.wait_for_log("smtp transaction", EXTERNAL, "reject:null_sender_relay")
+
+    def test_null_sender_still_relays_for_a_trusted_client_without_login(
+        self, server: ServerProcess
+    ) -> None:
+        """The rule binds logins only: a trusted network's bounces (MAIL FROM:<>) go out."""
+        with connect(server, TRUSTED) as c:
+            assert c.mail("<>") == code_status(R.SENDER_OK)
+            assert c.rcpt(EXTERNAL) == code_status(R.RECIPIENT_OK)
+
+    def test_forged_from_header_is_refused_after_data(self, server: ServerProcess) -> None:
+        """Own envelope sender, someone else's From: -> 550 5.7.1 at the end of DATA."""
+        with connect(server, STRANGER) as c:
+            login(c)
+            forged = letter(f'"Carol" <carol@{DOMAIN}>', "forged from")
+            assert transaction(c, USER, [EXTERNAL], forged) == code_status(R.FROM_NOT_OWNED)
+            # Local delivery with a forged From is refused too, and a name alone is no address.
+            assert transaction(c, USER, [f"carol@{DOMAIN}"], forged) == (
+                code_status(R.FROM_NOT_OWNED))
+            assert transaction(c, USER, [f"carol@{DOMAIN}"], letter("Bob")) == (
+                code_status(R.FROM_NOT_OWNED))
+            # The session goes on: a good message after the refusals is taken.
+            assert transaction(c, USER, [f"carol@{DOMAIN}"], letter(f"<{USER}>"))[0] == 250
+        assert not any(b"forged from" in m for m in server.inbox(f"carol@{DOMAIN}"))
+
+    def test_own_address_and_aliases_leading_to_it_are_fine(self, server: ServerProcess) -> None:
+        """From: the login (any case), an alias of it, or an alias of that alias is accepted."""
+        server.store.directory.add_alias(f"chain@{DOMAIN}", [f"sales@{DOMAIN}"])
+        with connect(server, STRANGER) as c:
+            login(c)
+            for header in (f'"Bob" <{USER.upper()}>', f"Sales <sales@{DOMAIN}>",
+                           f"chain@{DOMAIN}"):
+                reply = transaction(c, f"chain@{DOMAIN}", [f"carol@{DOMAIN}"], letter(header))
+                assert reply[0] == 250
+            # <> with a local recipient and the user's own From: a receipt, say.
+            assert transaction(c, "<>", [f"carol@{DOMAIN}"], letter(f"<{USER}>"))[0] == 250
+
+    def test_strangers_are_not_bound_by_the_login_rule(self, server: ServerProcess) -> None:
+        """Without a login, mail to our users may carry any From: (inbound mail)."""
+        with connect(server, STRANGER) as c:
+            reply = transaction(c, "x@sender.example", [f"carol@{DOMAIN}"],
+                                letter(f"<{USER}>"))
+            assert reply[0] == 250
+
+
+def received_of(server: ServerProcess, account: str, subject: str) -> str:
+    """Our Received header on the message with this subject (bounded poll of the INBOX)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [m for m in server.inbox(account) if f"Subject: {subject}".encode() in m]
+        if found:
+            return str(email.message_from_bytes(found[0])["Received"])
+        assert time.monotonic() < deadline, f"{subject!r} did not arrive"
+        time.sleep(0.05)
+
+
+class TestReceivedHeader:
+    def test_login_is_not_named_by_default(self, server: ServerProcess) -> None:
+        """[auth] received_header_shows_login is off: ESMTPA says a login happened, not whose."""
+        with connect(server, STRANGER) as c:
+            login(c)
+            transaction(c, USER, [f"carol@{DOMAIN}"], letter(f"<{USER}>", "trace default"))
+        received = received_of(server, f"carol@{DOMAIN}", "trace default")
+        assert "with ESMTPA" in received
+        assert "Authenticated sender" not in received and USER not in received
+
+    def test_login_is_named_when_configured(
+        self, make_server: Callable[..., ServerProcess]
+    ) -> None:
+        """With received_header_shows_login = true the header names the login."""
+        srv = make_server(auth={"received_header_shows_login": True})
+        srv.add_user(USER)
+        srv.add_user(f"carol@{DOMAIN}")
+        srv.start()
+        with connect(srv, STRANGER) as c:
+            login(c)
+            transaction(c, USER, [f"carol@{DOMAIN}"], letter(f"<{USER}>", "trace shown"))
+        received = received_of(srv, f"carol@{DOMAIN}", "trace shown")
+        assert f"(Authenticated sender: {USER})" in received
+
+
 class TestRelayCheckCLI:
     def test_cli_explains_the_same_decision(self, server: ServerProcess) -> None:
         """`relay check` prints the rule the server used and exits 1 on refusal."""
@@ -265,6 +374,14 @@ class TestRelayCheckCLI:
         out = server.cli("relay", "check", "--client", STRANGER, "--user", USER,
                          "--sender", f"carol@{DOMAIN}", EXTERNAL)
         assert out.returncode == 1 and "553 5.7.1" in out.stdout
+
+    def test_cli_null_sender_of_a_login(self, server: ServerProcess) -> None:
+        """--sender '<>' with --user: outside recipients are refused, local ones are not."""
+        out = server.cli("relay", "check", "--client", STRANGER, "--user", USER,
+                         "--sender", "<>", EXTERNAL, f"carol@{DOMAIN}")
+        assert out.returncode == 1
+        assert f"{EXTERNAL}: REJECT  553 5.7.1" in out.stdout and "null_sender_relay" in out.stdout
+        assert f"carol@{DOMAIN}: ACCEPT" in out.stdout
 
     def test_cli_bad_ip_is_one_line(self, server: ServerProcess) -> None:
         """A bad client address is a one-line error, no traceback."""

@@ -18,6 +18,7 @@ from postwarden.intake.headers import (
     MessageBuilder,
     TraceInfo,
     field_names,
+    from_fields,
     received_header,
 )
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
@@ -345,6 +346,14 @@ class TestReceivedHeader:
         assert b"with ESMTPSA id Q2\r\n\t(TLSv1.3);\r\n" in header
         assert b"for <" not in header
 
+    def test_names_the_login_only_when_given(self) -> None:
+        """received_header_shows_login hands the login over; then it gets a comment line."""
+        trace = TraceInfo("h", "192.0.2.1", HOST, "Q", "ESMTPSA", None, "", ALICE)
+        header = received_header(trace, when=0.0)
+        assert header.startswith(b"Received: from h ([192.0.2.1])\r\n"
+                                 b"\t(Authenticated sender: alice@example.test)\r\n\tby ")
+        assert b"Authenticated" not in received_header(TRACE, when=0.0)
+
     def test_client_helo_cannot_inject_header_lines(self) -> None:
         """Control characters and spaces in HELO are neutralised, and it is bounded."""
         trace = TraceInfo("evil\r\nX-Injected: yes " + "x" * 500, "192.0.2.1", HOST, "Q",
@@ -360,6 +369,37 @@ class TestReceivedHeader:
         raw = received_header(TRACE, when=0.0) + b"Subject: x\r\n\r\n"
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert len(parsed.get_all("Received")) == 1
+
+
+class TestFromFields:
+    def test_every_from_field_unfolded_and_no_look_alikes(self) -> None:
+        """Each From: field (any case, folded) is read; X-From and Resent-From are not From."""
+        head = (b"X-From: x@evil.test\r\nResent-From: r@evil.test\r\n"
+                b'FROM : "Bob"\r\n <bob@example.test>\r\nfrom:alice@example.test\r\n')
+        assert from_fields(head) == ('"Bob" <bob@example.test>', "alice@example.test")
+
+    def test_builder_reads_from_as_the_header_streams(self) -> None:
+        """The From: is known once the header section has passed, whatever the chunking."""
+        blob = Blob()
+        builder = MessageBuilder(blob, b"", hostname=HOST, add_submission_headers=False)
+        for chunk in (b"Subject: s\r\nFr", b"om: Bob <bob@", b"example.test>\r\n\r\nbody"):
+            builder.write(chunk)
+        assert builder.from_fields == ("Bob <bob@example.test>",)
+
+
+class TestHeaderFromOwnership:
+    def test_unowned_display_only_and_garbage_from_are_refused(
+        self, policy: RecipientPolicy, store: SqliteStore
+    ) -> None:
+        """Own address and an alias chain to it pass; another user, a bare name, junk do not."""
+        store.directory.add_alias("sales@example.test", [ALICE])
+        store.directory.add_alias("team@example.test", ["sales@example.test"])
+        ok = ["Alice <ALICE@example.test>", "sales@example.test, <team@example.test>"]
+        assert policy.check_header_from(ALICE, ok) is None
+        for bad in ([BOB], ["Alice"], ["<alice@example.test>, bob@example.test"], ["<@@>"]):
+            refusal = policy.check_header_from(ALICE, bad)
+            assert refusal is not None and refusal.reply == R.FROM_NOT_OWNED, bad
+        assert policy.check_header_from(None, [BOB]) is None
 
 
 class TestQueueId:

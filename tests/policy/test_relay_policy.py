@@ -16,6 +16,7 @@ from postwarden.policy.relay import (
     Destination,
     RecipientFacts,
     Verdict,
+    decide_header_from,
     decide_recipient,
     decide_relay,
     decide_sender,
@@ -218,6 +219,45 @@ class TestDecideSender:
         """``sender_must_match_login = false`` lets users send as anyone."""
         cfg = dataclasses.replace(CONFIG, sender_must_match_login=False)
         assert decide_sender(self.ALICE, self.OTHER, False, cfg) is None
+
+
+class TestNullSenderOfALogin:
+    ALICE = "alice@example.test"
+
+    @pytest.mark.parametrize(
+        ("facts", "rcpt", "cfg", "rule"),
+        [
+            (client(auth_user=ALICE), REMOTE, CONFIG, "null_sender_relay"),
+            (client(auth_user=ALICE), LOCAL_USER, CONFIG, "local_recipient"),
+            (client("10.1.2.3"), REMOTE, CONFIG, "trusted_networks"),  # no login: rule silent
+            (client("10.1.2.3", auth_user=ALICE), REMOTE, CONFIG, "null_sender_relay"),
+            (client(auth_user=ALICE), REMOTE,
+             dataclasses.replace(CONFIG, sender_must_match_login=False), "authenticated"),
+        ],
+    )
+    def test_null_sender_of_a_login_reaches_local_mailboxes_only(
+        self, facts: ClientFacts, rcpt: RecipientFacts, cfg: RelayConfig, rule: str
+    ) -> None:
+        """MAIL FROM:<> from a logged-in user may not relay while the rule is on."""
+        decision = decide_recipient(facts, rcpt, cfg, null_sender=True)
+        assert decision.rule == rule
+        if rule == "null_sender_relay":
+            assert decision.reply == R.SENDER_NOT_OWNED
+
+
+class TestDecideHeaderFrom:
+    def test_unowned_from_is_refused_550(self) -> None:
+        """A From: the login does not own gets 550 5.7.1, naming the address in the reasons."""
+        decision = decide_header_from("alice@example.test", ["bob@example.test"], CONFIG)
+        assert decision is not None and decision.reply == R.FROM_NOT_OWNED
+        assert "bob@example.test" in decision.reasons[0]
+
+    def test_nothing_unowned_or_no_login_or_rule_off_passes(self) -> None:
+        """Only a login with an unowned From: and the rule on is refused."""
+        off = dataclasses.replace(CONFIG, sender_must_match_login=False)
+        assert decide_header_from("alice@example.test", [], CONFIG) is None
+        assert decide_header_from(None, ["bob@example.test"], CONFIG) is None
+        assert decide_header_from("alice@example.test", ["bob@example.test"], off) is None
 
 
 class TestNormaliseIp:

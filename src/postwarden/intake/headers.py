@@ -15,6 +15,7 @@ from postwarden.storage.interfaces import BlobWriter
 
 MAX_HEADER_BYTES = 1024 * 1024
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+_FROM = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class TraceInfo:
     protocol: str  # "SMTP" | "ESMTP" | "ESMTPS" | "ESMTPA" | "ESMTPSA" (RFC 3848)
     recipient: str | None  # "for <...>" only when there is exactly one
     tls_info: str = ""
+    auth_user: str | None = None  # named only if [auth] received_header_shows_login
 
 
 def received_header(t: TraceInfo, when: float | None = None) -> bytes:
@@ -35,11 +37,20 @@ def received_header(t: TraceInfo, when: float | None = None) -> bytes:
     helo = re.sub(r"[^\x21-\x7e]", "?", t.helo)[:100]
     tls = f"\r\n\t({t.tls_info})" if t.tls_info else ""
     rcpt = f"\r\n\tfor <{t.recipient}>" if t.recipient else ""
+    login = f"\t(Authenticated sender: {t.auth_user})\r\n" if t.auth_user else ""
     return (
-        f"Received: from {helo} ([{t.client_ip}])\r\n"
+        f"Received: from {helo} ([{t.client_ip}])\r\n{login}"
         f"\tby {t.hostname} (postwarden) with {t.protocol} id {t.queue_id}{tls}{rcpt};\r\n"
         f"\t{date}\r\n"
     ).encode()
+
+
+def from_fields(header_section: bytes) -> tuple[str, ...]:
+    """The unfolded values of every ``From:`` field (for sender_must_match_login)."""
+    return tuple(
+        re.sub(r"\r\n(?=[ \t])", "", m.group(1).decode("utf-8", "replace")).strip()
+        for m in _FROM.finditer(header_section)
+    )
 
 
 def field_names(header_section: bytes) -> list[bytes]:
@@ -82,6 +93,7 @@ class MessageBuilder:
         self._submission = add_submission_headers
         self._head: bytearray | None = bytearray()
         self.received_count = 0
+        self.from_fields: tuple[str, ...] = ()  # read from the header section once flushed
 
     def write(self, data: bytes) -> None:
         if self._head is None:
@@ -105,6 +117,7 @@ class MessageBuilder:
         self._head = None
         names = field_names(head)
         self.received_count = names.count(b"received")
+        self.from_fields = from_fields(head)
         extra = b""
         if self._submission and may_add:
             if b"message-id" not in names:

@@ -6,14 +6,17 @@ call, so the CLI's explanation is exactly what the server would do.
 
 from __future__ import annotations
 
+import email.utils
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postwarden.config import IPAddress, RelayConfig
-from postwarden.mail.address import Address, parse_address
+from postwarden.mail.address import Address, AddressError, parse_address
 from postwarden.policy.relay import (
     ClientFacts,
     Decision,
     RecipientFacts,
+    decide_header_from,
     decide_recipient,
     decide_relay,
     decide_sender,
@@ -93,19 +96,49 @@ class RecipientPolicy:
         """Whether the client's envelope senders are believed: it authenticated or may relay."""
         return client.auth_user is not None or decide_relay(client, self.relay).accepted
 
-    def check_recipient(self, client: ClientFacts, address: Address) -> Decision:
-        return decide_recipient(client, self.recipient_facts(address), self.relay)
+    def check_recipient(self, client: ClientFacts, address: Address, *,
+                        null_sender: bool = False) -> Decision:
+        return decide_recipient(client, self.recipient_facts(address), self.relay,
+                                null_sender=null_sender)
 
     def owns(self, user: str, sender: Address) -> bool:
-        """The user's own address, or an alias that delivers to the user."""
+        """The user's own address, or an alias that leads (maybe via others) to the user."""
         if sender.key == user:
             return True
-        targets = self.directory.alias_targets(sender.key)
-        return targets is not None and user in targets
+        if self.directory.alias_targets(sender.key) is None:
+            return False
+        try:
+            return user in self.resolve(sender).local_accounts
+        except (AliasLoop, AddressError):
+            return False
 
     def check_sender(self, auth_user: str | None, sender: Address | None) -> Decision | None:
         owned = sender is not None and auth_user is not None and self.owns(auth_user, sender)
         return decide_sender(auth_user, sender, owned, self.relay)
+
+    def check_header_from(self, auth_user: str | None,
+                          from_fields: Sequence[str]) -> Decision | None:
+        """Every mailbox in the ``From:`` fields must be the user's (sender_must_match_login).
+
+        A field that yields no parsable address counts as not owned: a
+        display name alone must not pass for the user.
+        """
+        if auth_user is None or not self.relay.sender_must_match_login:
+            return None
+        unowned: list[str] = []
+        for field in from_fields:
+            pairs = email.utils.getaddresses([field])
+            specs = [spec for _, spec in pairs if spec]
+            if not specs:
+                unowned.append(field.strip()[:200])
+            for spec in specs:
+                try:
+                    owned = self.owns(auth_user, parse_address(spec))
+                except AddressError:
+                    owned = False
+                if not owned:
+                    unowned.append(spec[:200])
+        return decide_header_from(auth_user, unowned, self.relay)
 
     def resolve(self, address: Address) -> Resolved:
         """Expand aliases (recursively, loops detected) into accounts and remote addresses."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postwarden.config import IPAddress, RelayConfig
@@ -156,11 +156,15 @@ def decide_relay(client: ClientFacts, cfg: RelayConfig) -> Decision:
     return _no_rule(client, cfg)
 
 
-def decide_recipient(client: ClientFacts, rcpt: RecipientFacts, cfg: RelayConfig) -> Decision:
+def decide_recipient(client: ClientFacts, rcpt: RecipientFacts, cfg: RelayConfig, *,
+                     null_sender: bool = False) -> Decision:
     """The RCPT TO decision: local recipients are verified, others need a relay rule.
 
     Locality is decided on the parsed domain only: ``%``, ``!``, quoted
-    ``@`` and source routes never reach this point as a domain.
+    ``@`` and source routes never reach this point as a domain. With
+    ``sender_must_match_login``, a logged-in user's ``MAIL FROM:<>`` reaches
+    local mailboxes only: the null sender is nobody's, so relaying with it
+    would send mail as no one the login answers for.
     """
     if rcpt.domain_is_local:
         if rcpt.mailbox_exists:
@@ -174,6 +178,12 @@ def decide_recipient(client: ClientFacts, rcpt: RecipientFacts, cfg: RelayConfig
             Destination.LOCAL,
         )
     decision = decide_relay(client, cfg)
+    if decision.accepted and null_sender and cfg.sender_must_match_login and client.auth_user:
+        return Decision(
+            Verdict.REJECT, R.SENDER_NOT_OWNED, "null_sender_relay",
+            (f"{client.auth_user} is logged in and sends from <>, which may reach only"
+             " local mailboxes (sender_must_match_login)",), Destination.REMOTE,
+        )
     if decision.accepted:
         return decision
     text = f"Unable to relay for <{rcpt.address}>"
@@ -191,4 +201,20 @@ def decide_sender(auth_user: str | None, sender: Address | None, owned: bool,
     return Decision(
         Verdict.REJECT, R.SENDER_NOT_OWNED, "sender_must_match_login",
         (f"{auth_user} does not own the sender address {sender.key}",), Destination.REMOTE,
+    )
+
+
+def decide_header_from(auth_user: str | None, unowned: Sequence[str],
+                       cfg: RelayConfig) -> Decision | None:
+    """``sender_must_match_login`` for the ``From:`` header, once it has been read.
+
+    ``unowned`` lists the From addresses the user does not own (the caller
+    asks the directory); None when the message may go.
+    """
+    if not cfg.sender_must_match_login or auth_user is None or not unowned:
+        return None
+    return Decision(
+        Verdict.REJECT, R.FROM_NOT_OWNED, "sender_must_match_login",
+        tuple(f"{auth_user} does not own the From: address {a}" for a in unowned),
+        Destination.REMOTE,
     )

@@ -219,14 +219,14 @@ class SMTPConnection:
         txn = self.txn
         if txn is None:  # the machine only asks after a positive MAIL
             return R.BAD_SEQUENCE
-        decision = self._decide(rcpt.address)
+        decision = self._decide(rcpt.address, null_sender=txn.mail.sender.address is None)
         txn.decisions.append(f"{rcpt.address}:{decision.verdict.value}:{decision.rule}")
         if decision.accepted:
             txn.accepted.append(DsnRecipient(rcpt.address, rcpt.notify, rcpt.orcpt))
         return decision.reply
 
-    def _decide(self, address: Address) -> Decision:
-        return self.s.recipients.check_recipient(self._facts(), address)
+    def _decide(self, address: Address, *, null_sender: bool) -> Decision:
+        return self.s.recipients.check_recipient(self._facts(), address, null_sender=null_sender)
 
     def _facts(self) -> ClientFacts:
         return self.s.recipients.client_facts(
@@ -263,8 +263,9 @@ class SMTPConnection:
         if ssl_object is not None:
             tls_info = f"using {ssl_object.version()} with cipher {ssl_object.cipher()[0]}"
         only = str(txn.accepted[0].address) if len(txn.accepted) == 1 else None
+        login = self.auth_user if self.s.cfg.auth.received_header_shows_login else None
         return TraceInfo(hello.name, str(self.peer.client_ip), self.s.cfg.hostname,
-                         txn.queue_id, protocol, only, tls_info)
+                         txn.queue_id, protocol, only, tls_info, login)
 
     async def _data_end(self) -> Reply:
         txn = self.txn
@@ -277,6 +278,11 @@ class SMTPConnection:
             self._end_transaction(f"refused {reply.code} {reply.status}")
             return reply
         assert txn.message is not None
+        txn.message.finish()  # the header section is read: its From: can be checked
+        refusal = self.s.recipients.check_header_from(self.auth_user, txn.message.from_fields)
+        if refusal is not None:
+            self._end_transaction(f"refused {refusal.reply.code} {refusal.rule}")
+            return refusal.reply
         mail = txn.mail
         envelope = Envelope(
             sender=mail.sender.address,
