@@ -55,7 +55,8 @@ class App:
         self.auth = Authenticator(self.store.directory, throttle)
         recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
-                             cfg.delivery.max_received_headers, on_queued=self._wake_queue)
+                             cfg.delivery.max_received_headers, on_queued=self._wake_queue,
+                             max_header_size=cfg.limits.max_header_size)
         self.queue = QueueManager(cfg, self.aio, self.aio, self.intake)
         self.shutdown = asyncio.Event()
         self.limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, {

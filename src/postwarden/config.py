@@ -89,6 +89,7 @@ class LimitsConfig:
     rcpt_error_delay_ms: int = 1000  # added to each RCPT reply past the soft limit
     command_timeout_seconds: int = 300  # for a whole command line, not one read
     data_timeout_seconds: int = 600  # per read in a message body, and its grace
+    max_header_size: int = 102400  # octets of one message's header section
     data_min_rate: int = 500  # octets/s a message body must keep up, past data_timeout_seconds
     shutdown_grace_seconds: int = 30
 

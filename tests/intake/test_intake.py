@@ -15,6 +15,7 @@ from postwarden.config import RelayConfig
 from postwarden.intake.accept import Intake, IntakeError, new_queue_id
 from postwarden.intake.headers import (
     MAX_HEADER_BYTES,
+    HeaderSectionTooLarge,
     MessageBuilder,
     TraceInfo,
     field_names,
@@ -296,27 +297,45 @@ class TestSubmissionHeaders:
         """Nothing in, nothing but the trace header out."""
         assert build([], prefix=b"Received: x\r\n") == b"Received: x\r\n"
 
-    def test_header_section_over_a_mebibyte_is_flushed_without_losing_bytes(self) -> None:
-        """Past the bound the headers stream through; every byte arrives, in order."""
-        line = b"X-Filler: " + b"a" * 988 + b"\r\n"
-        message = line * (MAX_HEADER_BYTES // len(line) + 5) + b"Subject: end\r\n\r\nbody\r\n"
-        chunks = [message[i:i + 777] for i in range(0, len(message), 777)]
+    @pytest.mark.parametrize("size", [64, 777, 4096])
+    def test_a_header_section_of_exactly_the_bound_is_kept_whole(self, size: int) -> None:
+        """Bound = the header section with its last CRLF; the blank line may
+        arrive in any piece."""
+        line = b"X-Filler: " + b"a" * 88 + b"\r\n"
+        head = line * ((MAX_HEADER_BYTES - 200) // len(line))
+        head += b"X-Last: " + b"b" * (MAX_HEADER_BYTES - len(head) - 10) + b"\r\n"
+        assert len(head) == MAX_HEADER_BYTES
+        message = head + b"\r\nbody\r\n"
+        chunks = [message[i:i + size] for i in range(0, len(message), size)]
         assert build(chunks, prefix=b"Received: x\r\n") == b"Received: x\r\n" + message
 
-    def test_submission_headers_never_split_a_line_of_a_huge_header_section(self) -> None:
-        """Added fields go between whole lines, and every original line survives intact."""
-        line = b"X-Filler: " + b"a" * 988 + b"\r\n"
-        message = line * (MAX_HEADER_BYTES // len(line) + 5) + b"Subject: end\r\n\r\nbody\r\n"
-        chunks = [message[i:i + 777] for i in range(0, len(message), 777)]
-        out = build(chunks, submission=True)
-        kept = [x for x in out.split(b"\r\n") if not x.startswith((b"Message-ID:", b"Date:"))]
-        assert kept == message.split(b"\r\n")
+    @pytest.mark.parametrize("size", [64, 4096, 200_000])
+    def test_one_octet_more_is_refused(self, size: int) -> None:
+        """A header section over the bound raises, in whatever pieces it comes."""
+        message = b"X-Long: " + b"a" * (MAX_HEADER_BYTES - 9) + b"\r\n\r\nbody\r\n"
+        chunks = [message[i:i + size] for i in range(0, len(message), size)]
+        with pytest.raises(HeaderSectionTooLarge):
+            build(chunks)
 
-    def test_one_endless_folded_field_streams_through_without_additions(self) -> None:
-        """No field boundary past the bound: nothing is added, bytes pass as sent."""
-        message = b"X-Long: a" + b"\r\n\tb" * (MAX_HEADER_BYTES // 3) + b"\r\n\r\nbody\r\n"
-        chunks = [message[i:i + 4096] for i in range(0, len(message), 4096)]
-        assert build(chunks, submission=True) == message
+    def test_an_endless_header_section_is_dropped_once_refused(self) -> None:
+        """Folded lines forever: refused at the bound, nothing held or written."""
+        blob = Blob()
+        builder = MessageBuilder(blob, b"Received: x\r\n", hostname=HOST,
+                                 add_submission_headers=False, max_header_bytes=1000)
+        builder.write(b"X-Long: a")
+        with pytest.raises(HeaderSectionTooLarge):
+            for _ in range(1000):
+                builder.write(b"\r\n\tb")
+        assert builder.size == 0 and blob.data == b""
+
+    async def test_a_generated_message_with_a_huge_header_is_an_intake_error(
+        self, intake: Intake
+    ) -> None:
+        """The CLI/report door refuses it the same way, as a permanent 5.3.4."""
+        data = b"X-Long: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\nbody\r\n"
+        with pytest.raises(IntakeError) as caught:
+            await intake.submit(envelope(ALICE), data)
+        assert caught.value.permanent and caught.value.status == "5.3.4"
 
     def test_received_headers_are_counted_in_the_header_section_only(self) -> None:
         """A "Received:" line in the body is not a hop."""

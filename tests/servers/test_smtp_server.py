@@ -20,6 +20,7 @@ from serverproc import DOMAIN, PASSWORD, ServerProcess
 USER = f"bob@{DOMAIN}"
 MAX_SIZE = 20_000
 RCPT_ERROR_LIMIT = 5
+MAX_HEADER = 4000
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(root, limits={"max_message_size": MAX_SIZE, "max_recipients": 3,
                                       "max_bad_commands": 5, "rcpt_error_soft_limit": 2,
                                       "rcpt_error_hard_limit": RCPT_ERROR_LIMIT,
-                                      "rcpt_error_delay_ms": 1})
+                                      "rcpt_error_delay_ms": 1,
+                                      "max_header_size": MAX_HEADER})
     srv.add_user(USER)
     for name in ("r1", "r2", "r3", "r4"):
         srv.add_user(f"{name}@{DOMAIN}")
@@ -228,6 +230,27 @@ class TestBadInput:
             assert raw.reply() == R.MESSAGE_TOO_BIG.encode()
             assert raw.cmd(b"MAIL FROM:<a@b.example> SIZE=999999") == R.MESSAGE_TOO_BIG.encode()
         assert inbox_count(server) == before
+
+    @pytest.mark.parametrize("blank_line", [True, False])
+    def test_oversize_header_section(self, server: ServerProcess, blank_line: bool) -> None:
+        """A header section over max_header_size (issue 8, defect 9): the data is
+        read to its end and dropped, 552 5.3.4, nothing stored, and the session
+        goes on to deliver the next message."""
+        before = inbox_count(server)
+        with Raw(server) as raw:
+            start_data(raw)
+            head = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"h" * 80) for i in range(60))
+            assert len(head) > MAX_HEADER
+            raw.send(head + (b"\r\nbody\r\n" if blank_line else b"") + b"more\r\n" * 500
+                     + b".\r\n")
+            assert raw.reply() == R.HEADER_TOO_BIG.encode()
+            assert raw.cmd(b"MAIL FROM:<a@sender.example>") == R.SENDER_OK.encode()
+            assert raw.cmd(f"RCPT TO:<{USER}>".encode()) == R.RECIPIENT_OK.encode()
+            assert raw.cmd(b"DATA") == R.START_DATA.encode()
+            raw.send(b"Subject: fits\r\n\r\nfits\r\n.\r\n")
+            queued_id(raw.reply())
+        assert inbox_count(server) == before + 1
+        server.wait_for_log("smtp header-too-large")
 
     def test_binary_garbage_then_421(self, server: ServerProcess) -> None:
         """Garbage lines are refused, and too many of them close with 421."""

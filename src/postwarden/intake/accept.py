@@ -16,7 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from postwarden.intake.headers import MessageBuilder, TraceInfo, received_header
+from postwarden.intake.headers import (
+    MAX_HEADER_BYTES,
+    HeaderSectionTooLarge,
+    MessageBuilder,
+    TraceInfo,
+    received_header,
+)
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
@@ -63,8 +69,10 @@ class Intake:
         hostname: str,
         max_received_headers: int,
         on_queued: Callable[[], None] = lambda: None,
+        max_header_size: int = MAX_HEADER_BYTES,
     ) -> None:
         self.blobs = blobs
+        self.max_header_size = max_header_size
         self.recipients = recipients
         self.hostname = hostname
         self.max_received_headers = max_received_headers
@@ -76,7 +84,7 @@ class Intake:
         prefix = received_header(trace) if trace is not None else b""
         return MessageBuilder(
             self.blobs.new_blob(queue_id), prefix, hostname=self.hostname,
-            add_submission_headers=add_submission_headers,
+            add_submission_headers=add_submission_headers, max_header_bytes=self.max_header_size,
         )
 
     async def accept(self, queue_id: str, envelope: Envelope, message: MessageBuilder, *,
@@ -135,5 +143,9 @@ class Intake:
         """Accept a generated message (reports, CLI) through the same door: ours, so trusted."""
         queue_id = new_queue_id()
         message = self.open_message(queue_id, None, add_submission_headers=False)
-        message.write(data)
+        try:
+            message.write(data)
+        except HeaderSectionTooLarge as exc:
+            message.writer.abort()
+            raise IntakeError(str(exc), permanent=True, status="5.3.4") from None
         return await self.accept(queue_id, envelope, message, trusted_origin=True)

@@ -1,8 +1,10 @@
 """Trace and submission headers, added while the message streams to disk.
 
-The header section is held back (bounded) until its end is seen, so that a
-missing ``Message-ID``/``Date`` can be added and ``Received`` headers counted
-before anything is written; the body then streams straight through.
+The header section is held back until its end is seen, so that a missing
+``Message-ID``/``Date`` can be added and ``Received`` headers counted before
+anything is written; the body then streams straight through. What is held is
+bounded (``max_header_bytes``, Postfix's ``header_size_limit``): a longer
+header section refuses the message, so a connection never holds more.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from postwarden.storage.interfaces import BlobWriter
 
-MAX_HEADER_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 100 * 1024  # default [limits] max_header_size, as Postfix's header_size_limit
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 _FROM = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE | re.IGNORECASE)
 
@@ -58,18 +60,8 @@ def field_names(header_section: bytes) -> list[bytes]:
     return [m.group(1).lower() for m in _FIELD.finditer(header_section)]
 
 
-def _field_boundary(head: bytes | bytearray) -> int:
-    """Offset just after the last CRLF that starts a new field, or 0.
-
-    A CRLF followed by space or tab is a folded continuation, and one at the
-    very end cannot be judged yet, so neither counts.
-    """
-    pos = len(head)
-    while (pos := head.rfind(b"\r\n", 0, pos)) != -1:
-        following = head[pos + 2 : pos + 3]
-        if following and following not in (b" ", b"\t"):
-            return pos + 2
-    return 0
+class HeaderSectionTooLarge(Exception):
+    """The header section passed its bound without ending: refuse the message."""
 
 
 class MessageBuilder:
@@ -86,40 +78,43 @@ class MessageBuilder:
         *,
         hostname: str,
         add_submission_headers: bool,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         self.writer = writer
         self._prefix = prefix
         self._hostname = hostname
         self._submission = add_submission_headers
+        self._max = max_header_bytes
         self._head: bytearray | None = bytearray()
         self.received_count = 0
         self.from_fields: tuple[str, ...] = ()  # read from the header section once flushed
 
     def write(self, data: bytes) -> None:
-        if self._head is None:
+        """Raises HeaderSectionTooLarge once the header section cannot end
+        within ``max_header_bytes``; what was held is dropped then."""
+        head = self._head
+        if head is None:
             self.writer.write(data)
             return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if self._head.startswith(b"\r\n"):
-            end = -2  # no header section at all: the body starts at once
+        start = max(0, len(head) - 3)  # a blank line may straddle two writes
+        head += data
+        # A leading CRLF: no header section, the body starts at once. Else only
+        # a blank line that leaves the section within the bound counts.
+        no_head = head.startswith(b"\r\n")
+        end = -2 if no_head else head.find(b"\r\n\r\n", start, self._max + 2)
         if end != -1:
-            self._flush_head(bytes(self._head[: end + 2]), bytes(self._head[end + 2 :]))
-        elif len(self._head) >= MAX_HEADER_BYTES:
-            # Past the bound: stream on, but only cut between whole fields so
-            # added fields never land inside a line.
-            split = _field_boundary(self._head)
-            cut = split or len(self._head)
-            head, rest = bytes(self._head[:cut]), bytes(self._head[cut:])
-            self._flush_head(head, rest, may_add=split > 0)
+            self._flush_head(bytes(head[: end + 2]), bytes(head[end + 2 :]))
+        elif len(head) >= self._max + 2:
+            self._head = None
+            raise HeaderSectionTooLarge(f"header section over {self._max} octets")
 
-    def _flush_head(self, head: bytes, rest: bytes, *, may_add: bool = True) -> None:
+    def _flush_head(self, head: bytes, rest: bytes) -> None:
         self._head = None
         names = field_names(head)
         self.received_count = names.count(b"received")
         self.from_fields = from_fields(head)
         extra = b""
-        if self._submission and may_add:
+        if self._submission:
             if b"message-id" not in names:
                 extra += f"Message-ID: {email.utils.make_msgid(domain=self._hostname)}\r\n".encode()
             if b"date" not in names:

@@ -76,6 +76,7 @@ TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
 SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "SMTPUTF8 required for this address")
 BDAT_AFTER_DATA = Reply(503, "5.5.1", "Mixing BDAT and DATA is not allowed")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
+HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section exceeds fixed limit")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # Decisions (the policy room).

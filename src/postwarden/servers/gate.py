@@ -34,7 +34,9 @@ log = logging.getLogger("postwarden")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
 BACKLOG = 511
-STREAM_LIMIT = 1024 * 1024  # StreamReader's line limit, as start_server(limit=...) had
+# asyncio stops reading a socket once twice this is buffered and unread: with
+# the machines' own bounds, it caps what one connection can make us hold.
+STREAM_LIMIT = 64 * 1024
 ACCEPT_ERROR_PAUSE = 0.1  # out of file descriptors: let sessions end before accepting again
 
 

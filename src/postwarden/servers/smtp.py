@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from postwarden.intake.accept import IntakeError, new_queue_id
-from postwarden.intake.headers import MessageBuilder, TraceInfo
+from postwarden.intake.headers import HeaderSectionTooLarge, MessageBuilder, TraceInfo
 from postwarden.log import kv
 from postwarden.mail import reply as R
 from postwarden.mail.address import Address
@@ -245,6 +245,10 @@ class SMTPConnection:
                     add_submission_headers=self.auth_user is not None,
                 )
             txn.message.write(chunk)
+        except HeaderSectionTooLarge:  # refused at the end; the rest is read and dropped
+            log.info(kv("smtp header-too-large", queue_id=txn.queue_id, ip=self.peer.client_ip))
+            txn.discard()
+            txn.failed = R.HEADER_TOO_BIG
         except OSError as exc:  # disk full, file size limit, I/O error
             log.error(kv("smtp store-error", queue_id=txn.queue_id, error=str(exc)))
             txn.discard()
