@@ -99,6 +99,7 @@ class App:
 
     async def start(self) -> None:
         self.store.blobs.remove_orphan_blobs(older_than=time.time())
+        self.store.changes.listen()  # other processes' commits wake our watchers too
         for kind, addresses in self.cfg.listen.items():
             handler = self._handler(kind)
             if handler is None:

@@ -12,8 +12,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from postwarden.storage.sqlite.schema import MIGRATIONS
+
+
+class CommitObserver(Protocol):
+    """Told of each connection, and of each transaction's end (``sqlite.changes``)."""
+
+    def capture(self, conn: sqlite3.Connection) -> None: ...
+    def committed(self) -> None: ...
+    def rolled_back(self) -> None: ...
 
 
 class Database:
@@ -22,6 +31,14 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._observer: CommitObserver | None = None
+
+    def observe(self, observer: CommitObserver) -> None:
+        """From now on (the schema exists), tell ``observer`` of every commit."""
+        self._observer = observer
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            observer.capture(conn)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -31,6 +48,8 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            if self._observer is not None:
+                self._observer.capture(conn)
             self._local.conn = conn
         return conn
 
@@ -43,8 +62,12 @@ class Database:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
+            if self._observer is not None:
+                self._observer.rolled_back()
             raise
         db.execute("COMMIT")
+        if self._observer is not None:
+            self._observer.committed()  # published after the commit, never before
 
     def migrate(self) -> None:
         with self.tx() as db:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from postwarden.storage.sqlite.blobs import BlobFiles
+from postwarden.storage.sqlite.changes import SqliteChanges
 from postwarden.storage.sqlite.db import Database
 from postwarden.storage.sqlite.delivery import SqliteDelivery
 from postwarden.storage.sqlite.directory import SqliteDirectory
@@ -29,9 +30,12 @@ class SqliteStore:
         self.directory = SqliteDirectory(self.db, self.mailboxes, self.blobs)
         self.queue = SqliteQueue(self.db, self.blobs)
         self.delivery = SqliteDelivery(self.db, self.blobs, self.mailboxes, self.queue)
+        self.changes = SqliteChanges(data_dir)  # ChangeFeed; ``listen()`` to hear others
+        self.db.observe(self.changes)
 
     def schema_version(self) -> int:
         return self.db.schema_version()
 
     def close(self) -> None:
+        self.changes.close()
         self.db.close()
