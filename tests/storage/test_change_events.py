@@ -11,6 +11,7 @@ import asyncio
 import os
 import smtplib
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
-from postwarden.storage.events import MailboxChanged
+from postwarden.storage.events import MailboxChanged, MailboxWatch
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.changes import EVENTS_DIR, decode, encode
@@ -60,6 +61,17 @@ async def deliver(intake: Intake, account: str) -> None:
     await intake.submit(envelope, b"Subject: hi\r\n\r\nhello\r\n")
 
 
+async def heard(watch: MailboxWatch) -> int:
+    async with asyncio.timeout(WAIT):
+        return await watch.wait()
+
+
+def bump(db: sqlite3.Connection, mailbox_id: int) -> None:
+    """A change as any mailbox write makes one: the mailbox's modseq moves on."""
+    db.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
+               (mailbox_id,))
+
+
 def send(addr: tuple[str, int], rcpt: str) -> None:
     with smtplib.SMTP(*addr, timeout=WAIT) as client:
         client.sendmail("a@remote.test", [rcpt], b"Subject: hi\r\n\r\nhi\r\n")
@@ -75,8 +87,7 @@ class TestInThisProcess:
         with store.changes.watch(box) as watch:
             assert not watch.pending()
             await deliver(intake, USER)
-            async with asyncio.timeout(WAIT):
-                modseq = await watch.wait()
+            modseq = await heard(watch)
         assert modseq == inbox(store, USER)[1]
 
     async def test_only_the_changed_mailbox_is_told(
@@ -88,8 +99,7 @@ class TestInThisProcess:
         theirs, _ = inbox(store, OTHER)
         with store.changes.watch(mine) as watch_mine, store.changes.watch(theirs) as other:
             await deliver(intake, OTHER)
-            async with asyncio.timeout(WAIT):
-                await other.wait()
+            await heard(other)
             assert not watch_mine.pending()
 
     async def test_a_rolled_back_change_is_never_published(
@@ -101,14 +111,11 @@ class TestInThisProcess:
         theirs, _ = inbox(store, OTHER)
         with store.changes.watch(mine) as watch, store.changes.watch(theirs) as other:
             with pytest.raises(RuntimeError), store.db.tx() as db:
-                db.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1"
-                           " WHERE id = ?", (mine,))
+                bump(db, mine)
                 raise RuntimeError("abandon the transaction")
             with store.db.tx() as db:  # a later commit on the same connection
-                db.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1"
-                           " WHERE id = ?", (theirs,))
-            async with asyncio.timeout(WAIT):
-                await other.wait()
+                bump(db, theirs)
+            await heard(other)
             assert not watch.pending()
 
     async def test_changes_coalesce_until_taken(
@@ -120,8 +127,7 @@ class TestInThisProcess:
         with store.changes.watch(box) as watch:
             for _ in range(3):
                 await deliver(intake, USER)
-            async with asyncio.timeout(WAIT):
-                modseq = await watch.wait()
+            modseq = await heard(watch)
             assert modseq == inbox(store, USER)[1]
             assert not watch.pending()
 
@@ -162,8 +168,7 @@ class TestAcrossProcesses:
             await asyncio.to_thread(server.start)
             with server.store.changes.watch(box) as watch:
                 await asyncio.to_thread(send, server.addr("smtp"), user)
-                async with asyncio.timeout(WAIT):
-                    modseq = await watch.wait()
+                modseq = await heard(watch)
         finally:
             server.stop()
             server.store.changes.close()
