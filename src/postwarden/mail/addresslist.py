@@ -32,7 +32,7 @@ class EnvelopeAddress:
 
 
 _SPECIALS = frozenset('<>@,;:\\')
-_STOP = frozenset(' \t\r\n()"[<>@,;:\\')
+_STOP = frozenset(' \t\r\n("[<>@,;:\\')  # a stray ")" is part of an atom
 
 _Token = tuple[str, str, bool]  # kind, text, preceded by white space
 

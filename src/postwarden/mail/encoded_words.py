@@ -49,7 +49,7 @@ def _word_bytes(encoding: bytes, text: bytes) -> bytes | None:
         text = text.rstrip(b"=")
         text += b"=" * (-len(text) % 4)
         try:
-            return base64.b64decode(text)
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             return None
     return _HEX.sub(lambda m: bytes([int(m.group(1), 16)]), text.replace(b"_", b" "))

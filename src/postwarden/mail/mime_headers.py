@@ -135,10 +135,11 @@ class _Scanner:
         if self.peek() == '"':
             return self.quoted()
         value = self.token()
+        after = self.pos
         if self.peek() not in ("", ";"):
-            end = self.text.find(";", self.pos)
+            end = self.text.find(";", after)
             end = len(self.text) if end < 0 else end
-            value += self.text[self.pos:end].rstrip()
+            value += self.text[after:end].rstrip()
             self.pos = end
         return value
 
@@ -215,7 +216,7 @@ def _joined(name: str, parts: dict[int, tuple[str, bool]]) -> MimeParam:
             if number == 0 and value.count("'") >= 2:
                 charset, lang, value = value.split("'", 2)
                 language = lang or None
-            data += urllib.parse.unquote_to_bytes(value)
+            data += urllib.parse.unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
         else:
             data += value.encode("utf-8", "surrogateescape")
         number += 1

@@ -1,0 +1,162 @@
+"""Header-level pieces: address lists, encoded words, parameters, sort keys, decoders."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import quopri
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postwarden.mail.addresslist import EnvelopeAddress, parse_address_list
+from postwarden.mail.encoded_words import decode_words
+from postwarden.mail.mime_codec import loads
+from postwarden.mail.mime_decode import TransferDecoder, decode_body
+from postwarden.mail.mime_headers import parse_content_type
+from postwarden.mail.sortkeys import base_subject, sent_date
+
+A = EnvelopeAddress
+
+
+class TestAddressList:
+    @pytest.mark.parametrize(("text", "expected"), [
+        ("a@b", (A(None, None, "a", "b"),)),
+        ('"Doe, John" <j@x>', (A("Doe, John", None, "j", "x"),)),
+        ("John  Q.  Public <j@x>", (A("John Q. Public", None, "j", "x"),)),
+        ("j@x (John Doe)", (A("John Doe", None, "j", "x"),)),
+        ("<@r1,@r2:m@h>", (A(None, "@r1,@r2", "m", "h"),)),
+        ('"john doe"@x', (A(None, None, "john doe", "x"),)),
+        ("bob", (A(None, None, "bob", ""),)),
+        ("<>", ()),
+        ("a@b,,c@d", (A(None, None, "a", "b"), A(None, None, "c", "d"))),
+        ("team: a@b, C <c@d>;, e@f", (
+            A(None, None, "team", None), A(None, None, "a", "b"), A("C", None, "c", "d"),
+            A(None, None, None, None), A(None, None, "e", "f"))),
+        ("open: a@b", (A(None, None, "open", None), A(None, None, "a", "b"),
+                       A(None, None, None, None))),
+        ("x@[127.0.0.1]", (A(None, None, "x", "[127.0.0.1]"),)),
+        ("Unclosed <u@h", (A("Unclosed", None, "u", "h"),)),
+    ])
+    def test_parses(self, text: str, expected: tuple[EnvelopeAddress, ...]) -> None:
+        """Names, routes, groups and broken forms give IMAP's (name adl mailbox host)."""
+        assert parse_address_list(text) == expected
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet='ab@<>,;:()"\\[]. \t=?', max_size=40))
+    def test_never_raises(self, text: str) -> None:
+        """Any mix of specials parses; group markers balance."""
+        result = parse_address_list(text)
+        starts = sum(1 for a in result if a.host is None and a.mailbox is not None)
+        ends = sum(1 for a in result if a.host is None and a.mailbox is None)
+        assert starts == ends
+
+
+class TestEncodedWords:
+    @pytest.mark.parametrize(("raw", "text"), [
+        ("=?iso-8859-1?q?this=20is=20some=20text?=", "this is some text"),
+        ("=?US-ASCII?Q?Keith_Moore?= <moore@cs.utk.edu>", "Keith Moore <moore@cs.utk.edu>"),
+        ("(=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?b?=)", "(ab)"),
+        ("=?ISO-8859-1?Q?a?= b", "a b"),
+        ("=?utf-8?b?w6k?=", "é"),  # missing padding
+        ("=?utf-8*fr?q?=C3=A9?=", "é"),  # RFC 2231 language in the word
+        ("=?utf-8?x?abc?=", "=?utf-8?x?abc?="),
+        ("=?utf-8?b?@@@?=", "=?utf-8?b?@@@?="),
+        ("=?iso-8859-1?q?a?= =?utf-8?q?=C3=A9?=", "aé"),
+        ("glued=?utf-8?q?word?=here", "gluedwordhere"),
+    ])
+    def test_decodes(self, raw: str, text: str) -> None:
+        """RFC 2047 examples (§8) and the usual breakage."""
+        assert decode_words(raw) == text
+
+    def test_raw_latin1_header_bytes_read_as_latin1(self) -> None:
+        """Undecodable 8-bit header bytes fall back to Latin-1."""
+        raw = b"caf\xe9".decode("utf-8", "surrogateescape")
+        assert decode_words(raw) == "café"
+
+
+class TestParameters:
+    def test_sections_out_of_order_and_gaps(self) -> None:
+        """Sections join in number order; a gap ends the value (RFC 2231 §3)."""
+        ct = parse_content_type("a/b; t*1=B; t*0=A; t*3=D")
+        assert ct is not None and [(p.name, p.value) for p in ct.params] == [("t", "AB")]
+
+    def test_unknown_charset_falls_back(self) -> None:
+        """An unknown charset still yields text, never an exception."""
+        ct = parse_content_type("a/b; t*=x-nope''%C3%A9")
+        assert ct is not None and ct.params[0].value == "é"
+
+    @pytest.mark.parametrize("value", ["", "text", "/plain", "text/", "(c)", '"a/b"'])
+    def test_unreadable_type_is_none(self, value: str) -> None:
+        """No type/subtype, no Content-Type (the caller applies the default)."""
+        assert parse_content_type(value) is None
+
+
+class TestSortKeys:
+    @pytest.mark.parametrize(("subject", "base"), [
+        ("Re: hello", "hello"),
+        ("RE: Re: re:hello", "hello"),
+        ("Fwd: hello (fwd)", "hello"),
+        ("[list] Re: [other] hello", "hello"),
+        ("Re [x]: hello", "hello"),
+        ("[fwd: hello]", "hello"),
+        ("[fwd: Re: [list] hello (fwd)]", "hello"),
+        ("[only a blob]", "[only a blob]"),
+        ("  spaced\tout  ", "spaced out"),
+        ("Reply later", "Reply later"),
+        ("", ""),
+    ])
+    def test_base_subject(self, subject: str, base: str) -> None:
+        """RFC 5256 §2.1 steps 2-6."""
+        assert base_subject(subject) == base
+
+    def test_sent_date(self) -> None:
+        """Zones are kept; a zone-less or -0000 date is UTC; junk is None."""
+        when = sent_date("Tue, 1 Dec 2026 08:00:00 -0500")
+        assert when == datetime.datetime(2026, 12, 1, 13, 0, tzinfo=datetime.UTC)
+        assert sent_date("1 Dec 2026 08:00:00 -0000") == datetime.datetime(
+            2026, 12, 1, 8, 0, tzinfo=datetime.UTC)
+        assert sent_date("yesterday") is None and sent_date(None) is None
+
+
+class TestTransferDecoder:
+    @settings(max_examples=100, deadline=None)
+    @given(st.binary(max_size=300), st.lists(st.integers(0, 2000), max_size=5),
+           st.sampled_from(["base64", "quoted-printable", "8bit"]))
+    def test_any_chunking_decodes_the_same(self, raw: bytes, cuts: list[int],
+                                           encoding: str) -> None:
+        """Encoded with the stdlib, decoded in pieces: the original bytes."""
+        match encoding:
+            case "base64":
+                encoded = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+            case "quoted-printable":
+                encoded = quopri.encodestring(raw).replace(b"\n", b"\r\n")
+            case _:
+                encoded = raw
+        decoder = TransferDecoder(encoding)
+        out, last = b"", 0
+        for cut in sorted(c % (len(encoded) + 1) for c in cuts):
+            out += decoder.feed(encoded[last:cut])
+            last = cut
+        out += decoder.feed(encoded[last:]) + decoder.close()
+        expected = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") \
+            if encoding == "quoted-printable" else raw
+        assert out in (raw, expected)
+
+    def test_unknown_encoding_is_refused(self) -> None:
+        """An encoding we cannot undo is a ValueError (IMAP: UNKNOWN-CTE)."""
+        with pytest.raises(ValueError, match="unknown transfer encoding"):
+            decode_body("x-uuencode", b"")
+
+    def test_base64_with_junk_and_inner_padding(self) -> None:
+        """Non-alphabet characters are skipped; two joined encodings both decode."""
+        assert decode_body("base64", b"aGk=\r\n!!aGk=\r\n") == b"hihi"
+
+
+class TestCodec:
+    @pytest.mark.parametrize("data", [b"", b"[]", b"[2]", b"[1,0,[]]", b"\xff", b"{}"])
+    def test_damaged_rows_are_value_errors(self, data: bytes) -> None:
+        """Anything loads did not write is a ValueError, so the store re-parses."""
+        with pytest.raises(ValueError):
+            loads(data)
