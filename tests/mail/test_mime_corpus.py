@@ -32,6 +32,7 @@ from postwarden.protocol.imap.bodystructure import (
     filter_header_fields,
     resolve_section,
 )
+from postwarden.protocol.imap.fetch import Section, SectionText
 
 CORPUS = Path(__file__).parent / "corpus"
 NAMES = sorted(p.name.removesuffix(".expect") for p in CORPUS.glob("*.expect"))
@@ -65,8 +66,8 @@ def expectations(name: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def section(structure: MessageStructure, data: bytes, spec: str) -> bytes | None:
-    """BODY[spec] read through resolve_section, as the server will."""
+def parse_section(spec: str) -> Section:
+    """"1.2.HEADER.FIELDS (From To)" as the IMAP parser would give it."""
     fields: tuple[str, ...] = ()
     if "(" in spec:
         spec, _, names = spec.partition(" (")
@@ -75,8 +76,13 @@ def section(structure: MessageStructure, data: bytes, spec: str) -> bytes | None
     pieces = spec.split(".") if spec else []
     while pieces and pieces[0].isdigit():
         numbers.append(int(pieces.pop(0)))
-    text = ".".join(pieces) or None
-    found = resolve_section(structure, tuple(numbers), text, fields)
+    text = SectionText(".".join(pieces)) if pieces else None
+    return Section(tuple(numbers), text, fields)
+
+
+def section(structure: MessageStructure, data: bytes, spec: str) -> bytes | None:
+    """BODY[spec] read through resolve_section, as the server will."""
+    found = resolve_section(structure, parse_section(spec))
     if found is None:
         return None
     read = data[found.start:found.end]
@@ -86,8 +92,7 @@ def section(structure: MessageStructure, data: bytes, spec: str) -> bytes | None
 
 
 def binary(structure: MessageStructure, data: bytes, spec: str) -> bytes | None:
-    numbers = tuple(int(n) for n in spec.split(".")) if spec else ()
-    found = resolve_section(structure, numbers)
+    found = resolve_section(structure, parse_section(spec))
     assert found is not None
     return binary_content(found, data[found.start:found.end])
 

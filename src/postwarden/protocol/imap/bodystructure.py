@@ -17,21 +17,22 @@ from postwarden.mail.addresslist import EnvelopeAddress
 from postwarden.mail.mime import MessageEnvelope, MessageStructure, MimePart
 from postwarden.mail.mime_decode import decode_body, knows_encoding
 from postwarden.mail.mime_headers import MimeParam, header_text
+from postwarden.protocol.imap import encoder
+from postwarden.protocol.imap.fetch import Section, SectionText
 
-MAX_QUOTED = 1024  # longer strings go as literals
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 def _string(value: str, utf8: bool) -> bytes:
-    """A quoted string when safe, else a literal (raw bytes round-trip)."""
+    """Header text as an IMAP string: its octets as they arrived.
+
+    Undecodable 8-bit octets (no charset known) always go as a literal, even
+    to a UTF-8 client, whose quoted strings must be valid UTF-8.
+    """
     data = value.encode("utf-8", "surrogateescape")
-    quotable = (
-        len(data) <= MAX_QUOTED
-        and not any(octet in (0, 10, 13) for octet in data)
-        and (data.isascii() or (utf8 and not _has_surrogates(value)))
-    )
-    if quotable:
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    return b"{%d}\r\n" % len(data) + data
+    return encoder.string(data, utf8=utf8 and not _has_surrogates(value))
 
 
 def _nstring(value: str | None, utf8: bool) -> bytes:
@@ -67,10 +68,6 @@ def envelope(env: MessageEnvelope, *, utf8: bool = False) -> bytes:
 
 
 # -- BODY / BODYSTRUCTURE ------------------------------------------------------------
-
-
-def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in text)
 
 
 def _param(p: MimeParam, utf8: bool) -> bytes:
@@ -191,39 +188,33 @@ def _locate(root: MimePart, numbers: tuple[int, ...]) -> tuple[MimePart, bool] |
     return part, at_message
 
 
-def resolve_section(structure: MessageStructure, numbers: tuple[int, ...],
-                    text: str | None = None, fields: tuple[str, ...] = ()) -> SectionRange | None:
-    """The range for ``BODY[numbers.text (fields)]``; None if the section does not exist.
-
-    ``text`` is None, "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT" or
-    "MIME" (case-insensitive).
-    """
-    located = _locate(structure.root, numbers)
+def resolve_section(structure: MessageStructure, section: Section) -> SectionRange | None:
+    """The range ``BODY[section]`` reads; None if the section does not exist."""
+    located = _locate(structure.root, section.part)
     if located is None:
         return None
     part, at_message = located
-    spec = (text or "").upper()
-    if spec == "":
-        if at_message:
+    match section.text:
+        case None if at_message:
             return SectionRange(0, structure.size)
-        return SectionRange(part.body_start, part.end, part=part)
-    if spec == "MIME":
-        if not numbers:
-            return None
-        return SectionRange(part.header_start, part.body_start)
+        case None:
+            return SectionRange(part.body_start, part.end, part=part)
+        case SectionText.MIME:
+            if not section.part:
+                return None
+            return SectionRange(part.header_start, part.body_start)
     if not at_message:
         if not part.is_message:
             return None  # HEADER and TEXT need a message/rfc822 part
         part = part.children[0]
-    match spec:
-        case "HEADER":
+    match section.text:
+        case SectionText.HEADER:
             return SectionRange(part.header_start, part.body_start)
-        case "HEADER.FIELDS" | "HEADER.FIELDS.NOT":
-            return SectionRange(part.header_start, part.body_start, fields=tuple(fields),
-                                exclude=spec.endswith(".NOT"))
-        case "TEXT":
+        case SectionText.HEADER_FIELDS | SectionText.HEADER_FIELDS_NOT:
+            return SectionRange(part.header_start, part.body_start, fields=section.fields,
+                                exclude=section.text is SectionText.HEADER_FIELDS_NOT)
+        case _:
             return SectionRange(part.body_start, part.end)
-    return None
 
 
 def filter_header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:

@@ -1,0 +1,71 @@
+"""BODYSTRUCTURE rendering and section ranges beyond the corpus: strings, partials, BINARY."""
+
+from __future__ import annotations
+
+from postwarden.mail.mime import parse_message
+from postwarden.protocol.imap.bodystructure import (
+    SectionRange,
+    binary_content,
+    bodystructure,
+    envelope,
+    resolve_section,
+)
+from postwarden.protocol.imap.fetch import Section, SectionText
+
+MESSAGE = (
+    b"Subject: a \"quoted\" \\ subject\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: application/x-thing\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"
+    b"begin 644 x\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"AGhpAA==\r\n--b--\r\n"
+)
+
+
+class TestStrings:
+    def test_quotes_and_backslashes_are_escaped(self) -> None:
+        """A quoted string escapes " and \\ (RFC 3501 quoted-specials)."""
+        env = envelope(parse_message(MESSAGE).envelope)
+        assert env.startswith(b'(NIL "a \\"quoted\\" \\\\ subject" NIL')
+
+    def test_long_description_goes_as_a_literal(self) -> None:
+        """A string too long to quote is sent as a literal with its octet count."""
+        text = b"d" * 5000
+        msg = b"Content-Description: " + text + b"\r\n\r\nx"
+        rendered = bodystructure(parse_message(msg))
+        assert b" {5000}\r\n" + text + b" " in rendered
+
+
+class TestSections:
+    def test_partial_is_clipped_to_the_section(self) -> None:
+        """<offset.length> reads inside the section only; past its end is empty."""
+        rng = SectionRange(100, 150)
+        assert rng.partial(10, 20) == (110, 130)
+        assert rng.partial(40, 1000) == (140, 150)
+        assert rng.partial(500, 10) == (150, 150)
+
+    def test_mime_of_the_whole_message_does_not_exist(self) -> None:
+        """MIME needs a part number (RFC 3501 §6.4.5)."""
+        structure = parse_message(MESSAGE)
+        assert resolve_section(structure, Section((), SectionText.MIME)) is None
+        assert resolve_section(structure, Section((0,))) is None
+
+    def test_binary_of_an_unknown_encoding_is_refused(self) -> None:
+        """x-uuencode cannot be undone: None, so the server answers NO [UNKNOWN-CTE]."""
+        structure = parse_message(MESSAGE)
+        found = resolve_section(structure, Section((1,)))
+        assert found is not None and found.part is not None
+        assert binary_content(found, MESSAGE[found.start:found.end]) is None
+
+    def test_binary_keeps_nul_octets(self) -> None:
+        """Decoded base64 with NULs comes back whole (sent as literal8 by the encoder)."""
+        structure = parse_message(MESSAGE)
+        found = resolve_section(structure, Section((2,)))
+        assert found is not None
+        assert binary_content(found, MESSAGE[found.start:found.end]) == b"\x00hi\x00"
+
+    def test_whole_message_binary_is_unchanged(self) -> None:
+        """BINARY[] is the message as stored: nothing to decode at the top."""
+        structure = parse_message(MESSAGE)
+        found = resolve_section(structure, Section())
+        assert found == SectionRange(0, len(MESSAGE))
+        assert binary_content(found, MESSAGE) == MESSAGE
