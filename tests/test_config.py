@@ -100,6 +100,12 @@ sender_must_match_login = false
         assert relay.denied_networks == (ipaddress.ip_network("10.66.0.0/16"),)
         assert relay.sender_must_match_login is False
 
+    def test_mime_limits_reach_the_parser_bounds(self, tmp_path: Path) -> None:
+        """[limits] mime_* keys become the MimeLimits the structure parser gets."""
+        text = with_section_value("limits", "mime_max_parts = 7")
+        limits = load(write(tmp_path, text)).limits.mime
+        assert (limits.max_parts, limits.max_depth) == (7, 50)
+
     def test_delivery_dns_and_routes_are_parsed(self, tmp_path: Path) -> None:
         """host:port strings, IPv6 brackets, nameservers and the route table."""
         text = """

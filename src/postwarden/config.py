@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postwarden.mail.mime import MimeLimits
+
 T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,6 +94,20 @@ class LimitsConfig:
     max_header_size: int = 102400  # octets of one message's header section
     data_min_rate: int = 500  # octets/s a message body must keep up, past data_timeout_seconds
     shutdown_grace_seconds: int = 30
+    mime_max_parts: int = 1000  # MIME parts parsed per message; the rest is opaque
+    mime_max_depth: int = 50  # nested multiparts / attached messages parsed
+    mime_max_header_bytes: int = 65536  # header octets kept per part
+    mime_max_total_header_bytes: int = 1048576  # header octets kept per message
+
+    @property
+    def mime(self) -> MimeLimits:
+        """The bounds for the MIME structure parser."""
+        return MimeLimits(
+            max_parts=self.mime_max_parts,
+            max_depth=self.mime_max_depth,
+            max_header_bytes=self.mime_max_header_bytes,
+            max_total_header_bytes=self.mime_max_total_header_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ taken as read, and nothing raises.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -184,6 +185,34 @@ class _Parser:
         self.out.append(EnvelopeAddress(name or self.comment, adl, mailbox, host))
 
 
+_WORD = r"[^\s\"(),:;<>@\[\]\\]+"
+_PLAIN_ADDRESS = re.compile(
+    rf'[ \t]*(?:(?:"([^"\\]*)"|((?:{_WORD}[ \t]+)*{_WORD})?)[ \t]*<({_WORD})@({_WORD})>'
+    rf"|({_WORD})@({_WORD}))[ \t]*"
+)
+_NOT_PLAIN = re.compile(r'["():;\[\]\\]')
+
+
+def _plain(piece: str) -> EnvelopeAddress | None:
+    m = _PLAIN_ADDRESS.fullmatch(piece)
+    if m is None:
+        return None
+    if m.group(3) is not None:
+        name = m.group(1) if m.group(1) is not None else " ".join((m.group(2) or "").split())
+        return EnvelopeAddress(name or None, None, m.group(3), m.group(4))
+    return EnvelopeAddress(None, None, m.group(5), m.group(6))
+
+
 def parse_address_list(value: str) -> tuple[EnvelopeAddress, ...]:
     """Every address of a header value, with group markers, in order."""
+    if not value.strip():
+        return ()
+    # The usual shapes ("a@b", "Name <a@b>", '"Name" <a@b>', lists of them)
+    # without the full tokenizer; anything else goes to the parser.
+    if _NOT_PLAIN.search(value) is None:
+        pieces = [_plain(piece) for piece in value.split(",") if piece.strip()]
+    else:
+        pieces = [_plain(value)]
+    if all(pieces):
+        return tuple(p for p in pieces if p is not None)
     return _Parser(value).parse()

@@ -163,6 +163,9 @@ _ENVELOPE_FIELDS = frozenset(
 NORMALISED_FIELDS = frozenset(
     ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to", "references")
 )
+_PART_WANTED = frozenset((b"content-",))
+_MESSAGE_WANTED = _PART_WANTED | {n.encode() for n in _ENVELOPE_FIELDS}
+_TOP_WANTED = _MESSAGE_WANTED | {n.encode() for n in NORMALISED_FIELDS}
 _Type = tuple[str, str, tuple[MimeParam, ...]]
 _DEFAULT_TEXT: _Type = ("TEXT", "PLAIN", (MimeParam("CHARSET", "US-ASCII"),))
 _DEFAULT_DIGEST: _Type = ("MESSAGE", "RFC822", ())
@@ -192,8 +195,9 @@ class _Fields:
 def _interpret(header: bytes, in_digest: bool, is_message: bool, is_top: bool) -> _Fields:
     first: dict[str, str] = {}
     normalised: list[tuple[str, str]] = []
-    for name, value in iter_fields(header):
-        if name.startswith("content-") or (is_message and name in _ENVELOPE_FIELDS):
+    wanted = _TOP_WANTED if is_top else _MESSAGE_WANTED if is_message else _PART_WANTED
+    for name, value in iter_fields(header, wanted):
+        if name != "references":
             first.setdefault(name, value)
         if is_top and name in NORMALISED_FIELDS:
             normalised.append((name, " ".join(decode_words(value).split())))
@@ -382,22 +386,29 @@ class MimeParser:
                 if j != i + 2 or j == i:
                     return j
                 i = j
-        j = buf.find(b"\n", i)
-        end = n if j < 0 else j + 1
-        self._keep_header(buf[i:end])
-        return self._consume(buf, i, end)
+        # Take header lines in bulk up to the blank line, or a line that may be a
+        # boundary; the step after starts on that line.
+        ends = [k + 1 for k in (buf.find(b"\n\r\n", i), buf.find(b"\n\n", i)) if k >= 0]
+        stop = min(ends, default=n)
+        if self._bounds:
+            dash = buf.find(b"\n--", i, stop)
+            stop = stop if dash < 0 else dash + 1
+        if stop == n and not final and buf.endswith(b"\n\r"):
+            stop -= 1  # the blank line may be "\r" here and "\n" in the next chunk
+        self._keep_header(buf[i:stop])
+        return self._consume(buf, i, stop)
 
     def _keep_header(self, piece: bytes) -> None:
         frame = self._stack[-1]
         if frame.header_full:
             return
-        size = len(piece)
-        if len(frame.header) + size > self._limits.max_header_bytes or size > self._header_budget:
+        room = min(self._limits.max_header_bytes - len(frame.header), self._header_budget)
+        if len(piece) > room:
+            piece = piece[:max(room, 0)]
             frame.header_full = True  # the rest of this header is skipped
             self._degraded = True
-            return
         frame.header += piece
-        self._header_budget -= size
+        self._header_budget -= len(piece)
 
     def _body_step(self, buf: bytes, i: int, final: bool) -> int:
         n = len(buf)
