@@ -309,5 +309,32 @@ class TestBadInput:
         client.quit()
 
 
+class TestDamagedMessages:
+    def test_truncated_or_missing_file_is_a_temporary_error(
+        self, pop3: POP3Harness, caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A file cut short or gone gets -ERR [SYS/TEMP] and a log line; the rest is served."""
+        third = b"Subject: third\r\n\r\nthird body\r\n"
+        for message in (DOTTED, PLAIN, third):
+            pop3.deliver(message)
+        inbox = pop3.store.mailboxes.get_mailbox(USER, "INBOX")
+        assert inbox is not None
+        first, _, gone = (pop3.store.blobs.blob_path(m.blob)
+                          for m in pop3.store.mailboxes.list_messages(inbox.id))
+        first.write_bytes(DOTTED[: len(DOTTED) // 2])  # damaged before the login
+        caplog.set_level(logging.ERROR, logger="postwarden.pop3")
+        client = pop3.login()
+        gone.unlink()  # and one vanishes during the session
+        for command in (lambda: client.retr(1), lambda: client.top(1, 0),
+                        lambda: client.retr(3)):
+            with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\]"):
+                command()
+        assert client.retr(2)[1] == lines(PLAIN)
+        assert client.noop().startswith(b"+OK")
+        client.quit()
+        assert "pop3 message-unavailable user=alice@example.test uid=1" in caplog.text
+        assert "the store recorded" in caplog.text and "uid=3" in caplog.text
+
+
 def _plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()

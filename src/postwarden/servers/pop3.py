@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -69,10 +70,22 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _open_and_read(path: Path) -> tuple[BinaryIO, bytes]:
-    """Open a message file and read its first piece: one thread hop for small messages."""
+class DamagedMessage(OSError):
+    """A message file whose size is not the one the store recorded (truncated, replaced)."""
+
+
+def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
+    """Open a message file and read its first piece: one thread hop for small messages.
+
+    The file must have the size the store recorded at delivery; otherwise it
+    is damaged, and sending it would hand the client a cut-off message as if
+    it were whole.
+    """
     f = path.open("rb")
     try:
+        actual = os.fstat(f.fileno()).st_size
+        if actual != size:
+            raise DamagedMessage(f"file has {actual} bytes, the store recorded {size}")
         return f, f.read(CHUNK_SIZE)
     except BaseException:
         f.close()
@@ -297,10 +310,12 @@ class _Session:
         try:
             path = self.services.blobs.blob_path(message.blob)
             if message.size <= INLINE_READ_LIMIT:
-                f, chunk = _open_and_read(path)
+                f, chunk = _open_and_read(path, message.size)
             else:
-                f, chunk = await asyncio.to_thread(_open_and_read, path)
-        except OSError:
+                f, chunk = await asyncio.to_thread(_open_and_read, path, message.size)
+        except OSError as exc:  # missing, unreadable or damaged: a temporary error, logged
+            log.error("pop3 message-unavailable user=%s uid=%d blob=%s error=%s",
+                      _kv(self.account or ""), message.uid, message.blob, _kv(str(exc)))
             self.machine.send(MessageUnavailable())
             return
         try:
