@@ -45,6 +45,7 @@ from postwarden.protocol.pop3 import (
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
+from postwarden.servers.starttls import drop_plaintext
 from postwarden.storage.interfaces import StoredMessage
 
 log = logging.getLogger("postwarden.pop3")
@@ -244,9 +245,7 @@ class _Session:
         returned after the handshake as if it came over TLS (CVE-2011-0411).
         """
         assert self.services.tls is not None
-        pending = getattr(self.reader, "_buffer", None)
-        if isinstance(pending, bytearray):
-            pending.clear()
+        await drop_plaintext(self.reader, self.writer)
         self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.services.tls, ssl_handshake_timeout=self.timeout)
         self.machine.send(TLSStarted(

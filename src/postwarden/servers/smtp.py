@@ -41,6 +41,7 @@ from postwarden.protocol.smtp import (
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import SMTPServices
+from postwarden.servers.starttls import drop_plaintext
 
 log = logging.getLogger("postwarden.smtp")
 READ_SIZE = 256 * 1024
@@ -328,13 +329,17 @@ class SMTPConnection:
                         result=result, **extra))
 
     async def _start_tls(self) -> None:
+        """Send 220 and hand the socket to TLS without yielding to the loop in between.
+
+        Not yielding matters twice: the client's ClientHello, sent once it sees
+        the 220, cannot land in the plaintext buffer; and whatever plaintext is
+        buffered now (sent before the 220) is dropped, never read as if it came
+        over TLS. The machine drops its own copy in tls_started().
+        """
         assert self.s.tls is not None
-        # Stop reading before the 220 goes out: the client's ClientHello must
-        # stay in the socket for the TLS layer, not land in the plaintext buffer.
-        # Plaintext pipelined after STARTTLS is dropped (CVE-2011-0411 style
-        # injection); the machine drops its own copy in tls_started().
-        self.writer.transport.pause_reading()  # type: ignore[attr-defined]
-        self.reader._buffer.clear()  # type: ignore[attr-defined]
+        dropped = await drop_plaintext(self.reader, self.writer)
+        if dropped:
+            log.info(kv("smtp starttls-dropped", ip=self.peer.client_ip, octets=dropped))
         self.writer.write(self.machine.data_to_send())
         await self.writer.start_tls(self.s.tls)
         self.tls = True
