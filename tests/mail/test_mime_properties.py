@@ -198,3 +198,12 @@ class TestHostile:
         assert len(whole.root.children) == 1 and whole.root.children[0].body_size == 4
         for cut in range(len(data)):
             assert chunked(data, [cut]) == whole
+
+    def test_many_dash_lines_inside_a_part(self) -> None:
+        """Lines that start "--" but name no active boundary stay body text."""
+        body = b"--x-not\r\n--\r\n-- \r\n" * 10_000
+        data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n" + body
+                + b"--b--\r\n")
+        part, = parse_message(data).root.children
+        assert part.body_size == len(body) - 2 and part.body_lines == 30_000
+        assert chunked(data, [100, 1000, 50_000]) == parse_message(data)

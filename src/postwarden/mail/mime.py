@@ -299,6 +299,7 @@ class MimeParser:
         self._stack = [self._root]
         self._bounds: list[tuple[bytes, int]] = []  # innermost first
         self._need = 0  # bytes of a line needed to tell a boundary
+        self._needles: list[bytes] = []  # LF + each active "--boundary"
         self._parts = 1
         self._header_budget = self._limits.max_total_header_bytes
         self._degraded = False
@@ -391,8 +392,8 @@ class MimeParser:
         ends = [k + 1 for k in (buf.find(b"\n\r\n", i), buf.find(b"\n\n", i)) if k >= 0]
         stop = min(ends, default=n)
         if self._bounds:
-            dash = buf.find(b"\n--", i, stop)
-            stop = stop if dash < 0 else dash + 1
+            found = self._next_boundary(buf, i, stop)
+            stop = stop if found < 0 else found + 1
         if stop == n and not final and buf.endswith(b"\n\r"):
             stop -= 1  # the blank line may be "\r" here and "\n" in the next chunk
         self._keep_header(buf[i:stop])
@@ -416,14 +417,25 @@ class MimeParser:
             return self._consume(buf, i, n)
         if self._bol and buf[i] == 45:
             return self._boundary_check(buf, i, final)
-        k = buf.find(b"\n--", i)
-        if k < 0:
+        found = self._next_boundary(buf, i, n)
+        if found < 0:
             stop = n
-            if not final and buf[n - 1] == 45 and (n - 1 > i and buf[n - 2] == LF):
-                stop = n - 1
+            if not final:  # a boundary line may have begun in the last few bytes
+                k = buf.rfind(b"\n", max(i, n - self._need), n)
+                stop = n if k < 0 else k + 1
             return self._consume(buf, i, stop)
-        self._consume(buf, i, k + 1)
-        return self._boundary_check(buf, k + 1, final)
+        self._consume(buf, i, found + 1)
+        return self._boundary_check(buf, found + 1, final)
+
+    def _next_boundary(self, buf: bytes, i: int, stop: int) -> int:
+        """The line feed before the next line starting with an active boundary, or -1."""
+        found = -1
+        for needle in self._needles:
+            k = buf.find(needle, i, stop)
+            if k >= 0 and (found < 0 or k < found):
+                found = k
+                stop = k + len(needle)
+        return found
 
     def _boundary_check(self, buf: bytes, c: int, final: bool) -> int:
         """At a line start: a boundary line ends parts; anything else is skipped."""
@@ -567,6 +579,7 @@ class MimeParser:
         ]
         bounds.reverse()
         self._bounds = bounds
+        self._needles = [b"\n" + dash for dash, _ in bounds]
         self._need = max((len(dash) for dash, _ in bounds), default=0) + 2
 
 

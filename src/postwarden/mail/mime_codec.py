@@ -32,20 +32,36 @@ def dumps(structure: MessageStructure) -> bytes:
 
 
 def loads(data: bytes) -> MessageStructure:
-    """The structure `dumps` wrote; ValueError for anything else."""
+    """The structure `dumps` wrote; ValueError for anything else.
+
+    Field types are trusted as JSON gives them back (the row is ours and
+    versioned); a row of the wrong shape is a ValueError.
+    """
+    value = _value(data)
+    try:
+        return MessageStructure(value[1], _unpart(value[2]), _unenvelope(value[3]),
+                                tuple((k, v) for k, v in value[4]), bool(value[5]))
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"damaged structure: {exc}") from None
+
+
+def loads_envelope(data: bytes) -> MessageEnvelope:
+    """Only the envelope of a stored structure (FETCH ENVELOPE needs no more)."""
+    value = _value(data)
+    try:
+        return _unenvelope(value[3])
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"damaged structure: {exc}") from None
+
+
+def _value(data: bytes) -> Any:
     try:
         value = json.loads(data)
-        if value[0] != FORMAT:
-            raise ValueError(f"unknown structure format {value[0]!r}")
-        return MessageStructure(
-            size=int(value[1]),
-            root=_unpart(value[2]),
-            envelope=_unenvelope(value[3]),
-            fields=tuple((str(k), str(v)) for k, v in value[4]),
-            degraded=bool(value[5]),
-        )
-    except (TypeError, IndexError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"damaged structure: {exc}") from None
+    if not isinstance(value, list) or len(value) != 6 or value[0] != FORMAT:
+        raise ValueError("damaged structure: not a format-1 row")
+    return value
 
 
 def _params(params: tuple[MimeParam, ...]) -> list[list[str]]:
@@ -53,8 +69,8 @@ def _params(params: tuple[MimeParam, ...]) -> list[list[str]]:
             for p in params]
 
 
-def _unparams(value: Any) -> tuple[MimeParam, ...]:
-    return tuple(MimeParam(*(str(x) for x in item[:3])) for item in value)
+def _unparams(value: list[list[str]]) -> tuple[MimeParam, ...]:
+    return tuple(MimeParam(*item[:3]) for item in value)
 
 
 def _part(part: MimePart) -> list[Any]:
@@ -62,27 +78,20 @@ def _part(part: MimePart) -> list[Any]:
         part.header_start, part.body_start, part.end, part.body_lines,
         part.media_type, part.media_subtype, _params(part.params),
         part.content_id, part.description, part.encoding, part.md5,
-        part.disposition, _params(part.disposition_params), list(part.language),
+        part.disposition, _params(part.disposition_params), part.language,
         part.location, [_part(child) for child in part.children],
         _envelope(part.envelope) if part.envelope is not None else None,
         int(part.defaulted),
     ]
 
 
-def _opt(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _unpart(v: Any) -> MimePart:
+def _unpart(v: list[Any]) -> MimePart:
+    if len(v) != 18:
+        raise ValueError("a part of the wrong length")
     return MimePart(
-        header_start=int(v[0]), body_start=int(v[1]), end=int(v[2]), body_lines=int(v[3]),
-        media_type=str(v[4]), media_subtype=str(v[5]), params=_unparams(v[6]),
-        content_id=_opt(v[7]), description=_opt(v[8]), encoding=_opt(v[9]), md5=_opt(v[10]),
-        disposition=_opt(v[11]), disposition_params=_unparams(v[12]),
-        language=tuple(str(x) for x in v[13]), location=_opt(v[14]),
-        children=tuple(_unpart(child) for child in v[15]),
-        envelope=_unenvelope(v[16]) if v[16] is not None else None,
-        defaulted=bool(v[17]),
+        v[0], v[1], v[2], v[3], v[4], v[5], _unparams(v[6]), v[7], v[8], v[9], v[10], v[11],
+        _unparams(v[12]), tuple(v[13]), v[14], tuple(_unpart(child) for child in v[15]),
+        None if v[16] is None else _unenvelope(v[16]), bool(v[17]),
     )
 
 
@@ -90,8 +99,8 @@ def _addresses(addresses: tuple[EnvelopeAddress, ...]) -> list[list[str | None]]
     return [[a.name, a.adl, a.mailbox, a.host] for a in addresses]
 
 
-def _unaddresses(value: Any) -> tuple[EnvelopeAddress, ...]:
-    return tuple(EnvelopeAddress(_opt(a[0]), _opt(a[1]), _opt(a[2]), _opt(a[3])) for a in value)
+def _unaddresses(value: list[list[str | None]]) -> tuple[EnvelopeAddress, ...]:
+    return tuple(EnvelopeAddress(*a[:4]) for a in value)
 
 
 def _envelope(env: MessageEnvelope) -> list[Any]:
@@ -102,10 +111,10 @@ def _envelope(env: MessageEnvelope) -> list[Any]:
     ]
 
 
-def _unenvelope(v: Any) -> MessageEnvelope:
+def _unenvelope(v: list[Any]) -> MessageEnvelope:
+    if len(v) != 10:
+        raise ValueError("an envelope of the wrong length")
     return MessageEnvelope(
-        date=_opt(v[0]), subject=_opt(v[1]), from_=_unaddresses(v[2]),
-        sender=_unaddresses(v[3]), reply_to=_unaddresses(v[4]), to=_unaddresses(v[5]),
-        cc=_unaddresses(v[6]), bcc=_unaddresses(v[7]), in_reply_to=_opt(v[8]),
-        message_id=_opt(v[9]),
+        v[0], v[1], _unaddresses(v[2]), _unaddresses(v[3]), _unaddresses(v[4]),
+        _unaddresses(v[5]), _unaddresses(v[6]), _unaddresses(v[7]), v[8], v[9],
     )
