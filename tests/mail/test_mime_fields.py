@@ -155,7 +155,11 @@ class TestTransferDecoder:
 
 
 class TestCodec:
-    @pytest.mark.parametrize("data", [b"", b"[]", b"[2]", b"[1,0,[]]", b"\xff", b"{}"])
+    @pytest.mark.parametrize("data", [
+        b"", b"[]", b"[2]", b"[1,0,[]]", b"\xff", b"{}", b"[1,0,[],[],[],0]",
+        b"[1,0,[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0],[],[],0]",
+        b'[1,0,[0,0,0,0,"t","p","ab",0,0,0,0,0,[],[],0,[],null,0],[],[],0]',
+    ])
     def test_damaged_rows_are_value_errors(self, data: bytes) -> None:
         """Anything loads did not write is a ValueError, so the store re-parses."""
         with pytest.raises(ValueError):

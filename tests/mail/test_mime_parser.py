@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from postwarden.mail.mime import MimeLimits, MimeParser, MimePart, parse_message
-from postwarden.mail.mime_codec import dumps, loads
+from postwarden.mail.mime_codec import dumps, loads, loads_envelope
 
 SIMPLE = b"From: a@b.example\r\nSubject: hi\r\n\r\nline one\r\nline two\r\n"
 
@@ -87,3 +87,8 @@ class TestCodec:
         for msg in (SIMPLE, MIXED):
             s = parse_message(msg)
             assert loads(dumps(s)) == s
+
+    def test_envelope_alone(self) -> None:
+        """loads_envelope reads just the envelope back."""
+        s = parse_message(SIMPLE)
+        assert loads_envelope(dumps(s)) == s.envelope
