@@ -92,7 +92,7 @@ async def run(n: int, size: int, root: Path, rtt_ms: float, pipelining: bool) ->
     holder: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay, cfg.hostname), cfg.hostname,
+        store.blobs, aio, RecipientPolicy(aio, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: holder and holder[0].wake(),
     )
     body = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * max(1, size // 78)

@@ -28,6 +28,7 @@ from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices
 from postwarden.storage.interfaces import Acceptance, BlobRef
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 USER = "bench@example.test"
 PASSWORD = "bench password"
@@ -111,7 +112,7 @@ def main() -> None:
         store.directory.add_account(USER, hash_password(PASSWORD))
         paths = fill(store, args.messages, args.size)
         raw_seconds, raw_octets = raw_read(paths)  # also warms the page cache for both
-        auth = Authenticator(store.directory, AuthThrottle(10, 900))
+        auth = Authenticator(AsyncSqliteStore(store), AuthThrottle(10, 900))
         services = MailboxServices(cfg, store.directory, store.mailboxes, store.blobs, auth, None)
         loop, port = serve(services)
         login_cold, seconds, count, octets = fetch_all(port)

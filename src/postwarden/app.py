@@ -40,9 +40,9 @@ LOGIN_RECORD_SWEEP_SECONDS = 60
 
 
 class App:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, store: SqliteStore | None = None) -> None:
         self.cfg = cfg
-        self.store = SqliteStore(cfg.data_dir)
+        self.store = store or SqliteStore(cfg.data_dir)
         self.aio = AsyncSqliteStore(self.store)
         self.tls = (
             server_context(cfg.tls.cert, cfg.tls.key)
@@ -52,8 +52,8 @@ class App:
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
                                 limits.auth_failures_per_account)
-        self.auth = Authenticator(self.store.directory, throttle)
-        recipients = RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname)
+        self.auth = Authenticator(self.aio, throttle)
+        recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,
                              max_header_size=cfg.limits.max_header_size)
@@ -122,7 +122,7 @@ class App:
         window = self.cfg.relay.pop_before_smtp_minutes * 60
         while True:
             await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
-            self.store.directory.expire_logins(time.time() - max(window, 60))
+            await self.aio.expire_logins(time.time() - max(window, 60))
 
     async def stop(self) -> None:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""

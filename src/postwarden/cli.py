@@ -7,6 +7,7 @@ Every failure is one human-readable line on stderr and a non-zero exit:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import ipaddress
 import os
@@ -23,6 +24,7 @@ from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
 from postwarden.storage.interfaces import Directory, StoreError
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -216,18 +218,26 @@ def _ip(text: str, what: str) -> configmod.IPAddress:
 
 def cmd_relay_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    store = _store(cfg)
-    policy = RecipientPolicy(store, cfg.relay, cfg.hostname)
+    store = AsyncSqliteStore(SqliteStore(cfg.data_dir))
+    try:
+        return asyncio.run(_relay_check(cfg, RecipientPolicy(store, cfg.relay, cfg.hostname),
+                                        args))
+    finally:
+        store.close()
+
+
+async def _relay_check(cfg: Config, policy: RecipientPolicy, args: argparse.Namespace) -> int:
+    """The same fact gathering and decisions as the SMTP server's, explained."""
     local_default = next(iter(cfg.listen.get("smtp", ())), None)
     local_ip = _ip(args.local_addr or (local_default.host if local_default else "127.0.0.1"),
                    "local")
     user = _address(args.user).key if args.user else None
-    client = policy.client_facts(_ip(args.client, "client"), local_ip, tls=False,
-                                 auth_user=user, now=time.time())
+    client = await policy.client_facts(_ip(args.client, "client"), local_ip, tls=False,
+                                       auth_user=user, now=time.time())
     ok = True
     if args.sender:
         sender = None if args.sender in ("", "<>") else _address(args.sender)
-        refusal = policy.check_sender(user, sender)
+        refusal = await policy.check_sender(user, sender)
         if refusal is not None:
             ok = False
             print(f"MAIL FROM:<{sender}>: REJECT  {refusal.reply.encode().decode().strip()}")
@@ -241,7 +251,7 @@ def cmd_relay_check(args: argparse.Namespace) -> int:
             ok = False
             print(f"{text}: REJECT  501 5.1.3 Bad address syntax ({exc})")
             continue
-        d = policy.check_recipient(client, address, null_sender=args.sender == "<>")
+        d = await policy.check_recipient(client, address, null_sender=args.sender == "<>")
         ok = ok and d.accepted
         print(f"{address}: {d.verdict.name}  {d.reply.encode().decode().strip()}")
         print(f"  rule: {d.rule} ({d.destination.value})")

@@ -56,7 +56,7 @@ class World:
         self.aio = AsyncSqliteStore(self.store)
         self.intake = Intake(
             self.store.blobs, self.aio,
-            RecipientPolicy(self.store.directory, cfg.relay, cfg.hostname),
+            RecipientPolicy(self.aio, cfg.relay, cfg.hostname),
             cfg.hostname, intake_max_received or cfg.delivery.max_received_headers,
             on_queued=self._wake,
         )

@@ -25,7 +25,7 @@ async def main(path: str) -> None:
     wake: list[QueueManager] = []
     aio = AsyncSqliteStore(store)
     intake = Intake(
-        store.blobs, aio, RecipientPolicy(store.directory, cfg.relay, cfg.hostname), cfg.hostname,
+        store.blobs, aio, RecipientPolicy(aio, cfg.relay, cfg.hostname), cfg.hostname,
         cfg.delivery.max_received_headers, on_queued=lambda: wake[0].wake(),
     )
     manager = QueueManager(cfg, aio, aio, intake)

@@ -55,7 +55,7 @@ async def queue_messages(server: ServerProcess, n: int) -> None:
     """Queue ``n`` messages to the sink through the real intake, before any server runs."""
     store = server.store
     aio = AsyncSqliteStore(store)
-    intake = Intake(store.blobs, aio, RecipientPolicy(store.directory, RelayConfig(), HOSTNAME),
+    intake = Intake(store.blobs, aio, RecipientPolicy(aio, RelayConfig(), HOSTNAME),
                     HOSTNAME, 50)
     envelope = Envelope(parse_address("sender@example.test"),
                         (DsnRecipient(parse_address("rcpt@sink.test")),))

@@ -11,6 +11,7 @@ process (``TestRealSMTP``).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import smtplib
 import socket
@@ -24,6 +25,7 @@ import pytest
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.policy.relay import Decision
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from servers.pop3_fixtures import PASSWORD, USER, POP3Harness, RawClient, pop3
 
 __all__ = ["pop3"]  # the fixture, imported explicitly
@@ -55,10 +57,19 @@ def leave_window(database: Path) -> None:
 class TestPolicy:
     def _decide(self, harness: POP3Harness) -> Decision:
         """What the SMTP server decides at RCPT for CLIENT_IP, without SMTP AUTH."""
-        policy = RecipientPolicy(harness.store.directory, harness.cfg.relay, harness.cfg.hostname)
+        store = AsyncSqliteStore(harness.store)
+        policy = RecipientPolicy(store, harness.cfg.relay, harness.cfg.hostname)
         client, local = ipaddress.ip_address(CLIENT_IP), ipaddress.ip_address("127.0.0.1")
-        facts = policy.client_facts(client, local, tls=False, auth_user=None, now=time.time())
-        return policy.check_recipient(facts, parse_address(EXTERNAL))
+
+        async def decide() -> Decision:
+            facts = await policy.client_facts(client, local, tls=False, auth_user=None,
+                                              now=time.time())
+            return await policy.check_recipient(facts, parse_address(EXTERNAL))
+
+        try:
+            return asyncio.run(decide())
+        finally:
+            store.close()
 
     def test_pop3_login_opens_the_window_and_it_closes(self, pop3: POP3Harness) -> None:
         """Refused, POP3 login, accepted by rule pop_before_smtp, refused after the window."""

@@ -6,7 +6,7 @@ import email
 import email.policy
 import ipaddress
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,15 +48,20 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 @pytest.fixture
-def policy(store: SqliteStore) -> RecipientPolicy:
-    return RecipientPolicy(store.directory, RelayConfig(pop_before_smtp_minutes=10), HOST)
+def aio(store: SqliteStore) -> Iterator[AsyncSqliteStore]:
+    aio = AsyncSqliteStore(store)
+    yield aio
+    aio.close()
 
 
 @pytest.fixture
-async def intake(store: SqliteStore, policy: RecipientPolicy) -> AsyncIterator[Intake]:
-    aio = AsyncSqliteStore(store)
-    yield Intake(store.blobs, aio, policy, HOST, MAX_RECEIVED)
-    aio.close()
+def policy(aio: AsyncSqliteStore) -> RecipientPolicy:
+    return RecipientPolicy(aio, RelayConfig(pop_before_smtp_minutes=10), HOST)
+
+
+@pytest.fixture
+def intake(store: SqliteStore, aio: AsyncSqliteStore, policy: RecipientPolicy) -> Intake:
+    return Intake(store.blobs, aio, policy, HOST, MAX_RECEIVED)
 
 
 def envelope(*recipients: str, sender: str | None = "sender@remote.test") -> Envelope:
@@ -407,18 +412,18 @@ class TestFromFields:
 
 
 class TestHeaderFromOwnership:
-    def test_unowned_display_only_and_garbage_from_are_refused(
+    async def test_unowned_display_only_and_garbage_from_are_refused(
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """Own address and an alias chain to it pass; another user, a bare name, junk do not."""
         store.directory.add_alias("sales@example.test", [ALICE])
         store.directory.add_alias("team@example.test", ["sales@example.test"])
         ok = ["Alice <ALICE@example.test>", "sales@example.test, <team@example.test>"]
-        assert policy.check_header_from(ALICE, ok) is None
+        assert await policy.check_header_from(ALICE, ok) is None
         for bad in ([BOB], ["Alice"], ["<alice@example.test>, bob@example.test"], ["<@@>"]):
-            refusal = policy.check_header_from(ALICE, bad)
+            refusal = await policy.check_header_from(ALICE, bad)
             assert refusal is not None and refusal.reply == R.FROM_NOT_OWNED, bad
-        assert policy.check_header_from(None, [BOB]) is None
+        assert await policy.check_header_from(None, [BOB]) is None
 
 
 class TestQueueId:
@@ -442,85 +447,89 @@ class TestQueueId:
 
 
 class TestRecipientPolicy:
-    def test_local_existing_and_unknown_recipients(self, policy: RecipientPolicy) -> None:
+    async def test_local_existing_and_unknown_recipients(self, policy: RecipientPolicy) -> None:
         """The directory supplies the facts; the pure policy decides."""
-        client = policy.client_facts(ipaddress.ip_address("203.0.113.1"),
-                                     ipaddress.ip_address("192.0.2.25"),
-                                     tls=False, auth_user=None, now=1000.0)
-        assert policy.check_recipient(client, parse_address("ALICE@example.test")).reply == (
-            R.RECIPIENT_OK)
-        assert policy.check_recipient(client, parse_address("nobody@example.test")).reply == (
-            R.UNKNOWN_USER)
-        refused = policy.check_recipient(client, parse_address("x@remote.test"))
+        client = await policy.client_facts(ipaddress.ip_address("203.0.113.1"),
+                                           ipaddress.ip_address("192.0.2.25"),
+                                           tls=False, auth_user=None, now=1000.0)
+        alice = await policy.check_recipient(client, parse_address("ALICE@example.test"))
+        assert alice.reply == R.RECIPIENT_OK
+        nobody = await policy.check_recipient(client, parse_address("nobody@example.test"))
+        assert nobody.reply == R.UNKNOWN_USER
+        refused = await policy.check_recipient(client, parse_address("x@remote.test"))
         assert refused.reply.code == R.RELAY_DENIED.code
         assert "Unable to relay for <x@remote.test>" in refused.reply.text
 
-    def test_own_hostname_is_local_with_postmaster_only(self, policy: RecipientPolicy) -> None:
+    async def test_own_hostname_is_local_with_postmaster_only(
+        self, policy: RecipientPolicy
+    ) -> None:
         """postmaster@<hostname> is the local postmaster; other names there do not exist."""
-        postmaster = policy.recipient_facts(parse_address(f"Postmaster@{HOST.upper()}."))
+        postmaster = await policy.recipient_facts(parse_address(f"Postmaster@{HOST.upper()}."))
         assert (postmaster.domain_is_local, postmaster.mailbox_exists) == (True, True)
-        nobody = policy.recipient_facts(parse_address(f"nobody@{HOST}"))
+        nobody = await policy.recipient_facts(parse_address(f"nobody@{HOST}"))
         assert (nobody.domain_is_local, nobody.mailbox_exists) == (True, False)
-        assert policy.canonical(parse_address(f"postmaster@{HOST}")).key == (
+        assert (await policy.canonical(parse_address(f"postmaster@{HOST}"))).key == (
             "postmaster@example.test")
-        assert policy.resolve(parse_address(f"nobody@{HOST}")).remote == ()
+        assert (await policy.resolve(parse_address(f"nobody@{HOST}"))).remote == ()
 
-    def test_address_literal_of_ours_is_never_local(self, policy: RecipientPolicy) -> None:
+    async def test_address_literal_of_ours_is_never_local(self, policy: RecipientPolicy) -> None:
         """``user@[ip]`` is not a local domain, so it needs a relay rule."""
-        facts = policy.recipient_facts(parse_address("alice@[192.0.2.25]"))
+        facts = await policy.recipient_facts(parse_address("alice@[192.0.2.25]"))
         assert not facts.domain_is_local
 
-    def test_pop_login_is_read_for_pop_before_smtp(
+    async def test_pop_login_is_read_for_pop_before_smtp(
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """A recent POP3/IMAP login from the client's address lets it relay."""
         store.directory.record_login("203.0.113.1", 1000.0)
-        client = policy.client_facts(ipaddress.ip_address("::ffff:203.0.113.1"),
-                                     ipaddress.ip_address("192.0.2.25"),
-                                     tls=False, auth_user=None, now=1060.0)
+        client = await policy.client_facts(ipaddress.ip_address("::ffff:203.0.113.1"),
+                                           ipaddress.ip_address("192.0.2.25"),
+                                           tls=False, auth_user=None, now=1060.0)
         assert client.seconds_since_pop_login == 60.0
-        decision = policy.check_recipient(client, parse_address("x@remote.test"))
+        decision = await policy.check_recipient(client, parse_address("x@remote.test"))
         assert decision.rule == "pop_before_smtp"
 
-    def test_only_authenticated_or_relay_clients_are_vouched_for(
+    async def test_only_authenticated_or_relay_clients_are_vouched_for(
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """A stranger's envelope sender is not believed; a login or a relay rule vouches for it."""
         local = ipaddress.ip_address("192.0.2.25")
 
-        def facts(ip: str, user: str | None = None) -> bool:
-            client = policy.client_facts(ipaddress.ip_address(ip), local, tls=False,
-                                         auth_user=user, now=1060.0)
+        async def facts(ip: str, user: str | None = None) -> bool:
+            client = await policy.client_facts(ipaddress.ip_address(ip), local, tls=False,
+                                               auth_user=user, now=1060.0)
             return policy.vouches_for_sender(client)
 
         store.directory.record_login("203.0.113.9", 1000.0)
-        assert facts("203.0.113.1") is False
-        assert facts("203.0.113.1", ALICE) is True
-        assert facts("203.0.113.9") is True  # POP-before-SMTP may relay
+        assert await facts("203.0.113.1") is False
+        assert await facts("203.0.113.1", ALICE) is True
+        assert await facts("203.0.113.9") is True  # POP-before-SMTP may relay
 
-    def test_user_owns_own_address_and_aliases_to_it(
+    async def test_user_owns_own_address_and_aliases_to_it(
         self, policy: RecipientPolicy, store: SqliteStore
     ) -> None:
         """sender_must_match_login allows the login's address and aliases that reach it."""
         store.directory.add_alias("sales@example.test", [ALICE])
-        assert policy.check_sender(ALICE, parse_address("Alice@example.test")) is None
-        assert policy.check_sender(ALICE, parse_address("sales@example.test")) is None
-        refusal = policy.check_sender(ALICE, parse_address(BOB))
+        assert await policy.check_sender(ALICE, parse_address("Alice@example.test")) is None
+        assert await policy.check_sender(ALICE, parse_address("sales@example.test")) is None
+        refusal = await policy.check_sender(ALICE, parse_address(BOB))
         assert refusal is not None
         assert refusal.reply == R.SENDER_NOT_OWNED
 
-    def test_resolve_reports_loops(self, policy: RecipientPolicy, store: SqliteStore) -> None:
+    async def test_resolve_reports_loops(self, policy: RecipientPolicy, store: SqliteStore) -> None:
         """Expansion that comes back to an address raises AliasLoop naming the path."""
         store.directory.add_alias("a@example.test", ["b@example.test"])
         store.directory.add_alias("b@example.test", ["a@example.test"])
         loop = "a@example.test -> b@example.test -> a@example.test"
         with pytest.raises(AliasLoop, match=re.escape(loop)):
-            policy.resolve(parse_address("a@example.test"))
+            await policy.resolve(parse_address("a@example.test"))
 
-    def test_deep_alias_chain_is_refused(self, policy: RecipientPolicy, store: SqliteStore) -> None:
+    async def test_deep_alias_chain_is_refused(
+        self, policy: RecipientPolicy, store: SqliteStore
+    ) -> None:
         """A chain deeper than the bound is treated as a loop."""
         for i in range(15):
             store.directory.add_alias(f"a{i}@example.test", [f"a{i + 1}@example.test"])
         store.directory.add_alias("a15@example.test", [ALICE])
         with pytest.raises(AliasLoop):
-            policy.resolve(parse_address("a0@example.test"))
+            await policy.resolve(parse_address("a0@example.test"))

@@ -29,6 +29,7 @@ from postwarden.servers.services import MailboxServices
 from postwarden.servers.tls import server_context, write_self_signed
 from postwarden.storage.interfaces import Acceptance
 from postwarden.storage.sqlite import SqliteStore
+from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
@@ -137,8 +138,8 @@ class POP3Harness:
         """A fresh store object and fresh server instances on the same data directory."""
         store = SqliteStore(self.cfg.data_dir)
         limits = self.cfg.limits
-        auth = Authenticator(store.directory, AuthThrottle(limits.auth_failures_per_ip,
-                                                           limits.auth_failure_window_seconds))
+        auth = Authenticator(AsyncSqliteStore(store), AuthThrottle(
+            limits.auth_failures_per_ip, limits.auth_failure_window_seconds))
         tls = server_context(self.cfg.tls.cert, self.cfg.tls.key)
         self.server = ServerThread(MailboxServices(
             self.cfg, store.directory, store.mailboxes, store.blobs, auth, tls

@@ -51,7 +51,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[CountingStore, Intake]]:
     store.directory.add_domain("example.test")
     store.directory.add_account(USER, "hash")
     aio = AsyncSqliteStore(store)
-    policy = RecipientPolicy(store.directory, RelayConfig(), "mx.test")
+    policy = RecipientPolicy(aio, RelayConfig(), "mx.test")
     yield store, Intake(store.blobs, aio, policy, "mx.test", 30)
     aio.close()
     store.close()

@@ -42,7 +42,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Intake]]:
     store.directory.add_account(USER, "hash")
     store.directory.add_account(OTHER, "hash")
     aio = AsyncSqliteStore(store)
-    policy = RecipientPolicy(store.directory, RelayConfig(), "mx.example.test")
+    policy = RecipientPolicy(aio, RelayConfig(), "mx.example.test")
     yield store, Intake(store.blobs, aio, policy, "mx.example.test", 50)
     aio.close()
     store.changes.close()

@@ -107,7 +107,7 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
     if not rcpts:
         return 0
     aio = AsyncSqliteStore(store)
-    policy = RecipientPolicy(store.directory, cfg.relay, cfg.hostname)
+    policy = RecipientPolicy(aio, cfg.relay, cfg.hostname)
     intake = Intake(store.blobs, aio, policy, cfg.hostname, cfg.delivery.max_received_headers)
     try:
         original = store.blobs.read_blob(msg.blob)

@@ -96,7 +96,7 @@ class Intake:
         """
         try:
             message.finish()
-            acceptance = self._acceptance(queue_id, envelope, message, trusted_origin)
+            acceptance = await self._acceptance(queue_id, envelope, message, trusted_origin)
         except BaseException:
             message.writer.abort()
             raise
@@ -107,15 +107,15 @@ class Intake:
             self.on_queued()
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))
 
-    def _acceptance(self, queue_id: str, envelope: Envelope,
-                    message: MessageBuilder, trusted_origin: bool) -> Acceptance:
+    async def _acceptance(self, queue_id: str, envelope: Envelope,
+                          message: MessageBuilder, trusted_origin: bool) -> Acceptance:
         if message.received_count >= self.max_received_headers:
             raise IntakeError("Too many hops (mail loop?)", permanent=True)
         local: list[str] = []
         remote: list[NewRecipient] = []
         for rcpt in envelope.recipients:
             try:
-                resolved = self.recipients.resolve(rcpt.address)
+                resolved = await self.recipients.resolve(rcpt.address)
             except AliasLoop as exc:
                 raise IntakeError(f"alias loop: {exc}", permanent=True) from None
             except AddressError as exc:

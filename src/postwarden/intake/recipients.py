@@ -1,7 +1,9 @@
 """Facts about recipients and senders from the directory, then the pure policy.
 
 This is the one function the SMTP server and ``postwarden relay check`` both
-call, so the CLI's explanation is exactly what the server would do.
+call, so the CLI's explanation is exactly what the server would do. Facts
+are gathered asynchronously, through the store's async boundary, so the
+event loop never waits on the directory; the decisions stay pure.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from postwarden.policy.relay import (
     decide_sender,
     normalise_ip,
 )
-from postwarden.storage.interfaces import Directory
+from postwarden.storage.boundary import AsyncDirectory
 
 MAX_ALIAS_DEPTH = 10
 
@@ -40,7 +42,7 @@ class Resolved:
 
 
 class RecipientPolicy:
-    def __init__(self, directory: Directory, relay: RelayConfig, hostname: str) -> None:
+    def __init__(self, directory: AsyncDirectory, relay: RelayConfig, hostname: str) -> None:
         self.directory = directory
         self.relay = relay
         # The server's own name is a local domain (Postfix's mydestination):
@@ -48,14 +50,14 @@ class RecipientPolicy:
         # never relayed back to ourselves.
         self.hostname = parse_address(f"postmaster@{hostname}").domain
 
-    def client_facts(
+    async def client_facts(
         self, client_ip: IPAddress, local_ip: IPAddress, *, tls: bool, auth_user: str | None,
         now: float,
     ) -> ClientFacts:
         """The client's facts, with its last POP3/IMAP login read from the store."""
         client_ip = normalise_ip(client_ip)
         last = (
-            self.directory.last_login(str(client_ip))
+            await self.directory.last_login(str(client_ip))
             if self.relay.pop_before_smtp_minutes > 0 else None
         )
         return ClientFacts(
@@ -63,32 +65,33 @@ class RecipientPolicy:
             seconds_since_pop_login=None if last is None else now - last,
         )
 
-    def canonical(self, address: Address) -> Address:
+    async def canonical(self, address: Address) -> Address:
         """``<postmaster>`` without a domain, or at our hostname when that is not a
         domain of its own, is postmaster at the first local domain."""
-        if address.domain and not self._hostname_postmaster(address):
+        if address.domain and not await self._hostname_postmaster(address):
             return address
-        domains = self.directory.list_domains()
+        domains = await self.directory.list_domains()
         return Address("postmaster", domains[0] if domains else "localhost")
 
-    def is_local(self, address: Address) -> bool:
+    async def is_local(self, address: Address) -> bool:
         """A domain of ours: a configured one or the server's own hostname."""
         return not address.is_literal and (
-            address.domain == self.hostname or self.directory.is_local_domain(address.domain)
+            address.domain == self.hostname
+            or await self.directory.is_local_domain(address.domain)
         )
 
-    def _hostname_postmaster(self, address: Address) -> bool:
+    async def _hostname_postmaster(self, address: Address) -> bool:
         return (address.domain == self.hostname and address.local.lower() == "postmaster"
-                and not self.directory.is_local_domain(self.hostname))
+                and not await self.directory.is_local_domain(self.hostname))
 
-    def recipient_facts(self, address: Address) -> RecipientFacts:
+    async def recipient_facts(self, address: Address) -> RecipientFacts:
         # <postmaster> (and postmaster@hostname) is always ours (RFC 5321 §4.5.1)
-        if not address.domain or self._hostname_postmaster(address):
+        if not address.domain or await self._hostname_postmaster(address):
             return RecipientFacts(address, True, True)
-        local = self.is_local(address)
+        local = await self.is_local(address)
         exists = local and (
-            self.directory.get_account(address.key) is not None
-            or self.directory.alias_targets(address.key) is not None
+            await self.directory.get_account(address.key) is not None
+            or await self.directory.alias_targets(address.key) is not None
         )
         return RecipientFacts(address, local, exists)
 
@@ -96,28 +99,31 @@ class RecipientPolicy:
         """Whether the client's envelope senders are believed: it authenticated or may relay."""
         return client.auth_user is not None or decide_relay(client, self.relay).accepted
 
-    def check_recipient(self, client: ClientFacts, address: Address, *,
-                        null_sender: bool = False) -> Decision:
-        return decide_recipient(client, self.recipient_facts(address), self.relay,
+    async def check_recipient(self, client: ClientFacts, address: Address, *,
+                              null_sender: bool = False) -> Decision:
+        return decide_recipient(client, await self.recipient_facts(address), self.relay,
                                 null_sender=null_sender)
 
-    def owns(self, user: str, sender: Address) -> bool:
+    async def owns(self, user: str, sender: Address) -> bool:
         """The user's own address, or an alias that leads (maybe via others) to the user."""
         if sender.key == user:
             return True
-        if self.directory.alias_targets(sender.key) is None:
+        if await self.directory.alias_targets(sender.key) is None:
             return False
         try:
-            return user in self.resolve(sender).local_accounts
+            return user in (await self.resolve(sender)).local_accounts
         except (AliasLoop, AddressError):
             return False
 
-    def check_sender(self, auth_user: str | None, sender: Address | None) -> Decision | None:
-        owned = sender is not None and auth_user is not None and self.owns(auth_user, sender)
+    async def check_sender(
+        self, auth_user: str | None, sender: Address | None
+    ) -> Decision | None:
+        owned = (sender is not None and auth_user is not None
+                 and await self.owns(auth_user, sender))
         return decide_sender(auth_user, sender, owned, self.relay)
 
-    def check_header_from(self, auth_user: str | None,
-                          from_fields: Sequence[str]) -> Decision | None:
+    async def check_header_from(self, auth_user: str | None,
+                                from_fields: Sequence[str]) -> Decision | None:
         """Every mailbox in the ``From:`` fields must be the user's (sender_must_match_login).
 
         A field that yields no parsable address counts as not owned: a
@@ -133,34 +139,35 @@ class RecipientPolicy:
                 unowned.append(field.strip()[:200])
             for spec in specs:
                 try:
-                    owned = self.owns(auth_user, parse_address(spec))
+                    owned = await self.owns(auth_user, parse_address(spec))
                 except AddressError:
                     owned = False
                 if not owned:
                     unowned.append(spec[:200])
         return decide_header_from(auth_user, unowned, self.relay)
 
-    def resolve(self, address: Address) -> Resolved:
+    async def resolve(self, address: Address) -> Resolved:
         """Expand aliases (recursively, loops detected) into accounts and remote addresses."""
         accounts: list[str] = []
         remote: list[Address] = []
-        self._expand(self.canonical(address), (), accounts, remote)
+        await self._expand(await self.canonical(address), (), accounts, remote)
         return Resolved(tuple(dict.fromkeys(accounts)), tuple(dict.fromkeys(remote)))
 
-    def _expand(
+    async def _expand(
         self, address: Address, path: tuple[str, ...], accounts: list[str], remote: list[Address]
     ) -> None:
         key = address.key
         if key in path or len(path) > MAX_ALIAS_DEPTH:
             raise AliasLoop(" -> ".join((*path, key)))
-        if not self.is_local(address):
+        if not await self.is_local(address):
             remote.append(address)
             return
-        if self.directory.get_account(key) is not None:
+        if await self.directory.get_account(key) is not None:
             accounts.append(key)
             return
-        targets = self.directory.alias_targets(key)
+        targets = await self.directory.alias_targets(key)
         if targets is None:
             return  # vanished since RCPT; nothing to deliver for it
         for target in targets:
-            self._expand(self.canonical(parse_address(target)), (*path, key), accounts, remote)
+            await self._expand(
+                await self.canonical(parse_address(target)), (*path, key), accounts, remote)

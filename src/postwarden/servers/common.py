@@ -18,7 +18,7 @@ from postwarden.config import AuthConfig, IPAddress
 from postwarden.policy.passwords import verify_password
 from postwarden.policy.relay import normalise_ip
 from postwarden.policy.throttle import AuthThrottle
-from postwarden.storage.interfaces import Directory
+from postwarden.storage.boundary import AsyncDirectory
 
 T = TypeVar("T")
 
@@ -172,7 +172,7 @@ class Authenticator:
     passwords, and failures are counted per client IP and per account.
     """
 
-    def __init__(self, directory: Directory, throttle: AuthThrottle) -> None:
+    def __init__(self, directory: AsyncDirectory, throttle: AuthThrottle) -> None:
         self.directory = directory
         self.throttle = throttle
 
@@ -181,7 +181,7 @@ class Authenticator:
         user = username.strip().lower()
         if self.throttle.is_blocked(ip, user, time.monotonic()):
             return LoginResult.THROTTLED, ""
-        account = self.directory.get_account(user) if "@" in user else None
+        account = await self.directory.get_account(user) if "@" in user else None
         stored = account.password_hash if account else None
         ok = await asyncio.to_thread(verify_password, stored, password)
         if ok and account is not None:

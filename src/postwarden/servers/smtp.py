@@ -180,9 +180,9 @@ class SMTPConnection:
                 case Hello() | Reset():
                     self._end_transaction("reset")
                 case MailFrom():
-                    machine.send(self._mail_from(event))
+                    machine.send(await self._mail_from(event))
                 case RcptTo():
-                    machine.send(self._rcpt_to(event))
+                    machine.send(await self._rcpt_to(event))
                     if machine.delay_replies:  # a recipient prober: tarpit it
                         await asyncio.sleep(self.s.cfg.limits.rcpt_error_delay_ms / 1000)
                 case DataChunk(data=chunk):
@@ -203,12 +203,12 @@ class SMTPConnection:
 
     # --- decisions ------------------------------------------------------
 
-    def _mail_from(self, mail: MailFrom) -> Reply:
+    async def _mail_from(self, mail: MailFrom) -> Reply:
         self._end_transaction("reset")
         if self.submission and self.auth_user is None:
             return R.AUTH_REQUIRED
         sender = mail.sender.address
-        refusal = self.s.recipients.check_sender(self.auth_user, sender)
+        refusal = await self.s.recipients.check_sender(self.auth_user, sender)
         if refusal is not None:
             log.info(kv("smtp sender", ip=self.peer.client_ip, user=self.auth_user,
                         sender=sender, decision="reject", rule=refusal.rule))
@@ -216,21 +216,22 @@ class SMTPConnection:
         self.txn = Transaction(new_queue_id(), mail)
         return R.SENDER_OK
 
-    def _rcpt_to(self, rcpt: RcptTo) -> Reply:
+    async def _rcpt_to(self, rcpt: RcptTo) -> Reply:
         txn = self.txn
         if txn is None:  # the machine only asks after a positive MAIL
             return R.BAD_SEQUENCE
-        decision = self._decide(rcpt.address, null_sender=txn.mail.sender.address is None)
+        decision = await self._decide(rcpt.address, null_sender=txn.mail.sender.address is None)
         txn.decisions.append(f"{rcpt.address}:{decision.verdict.value}:{decision.rule}")
         if decision.accepted:
             txn.accepted.append(DsnRecipient(rcpt.address, rcpt.notify, rcpt.orcpt))
         return decision.reply
 
-    def _decide(self, address: Address, *, null_sender: bool) -> Decision:
-        return self.s.recipients.check_recipient(self._facts(), address, null_sender=null_sender)
+    async def _decide(self, address: Address, *, null_sender: bool) -> Decision:
+        return await self.s.recipients.check_recipient(await self._facts(), address,
+                                                       null_sender=null_sender)
 
-    def _facts(self) -> ClientFacts:
-        return self.s.recipients.client_facts(
+    async def _facts(self) -> ClientFacts:
+        return await self.s.recipients.client_facts(
             self.peer.client_ip, self.peer.local_ip, tls=self.tls, auth_user=self.auth_user,
             now=time.time(),
         )
@@ -284,7 +285,8 @@ class SMTPConnection:
             return reply
         assert txn.message is not None
         txn.message.finish()  # the header section is read: its From: can be checked
-        refusal = self.s.recipients.check_header_from(self.auth_user, txn.message.from_fields)
+        refusal = await self.s.recipients.check_header_from(self.auth_user,
+                                                            txn.message.from_fields)
         if refusal is not None:
             self._end_transaction(f"refused {refusal.reply.code} {refusal.rule}")
             return refusal.reply
@@ -301,7 +303,7 @@ class SMTPConnection:
         try:
             accepted = await self.s.intake.accept(
                 txn.queue_id, envelope, message,
-                trusted_origin=self.s.recipients.vouches_for_sender(self._facts()),
+                trusted_origin=self.s.recipients.vouches_for_sender(await self._facts()),
             )
         except IntakeError as exc:
             reply = (Reply(554, exc.status, str(exc)) if exc.permanent

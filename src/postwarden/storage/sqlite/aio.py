@@ -10,6 +10,7 @@ attempts are group-committed: one transaction, one fsync, per batch.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -28,6 +29,7 @@ T = TypeVar("T")
 # Concurrent readers: enough for SMTP's lookups and POP3's logins to overlap
 # on two cores, few enough that SQLite's connection memory stays small.
 READ_THREADS = 4
+DOMAIN_CACHE_SECONDS = 1.0
 
 
 class AsyncSqliteStore:
@@ -39,6 +41,7 @@ class AsyncSqliteStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
         self._acceptances: GroupCommit[tuple[BlobWriter, Acceptance], None] = GroupCommit(
             self._commit_acceptances)
+        self._domains: tuple[float, frozenset[str]] | None = None
         self._attempts: GroupCommit[tuple[str, AttemptRecord], bool] = GroupCommit(
             self._record_attempts)
 
@@ -56,7 +59,14 @@ class AsyncSqliteStore:
     # --- AsyncDirectory -----------------------------------------------------------
 
     async def is_local_domain(self, domain: str) -> bool:
-        return await self._read(self.store.directory.is_local_domain, domain)
+        # Asked on every RCPT: the domain list is kept here for a second, so the
+        # hot path makes no trip to a thread, while CLI changes still show soon.
+        now = time.monotonic()
+        cached = self._domains
+        if cached is None or now - cached[0] > DOMAIN_CACHE_SECONDS:
+            names = frozenset(await self._read(self.store.directory.list_domains))
+            self._domains = cached = (now, names)
+        return domain in cached[1]
 
     async def list_domains(self) -> list[str]:
         return await self._read(self.store.directory.list_domains)

@@ -1,0 +1,150 @@
+"""The event loop never waits on the store.
+
+A real server (the whole ``App``, on the test's event loop) on a store whose
+directory calls can be held at a gate: one client's RCPT is stuck in the
+store, and 20 new clients must still get their banners before that call
+completes. A store call made on the event loop would hold the loop itself:
+nothing would move until the gate gave up (it is bounded, so such a build
+fails rather than hangs), and by then the held call would have completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postwarden.app import App
+from postwarden.config import from_dict
+from postwarden.policy.passwords import hash_password
+from postwarden.storage.sqlite import SqliteStore
+
+USER = "user@example.test"
+SESSIONS = 20
+GATE_LIMIT = 20  # seconds a held call waits at most: a broken build fails, never hangs
+TIMEOUT = 10
+
+
+class Gate:
+    """Stands in front of a store part: every call waits until the gate is open."""
+
+    def __init__(self, part: Any) -> None:
+        self._part = part
+        self._open = threading.Event()
+        self._open.set()
+        self._changed = threading.Condition()
+        self.waiting = 0
+        self.completed = 0  # calls that waited at the closed gate and then finished
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def wait_for_a_held_call(self) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.waiting > 0, TIMEOUT)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._part, name)
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            if self._open.is_set():
+                return method(*args, **kwargs)
+            with self._changed:
+                self.waiting += 1
+                self._changed.notify_all()
+            self._open.wait(GATE_LIMIT)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                with self._changed:
+                    self.completed += 1
+
+        return gated
+
+
+def banner(addr: tuple[str, int]) -> bytes:
+    with socket.create_connection(addr, timeout=TIMEOUT) as sock:
+        return sock.recv(512)
+
+
+class StuckClient:
+    """A client whose RCPT waits on the store: connect, EHLO, MAIL, then RCPT."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(addr, timeout=GATE_LIMIT + TIMEOUT)
+        self.file = self.sock.makefile("rb")
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def reply(self) -> bytes:
+        while (line := self.line())[3:4] == b"-":
+            pass
+        return line
+
+    def start(self) -> None:
+        """Up to a first RCPT, answered (it also warms the server's domain cache)."""
+        assert self.reply().startswith(b"220")
+        for command in (b"EHLO client.test", b"MAIL FROM:<a@remote.test>",
+                        f"RCPT TO:<{USER}>".encode()):
+            self.sock.sendall(command + b"\r\n")
+            assert self.reply().startswith(b"250")
+
+    def rcpt(self) -> None:
+        self.sock.sendall(f"RCPT TO:<{USER}>\r\n".encode())
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[tuple[App, Gate]]:
+    cfg = from_dict({
+        "hostname": "mail.example.test", "data_dir": "var",
+        "listen": {"smtp": ["127.0.0.1:0"], "submission": [], "submissions": [],
+                   "pop3": [], "pop3s": [], "imap": [], "imaps": []},
+        "limits": {"max_connections_per_ip": 100},
+    }, tmp_path / "postwarden.toml")
+    store = SqliteStore(cfg.data_dir)
+    store.directory.add_domain("example.test")
+    store.directory.add_account(USER, hash_password("pw"))
+    gate = Gate(store.directory)
+    store.directory = gate  # type: ignore[assignment]  # every directory call passes the gate
+    server = App(cfg, store=store)
+    await server.start()
+    yield server, gate
+    gate.open()
+    await server.stop()
+
+
+class TestSlowStore:
+    async def test_banners_arrive_while_a_store_call_is_held(
+        self, app: tuple[App, Gate]
+    ) -> None:
+        """20 sessions get 220 while one RCPT waits in the store; then the RCPT is answered."""
+        server, gate = app
+        addr = next((h, p) for kind, h, p in server.bound if kind == "smtp")
+        stuck = await asyncio.to_thread(StuckClient, addr)
+        try:
+            await asyncio.to_thread(stuck.start)
+            gate.close()
+            await asyncio.to_thread(stuck.rcpt)
+            await asyncio.to_thread(gate.wait_for_a_held_call)
+            banners = await asyncio.gather(
+                *(asyncio.to_thread(banner, addr) for _ in range(SESSIONS)))
+            assert gate.completed == 0  # the held call is still held
+            assert all(b.startswith(b"220 ") for b in banners), banners
+            gate.open()
+            assert (await asyncio.to_thread(stuck.reply)).startswith(b"250")
+        finally:
+            gate.open()
+            stuck.close()
