@@ -161,7 +161,8 @@ class TestQueueCli:
             await live.start()
             a = await world.submit("bob@one.test", data=message("first"))
             b = await world.submit("carol@one.test", data=message("second"))
-            c = await world.submit("dave@one.test", data=message("third"))
+            # From a client that neither logged in nor may relay: reports carry headers only.
+            c = await world.submit("dave@one.test", data=message("third"), trusted=False)
             bounce = await world.submit("erin@one.test", sender=None, data=message("fourth"))
 
             def deferred() -> bool:
@@ -179,6 +180,9 @@ class TestQueueCli:
             code, out, _ = await postwarden(config, "queue", "show", a.queue_id)
             assert code == 0
             assert "state=pending" in out and "attempts=1" in out and TRY_LATER in out
+            assert "origin:      vouched for" in out
+            code, out, _ = await postwarden(config, "queue", "show", c.queue_id)
+            assert code == 0 and "origin:      stranger (reports: headers only" in out
 
             for args in (("show", "NOPE"), ("retry", "NOPE"), ("remove", "NOPE")):
                 code, out, err = await postwarden(config, "queue", *args)
@@ -198,6 +202,7 @@ class TestQueueCli:
             assert status["Final-Recipient"] == "rfc822; dave@one.test"
             assert status["Action"] == "failed" and status["Status"] == "5.0.0"
             assert "Removed from the queue by the administrator" in status["Diagnostic-Code"]
+            assert report.get_payload(2).get_content_type() == "text/rfc822-headers"
 
             # A message from <> (itself a report) never gets one, even when asked.
             code, out, _ = await postwarden(config, "queue", "remove", bounce.queue_id, "--report")
