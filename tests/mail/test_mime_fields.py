@@ -15,7 +15,7 @@ from postwarden.mail.encoded_words import decode_words
 from postwarden.mail.mime_codec import loads
 from postwarden.mail.mime_decode import TransferDecoder, decode_body
 from postwarden.mail.mime_headers import _scanned_content_type, parse_content_type
-from postwarden.mail.sortkeys import base_subject, sent_date
+from postwarden.mail.sortkeys import base_subject, message_ids, sent_date, thread_references
 
 A = EnvelopeAddress
 
@@ -110,6 +110,14 @@ class TestSortKeys:
     def test_base_subject(self, subject: str, base: str) -> None:
         """RFC 5256 §2.1 steps 2-6."""
         assert base_subject(subject) == base
+
+    def test_thread_references(self) -> None:
+        """References ids in order; else the first In-Reply-To id; junk is not an id."""
+        assert thread_references("<a@x> junk <b@y>\t<c@z>", "<d@w>") == (
+            "<a@x>", "<b@y>", "<c@z>")
+        assert thread_references("no ids here", "<d@w> <e@v>") == ("<d@w>",)
+        assert thread_references(None, "Your message of ...") == ()
+        assert message_ids("<no-at-sign> <ok@h>") == ("<ok@h>",)
 
     def test_sent_date(self) -> None:
         """Zones are kept; a zone-less or -0000 date is UTC; junk is None."""

@@ -1,4 +1,4 @@
-"""Sort keys from header fields: base subject and sent date (RFC 5256 §2.1, §2.2)."""
+"""Sort and thread keys from header fields (RFC 5256): base subject, sent date, references."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ _TRAILER = re.compile(r"(?:\(fwd\)|[ \t])$", re.IGNORECASE)
 _BLOB = r"\[[^\[\]]*\][ \t]*"
 _LEADER = re.compile(rf"^(?:(?:{_BLOB})*(?:re|fwd?)[ \t]*(?:{_BLOB})?:|[ \t])", re.IGNORECASE)
 _LEADING_BLOB = re.compile(rf"^{_BLOB}")
+_MSG_ID = re.compile(r"<([^<>\s@]+@[^<>\s]+)>")
 
 
 def base_subject(subject: str) -> str:
@@ -52,3 +53,21 @@ def sent_date(value: str | None) -> datetime.datetime | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return when
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    """The valid msg-ids ("<left@right>", brackets kept) in a field, in order."""
+    if not value:
+        return ()
+    return tuple(f"<{m.group(1)}>" for m in _MSG_ID.finditer(value))
+
+
+def thread_references(references: str | None, in_reply_to: str | None) -> tuple[str, ...]:
+    """The parent chain for THREAD=REFERENCES (RFC 5256 §3 step 1).
+
+    The References ids; without any valid one, the first valid In-Reply-To id.
+    """
+    ids = message_ids(references)
+    if ids:
+        return ids
+    return message_ids(in_reply_to)[:1]
