@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from postwarden.mail.addresslist import EnvelopeAddress, _Parser, parse_address_list
 from postwarden.mail.encoded_words import decode_words
 from postwarden.mail.mime_codec import loads
-from postwarden.mail.mime_decode import TransferDecoder, decode_body
+from postwarden.mail.mime import parse_message
+from postwarden.mail.mime_decode import TransferDecoder, decode_body, extract_text
 from postwarden.mail.mime_headers import _scanned_content_type, parse_content_type
 from postwarden.mail.sortkeys import base_subject, message_ids, sent_date, thread_references
 
@@ -190,3 +191,30 @@ class TestShortcuts:
     def test_plain_content_type_shortcut_agrees_with_the_scanner(self, text: str) -> None:
         """The regex shortcut for usual Content-Types gives what the scanner gives."""
         assert parse_content_type(text) == _scanned_content_type(text)
+
+
+class TestBodyText:
+    MESSAGE = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n"
+        b"<p>caf\xe9 <b>au</b> lait</p><script>var hidden;</script>\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Disposition: attachment; filename=notes.txt\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes("naïve notes".encode()).replace(b"\n", b"\r\n")
+        + b"--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"iVBORw0KGgo=\r\n--b--\r\n"
+    )
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.MESSAGE[start:end]
+
+    def test_html_text_and_text_attachments_are_indexed(self) -> None:
+        """Tags and scripts go, charsets decode, text attachments count, images do not."""
+        structure = parse_message(self.MESSAGE)
+        text = extract_text(structure, self.read, 10_000, chunk=7)
+        assert " ".join(text.split()) == "café au lait naïve notes"
+
+    def test_limit_bounds_the_text(self) -> None:
+        """At most ``limit`` characters come back."""
+        assert len(extract_text(parse_message(self.MESSAGE), self.read, 6)) <= 6

@@ -144,15 +144,15 @@ class TextDecoder:
 
 
 def text_parts(part: MimePart) -> Iterator[MimePart]:
-    """The text/* leaves under a part, attached messages included, in order.
+    """The text/* leaves under a part, in order.
 
-    Attachments (a disposition of "attachment") are skipped: their words are
-    not the message's.
+    Attached messages and text attachments count: SEARCH BODY looks at the
+    whole body (RFC 9051 §6.4.4), and a forwarded note's words are there.
     """
     if part.children:
         for child in part.children:
             yield from text_parts(child)
-    elif part.media_type.lower() == "text" and (part.disposition or "").lower() != "attachment":
+    elif part.media_type.lower() == "text":
         yield part
 
 
