@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from postwarden.mail.addresslist import EnvelopeAddress, _Parser, parse_address_list
 from postwarden.mail.encoded_words import decode_words
-from postwarden.mail.mime_codec import loads
 from postwarden.mail.mime import parse_message
+from postwarden.mail.mime_codec import loads
 from postwarden.mail.mime_decode import TransferDecoder, decode_body, extract_text
 from postwarden.mail.mime_headers import _scanned_content_type, parse_content_type
 from postwarden.mail.sortkeys import base_subject, message_ids, sent_date, thread_references
