@@ -21,6 +21,7 @@ from typing import Any
 from postwarden.cli import add_local_domain
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
+from postwarden.storage.mailbox import Field, UidSet
 from postwarden.storage.sqlite import SqliteStore
 
 HOSTNAME = "mail.example.test"
@@ -203,4 +204,5 @@ class ServerProcess:
         store = SqliteStore(self.root / "var")
         box = store.mailboxes.get_mailbox(account, "INBOX")
         assert box is not None
-        return [store.blobs.read_blob(m.blob) for m in store.mailboxes.list_messages(box.id)]
+        found = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+        return [store.blobs.read_blob(m.blob.name) for m in found if m.blob is not None]

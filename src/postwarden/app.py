@@ -23,8 +23,7 @@ from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
 from postwarden.servers.tls import server_context
-from postwarden.storage.sqlite import SqliteStore
-from postwarden.storage.sqlite.aio import AsyncSqliteStore
+from postwarden.storage.factory import Store, async_boundary, open_store
 
 log = logging.getLogger("postwarden")
 IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
@@ -37,13 +36,14 @@ _POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"
 _IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections\r\n"
 BUSY = {"smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "pop3": _POP3_BUSY, "imap": _IMAP_BUSY}
 LOGIN_RECORD_SWEEP_SECONDS = 60
+STORE_UPKEEP_SECONDS = 2.0  # short idle steps keep indexing off the intake's way
 
 
 class App:
-    def __init__(self, cfg: Config, store: SqliteStore | None = None) -> None:
+    def __init__(self, cfg: Config, store: Store | None = None) -> None:
         self.cfg = cfg
-        self.store = store or SqliteStore(cfg.data_dir)
-        self.aio = AsyncSqliteStore(self.store)
+        self.store = store or open_store(cfg)
+        self.aio = async_boundary(self.store)
         self.tls = (
             server_context(cfg.tls.cert, cfg.tls.key)
             if cfg.tls.cert.exists() and cfg.tls.key.exists()
@@ -98,7 +98,6 @@ class App:
                     self.cfg.limits.handshake_timeout_seconds)
 
     async def start(self) -> None:
-        self.store.blobs.remove_orphan_blobs(older_than=time.time())
         self.store.changes.listen()  # other processes' commits wake our watchers too
         for kind, addresses in self.cfg.listen.items():
             handler = self._handler(kind)
@@ -124,6 +123,17 @@ class App:
             await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
             await self.aio.expire_logins(time.time() - max(window, 60))
 
+    async def upkeep_store(self) -> None:
+        """Collect released message files and index new ones, in the background."""
+        storage = self.cfg.storage
+        while True:
+            await asyncio.sleep(STORE_UPKEEP_SECONDS)
+            try:
+                await asyncio.to_thread(self.store.upkeep, time.time(),
+                                        storage.blob_grace_seconds, storage.index_batch)
+            except Exception:
+                log.exception(kv("store-upkeep-failed"))
+
     async def stop(self) -> None:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""
         grace = self.cfg.limits.shutdown_grace_seconds
@@ -144,6 +154,7 @@ class App:
     async def run(self, ready: Callable[[App], None] = lambda app: None) -> None:
         await self.start()
         sweeper = asyncio.ensure_future(self.sweep_login_records())
+        upkeep = asyncio.ensure_future(self.upkeep_store())
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -152,6 +163,7 @@ class App:
         await stop.wait()
         log.info(kv("shutdown", sessions=len(self.sessions)))
         sweeper.cancel()
+        upkeep.cancel()
         await self.stop()
 
 

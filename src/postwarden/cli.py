@@ -22,9 +22,8 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
+from postwarden.storage.factory import async_boundary, open_store
 from postwarden.storage.interfaces import Directory, StoreError
-from postwarden.storage.sqlite import SqliteStore
-from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -40,7 +39,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _store(cfg: Config) -> Directory:
-    return SqliteStore(cfg.data_dir).directory
+    return open_store(cfg).directory
 
 
 def _domain(text: str) -> str:
@@ -218,7 +217,7 @@ def _ip(text: str, what: str) -> configmod.IPAddress:
 
 def cmd_relay_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    store = AsyncSqliteStore(SqliteStore(cfg.data_dir))
+    store = async_boundary(open_store(cfg))
     try:
         return asyncio.run(_relay_check(cfg, RecipientPolicy(store, cfg.relay, cfg.hostname),
                                         args))
@@ -264,7 +263,38 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from postwarden.delivery.queuecli import run_queue_command
 
     cfg = _config(args)
-    return run_queue_command(cfg, SqliteStore(cfg.data_dir), args)
+    return run_queue_command(cfg, open_store(cfg), args)
+
+
+def cmd_blobs(args: argparse.Namespace) -> int:
+    """Message files the database does not know: listed, re-attached or removed on request.
+
+    Nothing else ever deletes such a file (it may belong to a restored
+    database's future, or to a message in flight on another node).
+    """
+    store = open_store(_config(args))
+    unknown = store.blobs.unknown_files()
+    match args.action:
+        case "check":
+            for u in unknown:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(u.modified))
+                print(f"unknown  {u.name}  {u.size} bytes  {when}")
+            missing = store.blobs.missing_files()
+            for name in missing:
+                print(f"missing  {name}")
+            print(f"{len(unknown)} unknown file(s), {len(missing)} missing file(s)")
+            return 1 if unknown or missing else 0
+        case "attach":
+            names = [u.name for u in unknown] if args.all else args.names
+            account = _address(args.user).key
+            if store.directory.get_account(account) is None:
+                raise CLIError(f"no such user: {account}")
+            print(f"attached {store.mailboxes.attach_unknown(account, names)} file(s)"
+                  f" to {account}'s INBOX")
+        case "remove":
+            names = [u.name for u in unknown] if args.all else args.names
+            print(f"removed {store.blobs.remove_unknown(names)} unknown file(s)")
+    return 0
 
 
 # --- parser -------------------------------------------------------------------
@@ -336,6 +366,18 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--report", action="store_true",
                    help="send the sender a non-delivery report for the pending recipients")
     s.set_defaults(func=cmd_queue)
+
+    s = sub.add_parser("blobs", help="message files the database does not know")
+    a = s.add_subparsers(dest="action", required=True)
+    a.add_parser("check", help="list unknown and missing message files")
+    for name, verb in (("attach", "deliver into USER's INBOX"), ("remove", "delete")):
+        x = a.add_parser(name, help=f"{verb} unknown files")
+        if name == "attach":
+            x.add_argument("user")
+        g = x.add_mutually_exclusive_group(required=True)
+        g.add_argument("names", nargs="*", default=[], metavar="NAME")
+        g.add_argument("--all", action="store_true")
+    s.set_defaults(func=cmd_blobs)
     return p
 
 

@@ -135,6 +135,15 @@ class DNSConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    backend: str = "sqlite"  # the only backend of this release
+    dsn: str = ""  # for a database server (PostgreSQL, later)
+    blobs: str = "files"  # where message bytes live: files in data_dir/messages
+    blob_grace_seconds: int = 86400  # a released message file is deleted after this
+    index_batch: int = 200  # messages parsed and indexed per idle step
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     domain: str  # "partner.example" or "*.example.org"
     to: HostPort
@@ -159,6 +168,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     routes: tuple[Route, ...] = ()
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def database(self) -> Path:
@@ -372,7 +382,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     if not hostname:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
-    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns")
+    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -399,7 +409,25 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         delivery=_delivery(_Table(sections["delivery"], "delivery")),
         dns=dns,
         routes=routes,
+        storage=_storage(_Table(sections["storage"], "storage")),
     )
+
+
+def _storage(t: _Table) -> StorageConfig:
+    d = StorageConfig()
+    backend = t.get("backend", str, d.backend)
+    if backend != "sqlite":
+        raise ConfigError(f"storage.backend: {backend!r} is not available (this release: sqlite)")
+    blobs = t.get("blobs", str, d.blobs)
+    if blobs != "files":
+        raise ConfigError(f"storage.blobs: {blobs!r} is not available with sqlite (files)")
+    cfg = StorageConfig(backend, t.get("dsn", str, d.dsn), blobs,
+                        t.get("blob_grace_seconds", int, d.blob_grace_seconds),
+                        t.get("index_batch", int, d.index_batch))
+    t.finish()
+    if cfg.blob_grace_seconds < 60 or cfg.index_batch < 1:
+        raise ConfigError("storage: blob_grace_seconds must be >= 60 and index_batch >= 1")
+    return cfg
 
 
 def _nameserver(text: str, where: str) -> HostPort:
@@ -458,4 +486,10 @@ delay_warning_after = "4h"
 
 [dns]
 nameservers = []
+
+[storage]
+backend = "sqlite"
+blobs = "files"
+blob_grace_seconds = 86400   # released message files are deleted this long after
+index_batch = 200            # messages parsed and indexed per idle step
 """

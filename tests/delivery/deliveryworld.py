@@ -23,6 +23,7 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.interfaces import QueuedMessage
+from postwarden.storage.mailbox import Field, UidSet
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.store import SqliteStore
 
@@ -106,9 +107,10 @@ class World:
         assert box is not None
         return [
             email.message_from_bytes(
-                self.store.blobs.read_blob(m.blob), policy=email.policy.compat32
+                self.store.blobs.read_blob(m.blob.name), policy=email.policy.compat32
             )
-            for m in self.store.mailboxes.list_messages(box.id)
+            for m in self.store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+            if m.blob is not None
         ]
 
     def queued(self, queue_id: str) -> QueuedMessage | None:

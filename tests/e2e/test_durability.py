@@ -89,7 +89,7 @@ def test_sigkill_after_each_250_loses_nothing(make_server: Callable[..., ServerP
 
 
 def test_message_cut_mid_data_is_not_stored(make_server: Callable[..., ServerProcess]) -> None:
-    """A kill while DATA is still streaming leaves no message and no orphan file."""
+    """A kill mid-DATA stores no message; its partial file is reported, removed on request."""
     server = make_server()
     server.add_user(USER)
     server.start()
@@ -102,7 +102,11 @@ def test_message_cut_mid_data_is_not_stored(make_server: Callable[..., ServerPro
     server.start()
     assert not any(b"partial line" in body for body in bodies(server))
     files = list((server.root / "var/messages").glob("*/*"))
-    assert files == []  # the orphan was swept at start-up
+    assert len(files) == 1  # kept: nothing is deleted unasked
+    check = server.cli("blobs", "check")
+    assert check.returncode == 1 and f"unknown  {files[0].name}" in check.stdout
+    assert server.cli("blobs", "remove", "--all").returncode == 0
+    assert list((server.root / "var/messages").glob("*/*")) == []
     server.stop()
 
 

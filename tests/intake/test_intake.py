@@ -26,6 +26,7 @@ from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail import reply as R
 from postwarden.mail.address import Address, parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.mailbox import Field, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
@@ -74,7 +75,8 @@ def envelope(*recipients: str, sender: str | None = "sender@remote.test") -> Env
 def inbox(store: SqliteStore, account: str) -> list[bytes]:
     box = store.mailboxes.get_mailbox(account, "INBOX")
     assert box is not None
-    return [store.blobs.read_blob(m.blob) for m in store.mailboxes.list_messages(box.id)]
+    found = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+    return [store.blobs.read_blob(m.blob.name) for m in found if m.blob is not None]
 
 
 def streamed(

@@ -1,14 +1,13 @@
 """Store conformance: the behaviour every backend must share, run against SQLite.
 
 A future PostgreSQL backend adds its factory to ``BACKENDS``; the tests use only
-the store interfaces (plus ``remove_orphan_blobs`` and ``schema_version``).
+the store interfaces (plus ``schema_version``).
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,35 +21,12 @@ from postwarden.storage.interfaces import (
     NotFound,
     RecipientState,
 )
+from postwarden.storage.mailbox import Field, MessageMeta, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.schema import MIGRATIONS
+from storage.conftest import ALICE, BOB, CAROL
 
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
-CAROL = "carol@example.test"
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
-
-
-# One factory per backend: a PostgreSQL backend adds itself here and every
-# class below runs against it unchanged.
-BACKENDS: dict[str, Callable[[Path], SqliteStore]] = {"sqlite": SqliteStore}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def open_store(request: pytest.FixtureRequest) -> Callable[[Path], SqliteStore]:
-    factory: Callable[[Path], SqliteStore] = BACKENDS[request.param]
-    return factory
-
-
-@pytest.fixture
-def store(open_store: Callable[[Path], SqliteStore], tmp_path: Path) -> Iterator[SqliteStore]:
-    """A store with one local domain and three accounts."""
-    store = open_store(tmp_path / "data")
-    store.directory.add_domain("example.test")
-    for account in (ALICE, BOB, CAROL):
-        store.directory.add_account(account, "hash")
-    yield store
-    store.close()
 
 
 def blob(store: SqliteStore, name: str, data: bytes = MESSAGE) -> BlobRef:
@@ -71,6 +47,22 @@ def deliver(store: SqliteStore, name: str, local: tuple[str, ...] = (),
                    tuple(NewRecipient(r) for r in remote), received_at=at)
     ])
     return ref
+
+
+def messages(store: SqliteStore, account: str) -> list[MessageMeta]:
+    return store.mailboxes.metadata(inbox_id(store, account), UidSet.all(), Field.SIZE)
+
+
+def expunge(store: SqliteStore, account: str, uids: list[int]) -> int:
+    found = store.mailboxes.expunge(inbox_id(store, account), UidSet.from_uids(uids),
+                                    deleted_only=False)
+    return len(found)
+
+
+def collected(store: SqliteStore, name: str) -> bool:
+    """Run the collector with no grace period; True if the file is gone then."""
+    store.blobs.collect(older_than=float("inf"))
+    return not has_file(store, name)
 
 
 def inbox_id(store: SqliteStore, account: str) -> int:
@@ -194,7 +186,7 @@ class TestAccounts:
             store.directory.remove_account("nobody@example.test")
 
     def test_new_account_has_the_special_use_mailboxes(self, store: SqliteStore) -> None:
-        """INBOX, Sent, Drafts, Trash and Junk exist from the start (SPEC §6)."""
+        """INBOX, Sent, Drafts, Trash, Junk and Archive exist from the start (SPEC §6)."""
         boxes = {m.name: m.special_use for m in store.mailboxes.list_mailboxes(ALICE)}
         assert boxes == {
             "INBOX": None,
@@ -202,18 +194,20 @@ class TestAccounts:
             "Drafts": "\\Drafts",
             "Trash": "\\Trash",
             "Junk": "\\Junk",
+            "Archive": "\\Archive",
         }
         inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
         assert inbox is not None
-        assert (inbox.uidnext, inbox.subscribed) == (1, True)
+        assert store.mailboxes.status(inbox.id).uidnext == 1
+        assert "INBOX" in store.mailboxes.subscriptions(ALICE)
         assert inbox.uidvalidity > 0
 
     def test_ensure_mailboxes_is_idempotent(self, store: SqliteStore) -> None:
         """Ensuring twice neither duplicates nor resets a mailbox."""
         deliver(store, "m1", (ALICE,))
         store.mailboxes.ensure_mailboxes(ALICE)
-        assert len(store.mailboxes.list_mailboxes(ALICE)) == 5
-        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
+        assert len(store.mailboxes.list_mailboxes(ALICE)) == 6
+        assert len(messages(store, ALICE)) == 1
 
     def test_removing_an_account_removes_its_mail_and_unshared_files(
         self, store: SqliteStore
@@ -223,8 +217,8 @@ class TestAccounts:
         deliver(store, "own", (ALICE,))
         store.directory.remove_account(ALICE)
         assert store.mailboxes.list_mailboxes(ALICE) == []
+        assert collected(store, "own")
         assert has_file(store, "shared")
-        assert not has_file(store, "own")
         assert store.blobs.read_blob("shared") == MESSAGE
 
 
@@ -281,8 +275,9 @@ class TestBlobs:
     def test_blob_round_trips_and_reports_its_size(self, store: SqliteStore) -> None:
         """What is written is what is read back."""
         ref = blob(store, "abc123", b"x" * 5000)
-        assert ref == BlobRef("abc123", 5000)
+        assert (ref.name, ref.size) == ("abc123", 5000)
         assert store.blobs.read_blob("abc123") == b"x" * 5000
+        assert store.blobs.read_blob("abc123", 4990, 100) == b"x" * 10
 
     @pytest.mark.parametrize(
         "name", ["../x", "..", "a/b", "/etc/passwd", "", "a.b", "x\x00y", "ab cd"]
@@ -303,22 +298,21 @@ class TestBlobs:
         writer.abort()
         assert not has_file(store, "aborted")
 
-    def test_remove_orphan_blobs_keeps_referenced_and_recent_files(
+    def test_collector_keeps_referenced_and_recently_released_files(
         self, store: SqliteStore
     ) -> None:
-        """Only unreferenced files older than the cutoff are removed."""
+        """Only files released before the cutoff go; files the database never saw stay."""
         deliver(store, "kept", (ALICE,))
         deliver(store, "queued", (), ("x@remote.test",))
-        blob(store, "orphan")
-        blob(store, "fresh")
-        old = store.blobs.blob_path("orphan")
-        os.utime(old, (1000.0, 1000.0))
-        for name in ("kept", "queued"):
-            os.utime(store.blobs.blob_path(name), (1000.0, 1000.0))
-        assert store.blobs.remove_orphan_blobs(older_than=2000.0) == 1
-        assert [has_file(store, n) for n in ("orphan", "fresh", "kept", "queued")] == [
+        deliver(store, "gone", (BOB,))
+        blob(store, "unknown")
+        expunge(store, BOB, [1])
+        assert store.blobs.collect(older_than=0.0) == 0  # released just now: too young
+        assert store.blobs.collect(older_than=float("inf")) == 1
+        assert [has_file(store, n) for n in ("gone", "unknown", "kept", "queued")] == [
             False, True, True, True
         ]
+        assert [u.name for u in store.blobs.unknown_files()] == ["unknown"]
 
 
 class TestCommitAcceptances:
@@ -327,31 +321,28 @@ class TestCommitAcceptances:
         ref = deliver(store, "q1", (ALICE, BOB, CAROL))
         assert [p.name for p in store.blobs.blob_dir.rglob("*") if p.is_file()] == ["q1"]
         for account in (ALICE, BOB, CAROL):
-            messages = store.mailboxes.list_messages(inbox_id(store, account))
-            assert [(m.blob, m.size, m.uid) for m in messages] == [("q1", ref.size, 1)]
-            assert messages[0].flags == frozenset()
-            assert messages[0].internaldate == 1000.0
+            found = messages(store, account)
+            assert [(m.blob and m.blob.name, m.blob and m.blob.size, m.uid)
+                    for m in found] == [("q1", ref.size, 1)]
+            assert (found[0].flags, found[0].keywords) == (0, frozenset())
+            assert found[0].internaldate == 1000.0
 
     def test_uids_increase_per_mailbox(self, store: SqliteStore) -> None:
         """Each INBOX numbers its own messages 1, 2, 3 and advances UIDNEXT."""
         deliver(store, "m1", (ALICE,))
         deliver(store, "m2", (ALICE, BOB))
         deliver(store, "m3", (ALICE,))
-        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, ALICE))] == [1, 2, 3]
-        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, BOB))] == [1]
-        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
-        assert inbox is not None
-        assert inbox.uidnext == 4
+        assert [m.uid for m in messages(store, ALICE)] == [1, 2, 3]
+        assert [m.uid for m in messages(store, BOB)] == [1]
+        assert store.mailboxes.status(inbox_id(store, ALICE)).uidnext == 4
 
     def test_modseq_increases_with_each_message(self, store: SqliteStore) -> None:
         """CONDSTORE: a later message has a higher MODSEQ than an earlier one."""
         deliver(store, "m1", (ALICE,))
         deliver(store, "m2", (ALICE,))
-        first, second = store.mailboxes.list_messages(inbox_id(store, ALICE))
+        first, second = messages(store, ALICE)
         assert second.modseq > first.modseq
-        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
-        assert inbox is not None
-        assert inbox.highestmodseq >= second.modseq
+        assert store.mailboxes.status(inbox_id(store, ALICE)).highestmodseq >= second.modseq
 
     def test_remote_recipients_are_queued_with_their_parameters(
         self, store: SqliteStore
@@ -378,7 +369,7 @@ class TestCommitAcceptances:
             ("y@remote.test", None, (), RecipientState.PENDING, 0, 500.0),
         ]
         assert store.queue.queued_ids() == ["q2"]
-        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
+        assert len(messages(store, ALICE)) == 1
 
     def test_batch_is_all_or_nothing(self, store: SqliteStore) -> None:
         """A failing acceptance rolls back the whole batch."""
@@ -388,7 +379,7 @@ class TestCommitAcceptances:
                 Acceptance("good", good, "", (ALICE,), (NewRecipient("x@remote.test"),)),
                 Acceptance("good", good, "", (), (NewRecipient("y@remote.test"),)),
             ])
-        assert store.mailboxes.list_messages(inbox_id(store, ALICE)) == []
+        assert messages(store, ALICE) == []
         assert store.queue.queued_ids() == []
 
     def test_local_only_message_is_not_queued(self, store: SqliteStore) -> None:
@@ -402,39 +393,41 @@ class TestExpunge:
     def test_file_goes_only_with_the_last_mailbox_reference(self, store: SqliteStore) -> None:
         """Expunging one user's copy keeps the file for the other."""
         deliver(store, "m1", (ALICE, BOB))
-        assert store.mailboxes.expunge(inbox_id(store, ALICE), [1]) == 1
+        assert expunge(store, ALICE, [1]) == 1
+        assert not collected(store, "m1")
         assert store.blobs.read_blob("m1") == MESSAGE
-        assert store.mailboxes.expunge(inbox_id(store, BOB), [1]) == 1
-        assert not has_file(store, "m1")
+        assert expunge(store, BOB, [1]) == 1
+        assert collected(store, "m1")
 
     def test_file_shared_with_the_queue_survives_expunge(self, store: SqliteStore) -> None:
         """A message both delivered locally and queued keeps its file until both are gone."""
         deliver(store, "m1", (ALICE,), ("x@remote.test",))
-        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
-        assert store.blobs.read_blob("m1") == MESSAGE
+        expunge(store, ALICE, [1])
+        assert not collected(store, "m1")
         assert store.queue.remove_queued("m1") is True
-        assert not has_file(store, "m1")
+        assert collected(store, "m1")
 
     def test_queue_removal_keeps_a_file_still_in_a_mailbox(self, store: SqliteStore) -> None:
         """Dropping the queue entry first leaves the mailbox copy readable."""
         deliver(store, "m1", (ALICE,), ("x@remote.test",))
         store.queue.remove_queued("m1")
+        assert not collected(store, "m1")
         assert store.blobs.read_blob("m1") == MESSAGE
-        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
-        assert not has_file(store, "m1")
+        expunge(store, ALICE, [1])
+        assert collected(store, "m1")
 
     def test_expunging_unknown_uids_counts_nothing(self, store: SqliteStore) -> None:
         """Absent UIDs are skipped, and the count says so."""
         deliver(store, "m1", (ALICE,))
-        assert store.mailboxes.expunge(inbox_id(store, ALICE), [7, 8]) == 0
-        assert len(store.mailboxes.list_messages(inbox_id(store, ALICE))) == 1
+        assert expunge(store, ALICE, [7, 8]) == 0
+        assert len(messages(store, ALICE)) == 1
 
     def test_uids_are_not_reused_after_expunge(self, store: SqliteStore) -> None:
         """IMAP UIDs only ever grow within one UIDVALIDITY."""
         deliver(store, "m1", (ALICE,))
-        store.mailboxes.expunge(inbox_id(store, ALICE), [1])
+        expunge(store, ALICE, [1])
         deliver(store, "m2", (ALICE,))
-        assert [m.uid for m in store.mailboxes.list_messages(inbox_id(store, ALICE))] == [2]
+        assert [m.uid for m in messages(store, ALICE)] == [2]
 
 
 A = "manager-a"
@@ -513,7 +506,7 @@ class TestQueue:
         assert queued.recipients[0].state is RecipientState.PENDING
         assert record(store, B, AttemptRecord("q", (rid,))) is True
         assert store.queue.get_queued("q") is None
-        assert not has_file(store, "q")
+        assert collected(store, "q")
 
     def test_recording_releases_the_lease_and_the_last_result_drops_the_entry(
         self, store: SqliteStore
@@ -559,7 +552,7 @@ class TestQueue:
         assert store.queue.remove_queued("q") is True
         assert store.queue.get_queued("q") is None
         assert claimed(store, A, 1e12, 2e12) == []
-        assert not has_file(store, "q")
+        assert collected(store, "q")
         assert store.queue.remove_queued("q") is False
         assert record(store, A, AttemptRecord("q")) is False
 

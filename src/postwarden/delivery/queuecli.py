@@ -19,9 +19,8 @@ from postwarden.delivery.notify import send_reports, wants, within_origin
 from postwarden.delivery.reports import Action, RecipientReport
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
+from postwarden.storage.factory import Store, async_boundary
 from postwarden.storage.interfaces import NotFound, QueuedMessage, QueueStore, RecipientState
-from postwarden.storage.sqlite import SqliteStore
-from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
 REMOVED = "Removed from the queue by the administrator"
 
@@ -97,7 +96,7 @@ def _show(msg: QueuedMessage, now: float) -> None:
         print(f"  error:     {r.last_error or '-'}")
 
 
-async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, now: float) -> int:
+async def _report_removal(cfg: Config, store: Store, msg: QueuedMessage, now: float) -> int:
     """A failure report for the pending recipients that want one; returns reports sent."""
     msg = within_origin(msg)
     rcpts = [
@@ -106,7 +105,7 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
     ]
     if not rcpts:
         return 0
-    aio = AsyncSqliteStore(store)
+    aio = async_boundary(store)
     policy = RecipientPolicy(aio, cfg.relay, cfg.hostname)
     intake = Intake(store.blobs, aio, policy, cfg.hostname, cfg.delivery.max_received_headers)
     try:
@@ -116,7 +115,7 @@ async def _report_removal(cfg: Config, store: SqliteStore, msg: QueuedMessage, n
         aio.close()
 
 
-def _remove(cfg: Config, store: SqliteStore, queue_id: str, report: bool, now: float) -> None:
+def _remove(cfg: Config, store: Store, queue_id: str, report: bool, now: float) -> None:
     msg = _get(store.queue, queue_id)
     # The report first: a crash in between leaves the message queued, never unreported.
     sent = asyncio.run(_report_removal(cfg, store, msg, now)) if report else 0
@@ -126,7 +125,7 @@ def _remove(cfg: Config, store: SqliteStore, queue_id: str, report: bool, now: f
     print(f"removed {queue_id} ({note})")
 
 
-def run_queue_command(cfg: Config, store: SqliteStore, args: argparse.Namespace) -> int:
+def run_queue_command(cfg: Config, store: Store, args: argparse.Namespace) -> int:
     """Dispatch one `queue` sub-command; errors are raised as StoreError subclasses."""
     now = time.time()
     match args.action:

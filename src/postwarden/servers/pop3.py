@@ -1,8 +1,10 @@
-"""The POP3 and pop3s listeners: asyncio glue around ``protocol.pop3``.
+r"""The POP3 and pop3s listeners: asyncio glue around ``protocol.pop3``.
 
 Everything POP3 decides lives in the sans-IO machine; this module does the
-I/O it asks for: checking passwords (``Authenticator``), locking the maildrop,
-taking the INBOX snapshot, streaming message files in bounded pieces, the
+I/O it asks for: checking passwords (``Authenticator``), locking the maildrop
+(in the store, so another process sees the lock too), taking the INBOX
+snapshot (sizes from the store, no file is opened at login), streaming
+messages in bounded ranged reads, marking retrieved ones ``\Seen``, the
 STLS handshake, and applying deletions at QUIT. A connection that ends any
 other way deletes nothing, because deletions exist only in the machine until
 the UPDATE state.
@@ -12,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-import os
 import ssl
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import BinaryIO, ClassVar
+import uuid
+from collections.abc import Callable
 
 from postwarden.protocol.pop3 import (
     NEED_DATA,
@@ -40,21 +41,31 @@ from postwarden.protocol.pop3 import (
     TLSStarted,
     Update,
     Updated,
-    wire_size,
 )
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
 from postwarden.servers.starttls import drop_plaintext
-from postwarden.storage.interfaces import StoredMessage
+from postwarden.storage.interfaces import StoreError
+from postwarden.storage.mailbox import (
+    Field,
+    Flag,
+    FlagChange,
+    FlagMode,
+    MailboxInUse,
+    MessageMeta,
+    UidSet,
+)
 
 log = logging.getLogger("postwarden.pop3")
 
 READ_SIZE = 64 * 1024  # from the socket, per read
 CHUNK_SIZE = 256 * 1024  # from a message file, per read: bounds memory per session
 INLINE_READ_LIMIT = 64 * 1024  # messages up to this size are read without a thread hop
-MAX_CACHED_SIZES = 200_000
 CLOSE_TIMEOUT = 5.0
+# How long a maildrop lock outlives a server that died holding it. Sessions
+# end long before (command timeout), and each takes the lock afresh.
+MAILDROP_LOCK_SECONDS = 3600
 
 
 def _kv(value: str) -> str:
@@ -65,46 +76,26 @@ def _kv(value: str) -> str:
     return json.dumps(value)
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            yield chunk
-
-
 class DamagedMessage(OSError):
     """A message file whose size is not the one the store recorded (truncated, replaced)."""
 
 
-def _open_and_read(path: Path, size: int) -> tuple[BinaryIO, bytes]:
-    """Open a message file and read its first piece: one thread hop for small messages.
+def _first_piece(read: Callable[[str, int, int], bytes], name: str, size: int) -> bytes:
+    """The first piece of a message, checked against the size the store recorded.
 
-    The file must have the size the store recorded at delivery; otherwise it
-    is damaged, and sending it would hand the client a cut-off message as if
-    it were whole.
+    A file of another size is damaged; sending it would hand the client a
+    cut-off message as if it were whole. (One octet more than expected is
+    asked for, so a grown file shows too.)
     """
-    f = path.open("rb")
-    try:
-        actual = os.fstat(f.fileno()).st_size
-        if actual != size:
-            raise DamagedMessage(f"file has {actual} bytes, the store recorded {size}")
-        return f, f.read(CHUNK_SIZE)
-    except BaseException:
-        f.close()
-        raise
+    want = min(size, CHUNK_SIZE)
+    chunk = read(name, 0, want + 1 if size <= CHUNK_SIZE else want)
+    if len(chunk) != want:
+        raise DamagedMessage(f"file has {len(chunk)} bytes where {want} were expected")
+    return chunk
 
 
 class POP3Server:
-    """One listener's POP3 service (``implicit_tls``: the pop3s port).
-
-    Maildrop locks and the size cache are class attributes because the pop3
-    and pop3s listeners are separate instances that must see one another's
-    sessions (RFC 1939's exclusive-access lock, answered ``[IN-USE]``).
-    """
-
-    _in_use: ClassVar[set[str]] = set()
-    # blob name -> wire size. Message files never change once committed, so a
-    # size computed once (by reading the file) stays right; bounded by clearing.
-    _sizes: ClassVar[dict[str, int]] = {}
+    """One listener's POP3 service (``implicit_tls``: the pop3s port)."""
 
     def __init__(self, services: MailboxServices, *, implicit_tls: bool) -> None:
         self.services = services
@@ -124,38 +115,33 @@ class POP3Server:
             log.exception("pop3 session failed ip=%s", session.ip if session else "?")
         finally:
             if session is not None:
-                session.unlock()
+                with contextlib.suppress(Exception):
+                    await session.unlock()
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
 
-    def snapshot(self, account: str) -> tuple[int, dict[int, StoredMessage],
+    def snapshot(self, account: str) -> tuple[int, dict[int, MessageMeta],
                                                tuple[MaildropItem, ...]]:
         """INBOX as it is now: its id, messages by UID, and the machine's items.
 
-        Runs in a worker thread: it may read files to learn their wire size.
-        A message whose file has vanished is left out rather than failing login.
+        Runs in a worker thread. Wire sizes come from the store (measured when
+        the message arrived), so no file is read at login; a message whose
+        file has vanished is listed and answered ``-ERR`` at RETR.
         """
-        mailboxes, blobs = self.services.mailboxes, self.services.blobs
+        mailboxes = self.services.mailboxes
         inbox = mailboxes.get_mailbox(account, "INBOX")
         if inbox is None:
             mailboxes.ensure_mailboxes(account)
             inbox = mailboxes.get_mailbox(account, "INBOX")
             assert inbox is not None
-        by_uid: dict[int, StoredMessage] = {}
+        by_uid: dict[int, MessageMeta] = {}
         items: list[MaildropItem] = []
-        for message in mailboxes.list_messages(inbox.id):
-            size = self._sizes.get(message.blob)
-            if size is None:
-                try:
-                    size = wire_size(_chunks(blobs.blob_path(message.blob)))
-                except OSError:
-                    continue
-                if len(self._sizes) >= MAX_CACHED_SIZES:
-                    self._sizes.clear()
-                self._sizes[message.blob] = size
+        for message in mailboxes.metadata(inbox.id, UidSet.all(), Field.SIZE):
+            assert message.blob is not None
             by_uid[message.uid] = message
-            items.append(MaildropItem(message.uid, f"{inbox.uidvalidity}.{message.uid}", size))
+            items.append(MaildropItem(message.uid, f"{inbox.uidvalidity}.{message.uid}",
+                                      message.blob.wire_size))
         return inbox.id, by_uid, tuple(items)
 
 
@@ -183,13 +169,20 @@ class _Session:
             max_bad_commands=self.services.cfg.limits.max_bad_commands,
         )
         self.account: str | None = None
+        self.lock_owner = uuid.uuid4().hex  # this session, in the store's lock table
         self.mailbox_id = 0
-        self.messages: dict[int, StoredMessage] = {}
+        self.messages: dict[int, MessageMeta] = {}
 
-    def unlock(self) -> None:
-        if self.account is not None:
-            POP3Server._in_use.discard(self.account)
-            self.account = None
+    async def unlock(self) -> None:
+        account, self.account = self.account, None
+        if account is not None:
+            await asyncio.to_thread(self.services.mailboxes.unlock_maildrop, account,
+                                    self.lock_owner)
+
+    def lock(self, account: str) -> None:
+        """RFC 1939's exclusive access: one session per maildrop, across processes."""
+        self.services.mailboxes.lock_maildrop(account, self.lock_owner,
+                                              time.time() + MAILDROP_LOCK_SECONDS)
 
     async def run(self) -> None:
         try:
@@ -265,11 +258,16 @@ class _Session:
                 refusal = Refusal.THROTTLED
             case LoginResult.FAILED:
                 refusal = Refusal.AUTH
-            case LoginResult.OK if account in POP3Server._in_use:
+        if refusal is None:
+            try:
+                await asyncio.to_thread(self.lock, account)
+            except MailboxInUse:
                 refusal = Refusal.IN_USE
+            except StoreError:
+                log.exception("pop3 lock failed user=%s", _kv(account))
+                refusal = Refusal.UNAVAILABLE
         outcome = "ok" if refusal is None else refusal.name.lower().replace("_", "-")
         if refusal is None:
-            POP3Server._in_use.add(account)
             self.account = account
             try:
                 self.mailbox_id, self.messages, items = await asyncio.to_thread(
@@ -277,7 +275,7 @@ class _Session:
                 await asyncio.to_thread(self.record_login)
             except Exception:
                 log.exception("pop3 snapshot failed user=%s", _kv(account))
-                self.unlock()
+                await self.unlock()
                 refusal, outcome = Refusal.UNAVAILABLE, "unavailable"
         log.info(
             "pop3 login user=%s ip=%s method=%s tls=%s result=%s",
@@ -299,35 +297,44 @@ class _Session:
         directory.expire_logins(now - self.services.cfg.relay.pop_before_smtp_minutes * 60)
 
     async def retrieve(self, event: Retrieve) -> None:
-        """Stream the message file through the machine, one bounded piece at a time.
+        r"""Stream the message through the machine, one bounded ranged read at a time.
 
         Small messages (most mail) are read on the loop: one short read from
         the page cache costs less than the hop to a worker thread (the
         benchmark runs about 40% faster); larger ones are read in a thread.
+        A full RETR marks the message ``\Seen`` (for IMAP clients of the box).
         """
         message = self.messages[event.item.ref]
+        assert message.blob is not None
+        name, size = message.blob.name, message.blob.size
+        read = self.services.mailboxes.read_blob
         try:
-            path = self.services.blobs.blob_path(message.blob)
-            if message.size <= INLINE_READ_LIMIT:
-                f, chunk = _open_and_read(path, message.size)
+            if size <= INLINE_READ_LIMIT:
+                chunk = _first_piece(read, name, size)
             else:
-                f, chunk = await asyncio.to_thread(_open_and_read, path, message.size)
-        except OSError as exc:  # missing, unreadable or damaged: a temporary error, logged
+                chunk = await asyncio.to_thread(_first_piece, read, name, size)
+        except (OSError, StoreError) as exc:  # missing, unreadable or damaged: logged
             log.error("pop3 message-unavailable user=%s uid=%d blob=%s error=%s",
-                      _kv(self.account or ""), message.uid, message.blob, _kv(str(exc)))
+                      _kv(self.account or ""), message.uid, name, _kv(str(exc)))
             self.machine.send(MessageUnavailable())
             return
-        try:
-            self.machine.send(MessageStart())
-            while True:
-                self.machine.send(MessageChunk(chunk))
-                await self.flush()
-                if len(chunk) < CHUNK_SIZE or self.machine.message_done:
-                    break
-                chunk = await asyncio.to_thread(f.read, CHUNK_SIZE)
-        finally:
-            f.close()
+        self.machine.send(MessageStart())
+        offset = 0
+        while True:
+            self.machine.send(MessageChunk(chunk))
+            await self.flush()
+            offset += len(chunk)
+            if offset >= size or len(chunk) < CHUNK_SIZE or self.machine.message_done:
+                break
+            try:
+                chunk = await asyncio.to_thread(read, name, offset, CHUNK_SIZE)
+            except (OSError, StoreError):
+                chunk = b""  # vanished mid-way: the message ends where it could be read
         self.machine.send(MessageEnd())
+        if event.lines is None and not message.flags & Flag.SEEN:
+            await asyncio.to_thread(
+                self.services.mailboxes.store_flags, self.mailbox_id,
+                UidSet.from_uids([message.uid]), FlagChange(FlagMode.ADD, Flag.SEEN))
 
     async def update(self, event: Update) -> None:
         """QUIT in TRANSACTION: the only place POP3 removes anything."""
@@ -335,8 +342,9 @@ class _Session:
         ok = True
         if uids:
             try:
-                removed = await asyncio.to_thread(
-                    self.services.mailboxes.expunge, self.mailbox_id, uids)
+                removed = len(await asyncio.to_thread(
+                    functools.partial(self.services.mailboxes.expunge, self.mailbox_id,
+                                      UidSet.from_uids(uids), deleted_only=False)))
             except Exception:
                 log.exception("pop3 delete failed user=%s", _kv(self.account or ""))
                 ok = False
@@ -344,5 +352,5 @@ class _Session:
                 log.info("pop3 delete user=%s ip=%s requested=%d removed=%d uids=%s",
                          _kv(self.account or ""), self.ip, len(uids), removed,
                          ",".join(map(str, uids)))
-        self.unlock()  # before "+OK": a client that reconnects at once must not see [IN-USE]
+        await self.unlock()  # before "+OK": a client that reconnects at once must not see [IN-USE]
         self.machine.send(Updated(ok))

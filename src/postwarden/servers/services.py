@@ -9,7 +9,8 @@ from postwarden.config import Config
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.servers.common import Authenticator, ConnectionLimiter
-from postwarden.storage.interfaces import BlobStore, Directory, MailboxStore
+from postwarden.storage.interfaces import BlobStore, Directory
+from postwarden.storage.mailbox import MailboxStore
 
 
 @dataclass(frozen=True, slots=True)

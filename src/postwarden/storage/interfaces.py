@@ -9,10 +9,11 @@ Each room is handed only the interface it needs: the SMTP server gets a
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
+
+from postwarden.storage.blobmeter import BlobFacts
 
 
 class StoreError(Exception):
@@ -27,6 +28,10 @@ class NotFound(StoreError):
     pass
 
 
+class DatabaseUnusable(StoreError):
+    """The database is empty, corrupt, not ours or too new: nothing may start on it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     address: str  # lower-case key form, "user@example.test"
@@ -35,10 +40,15 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class BlobRef:
-    """A message file that has been written and fsynced."""
+    """A message file that has been written and fsynced.
+
+    ``facts`` are measured while the bytes were written; without them (a
+    reference made by hand) the store measures the file when committing.
+    """
 
     name: str
     size: int
+    facts: BlobFacts | None = None
 
 
 class BlobWriter(Protocol):
@@ -49,29 +59,6 @@ class BlobWriter(Protocol):
     def write(self, data: bytes) -> None: ...
     def commit(self) -> BlobRef: ...
     def abort(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxInfo:
-    id: int
-    account: str
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    special_use: str | None
-    subscribed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    mailbox_id: int
-    uid: int
-    blob: str
-    size: int
-    flags: frozenset[str]
-    modseq: int
-    internaldate: float
 
 
 class RecipientState(enum.Enum):
@@ -164,27 +151,16 @@ class Directory(Protocol):
 
 
 class BlobStore(Protocol):
-    """Message bytes in files, referenced by name."""
+    """Message bytes, referenced by name, read by range; never a path."""
 
     def new_blob(self, name: str) -> BlobWriter: ...
-    def blob_path(self, name: str) -> Path: ...
-    def read_blob(self, name: str) -> bytes: ...
+    def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes: ...
 
 
 class DeliveryStore(Protocol):
     """The intake's door: commits accepted messages atomically, in batches."""
 
     def commit_acceptances(self, batch: Sequence[Acceptance]) -> None: ...
-
-
-class MailboxStore(Protocol):
-    """Per-user mailboxes with IMAP-ready UIDs, flags and MODSEQs."""
-
-    def ensure_mailboxes(self, account: str) -> None: ...
-    def get_mailbox(self, account: str, name: str) -> MailboxInfo | None: ...
-    def list_mailboxes(self, account: str) -> list[MailboxInfo]: ...
-    def list_messages(self, mailbox_id: int) -> list[StoredMessage]: ...
-    def expunge(self, mailbox_id: int, uids: Iterable[int]) -> int: ...
 
 
 class QueueStore(Protocol):

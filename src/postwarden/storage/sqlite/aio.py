@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TypeVar
 
 from postwarden.storage.boundary import GroupCommit
@@ -104,9 +105,9 @@ class AsyncSqliteStore:
         return [None] * len(batch)
 
     def _commit_batch(self, batch: list[tuple[BlobWriter, Acceptance]]) -> None:
-        for writer, _ in batch:
-            writer.commit()
-        self.store.delivery.commit_acceptances([acceptance for _, acceptance in batch])
+        # The committed reference carries what the writer measured of the bytes.
+        self.store.delivery.commit_acceptances(
+            [replace(acceptance, blob=writer.commit()) for writer, acceptance in batch])
 
     # --- AsyncBlobs -------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from postwarden.storage.interfaces import DatabaseUnusable
 from postwarden.storage.sqlite.schema import MIGRATIONS
+from postwarden.storage.sqlite.upgrade_v3 import APPLICATION_ID
 
 
 class CommitObserver(Protocol):
@@ -48,6 +50,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.create_function("pw_fold", 1, _fold, deterministic=True)
             if self._observer is not None:
                 self._observer.capture(conn)
             self._local.conn = conn
@@ -70,16 +73,45 @@ class Database:
             self._observer.committed()  # published after the commit, never before
 
     def migrate(self) -> None:
+        """Check the database is ours and usable, then bring it up to date.
+
+        An empty file, random bytes or somebody else's database must stop
+        everything with one clear line: taken for a new database, it would
+        start a server that knows no domain, no mailbox and no message.
+        """
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise DatabaseUnusable(
+                f"{self.path} is empty (0 bytes); restore it from a backup or move it away"
+            )
+        try:
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise DatabaseUnusable(f"{self.path} is not a usable SQLite database: {exc}") from None
+
+    def _migrate(self) -> None:
         with self.tx() as db:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if app_id not in (0, APPLICATION_ID) or (tables and "schema_version" not in tables):
+                raise DatabaseUnusable(f"{self.path} is not a postwarden database")
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
             version = row[0] if row else 0
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (0)")
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            if version > len(MIGRATIONS):
+                raise DatabaseUnusable(
+                    f"{self.path} has schema {version}, newer than this postwarden's"
+                    f" {len(MIGRATIONS)}: run the newer release"
+                )
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                if isinstance(step, str):
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                else:
+                    step(db, self.path.parent)
                 db.execute("UPDATE schema_version SET version = ?", (number,))
 
     def schema_version(self) -> int:
@@ -91,3 +123,8 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _fold(text: str | None) -> str:
+    """Unicode case folding for searches (SQLite's own lower() knows only ASCII)."""
+    return text.casefold() if text else ""

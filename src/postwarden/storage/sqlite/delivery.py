@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from postwarden.storage.interfaces import Acceptance
@@ -30,9 +31,12 @@ class SqliteDelivery:
         before any row can reference them.
         """
         self._blobs.sync_entries(acc.blob.name for acc in batch)
+        now = time.time()
         with self._db.tx() as db:
             for acc in batch:
+                refs = len(acc.local_accounts) + (1 if acc.remote else 0)
+                blob_id = self._blobs.register(db, acc.blob, refs, now)
                 for account in acc.local_accounts:
-                    self._mailboxes.append(db, account, "INBOX", acc.blob, (), acc.received_at)
+                    self._mailboxes.deliver(db, account, blob_id, acc.blob.size, acc.received_at)
                 if acc.remote:
                     self._queue.enqueue(db, acc)

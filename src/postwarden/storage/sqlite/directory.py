@@ -7,7 +7,6 @@ import time
 from collections.abc import Sequence
 
 from postwarden.storage.interfaces import Account, AlreadyExists, NotFound
-from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
 from postwarden.storage.sqlite.mailboxes import SqliteMailboxes
 
@@ -15,10 +14,9 @@ from postwarden.storage.sqlite.mailboxes import SqliteMailboxes
 class SqliteDirectory:
     """Who is local: an account brings its mailboxes, removing it drops them."""
 
-    def __init__(self, db: Database, mailboxes: SqliteMailboxes, blobs: BlobFiles) -> None:
+    def __init__(self, db: Database, mailboxes: SqliteMailboxes) -> None:
         self._db = db
         self._mailboxes = mailboxes
-        self._blobs = blobs
         self._domains_cache: tuple[float, frozenset[str]] | None = None
 
     # --- domains ------------------------------------------------------------
@@ -86,8 +84,7 @@ class SqliteDirectory:
         with self._db.tx() as db:
             if db.execute("DELETE FROM accounts WHERE address = ?", (address,)).rowcount == 0:
                 raise NotFound(f"no such user: {address}")
-            unreferenced = self._mailboxes.remove_account_mailboxes(db, address)
-        self._blobs.unlink(unreferenced)
+            self._mailboxes.remove_account_mailboxes(db, address)
 
     # --- aliases ----------------------------------------------------------------
 

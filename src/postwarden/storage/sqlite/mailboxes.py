@@ -1,15 +1,50 @@
-"""Per-account mailboxes and their messages (the MailboxStore)."""
+"""Per-account mailboxes and their messages: the SQLite ``MailboxStore``.
+
+A message row is narrow (UID, blob id, MODSEQ, flag bits, keyword bits,
+internal date); sizes live in the ``blobs`` table, parsed fields in the
+parsed cache. Every change updates the mailbox's counters and the account's
+quota in the same transaction, so STATUS and QUOTA are one-row reads.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from postwarden.storage.interfaces import BlobRef, MailboxInfo, StoredMessage
+from postwarden.storage.interfaces import AlreadyExists, BlobRef, NotFound, StoreError
+from postwarden.storage.mailbox import (
+    DELIMITER,
+    INBOX,
+    NO_FLAGS,
+    Appended,
+    BlobHandle,
+    Changes,
+    CopyResult,
+    Expunged,
+    Field,
+    Flag,
+    FlagChange,
+    FlagMode,
+    FlagResult,
+    FlagUpdate,
+    Mailbox,
+    MailboxInUse,
+    MailboxStatus,
+    MessageMeta,
+    Query,
+    Quota,
+    QuotaExceeded,
+    UidSet,
+    normalise_name,
+)
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
+from postwarden.storage.sqlite.indexer import HEADER_COLUMNS, HEADER_NAMES, Indexer
+from postwarden.storage.sqlite.search import KeywordName, compile_query
 
 SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
@@ -17,115 +52,610 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("Drafts", "\\Drafts"),
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
 )
+MAX_KEYWORDS = 63  # keyword bits per mailbox (one signed 64-bit integer)
+MAX_NAME_LENGTH = 1000  # octets of a mailbox path
+RANGES_PER_QUERY = 400  # UID ranges per SQL statement (SQLite's parameter limit)
+_MAILBOX = "SELECT id, account, name, uidvalidity, special_use FROM mailboxes"
 
 
 class SqliteMailboxes:
-    """Mailboxes with IMAP-ready UIDs, flags and MODSEQs."""
+    """Mailboxes with IMAP-ready UIDs, flags, MODSEQs, counters and quota."""
 
-    def __init__(self, db: Database, blobs: BlobFiles) -> None:
+    def __init__(self, db: Database, blobs: BlobFiles, indexer: Indexer) -> None:
         self._db = db
         self._blobs = blobs
+        self._indexer = indexer
+        # mailbox id -> (uidnext, messages, UIDs): appends only add at uidnext
+        # and expunges only lower the count, so an unchanged pair means an
+        # unchanged list, in any process.
+        self._uid_cache: dict[int, tuple[int, int, array[int]]] = {}
+        self._cache_lock = threading.Lock()
+
+    # --- accounts' mailboxes ------------------------------------------------------
 
     def create_mailboxes(self, db: sqlite3.Connection, account: str) -> None:
-        """The special mailboxes every account has, inside the caller's transaction."""
-        validity = int(time.time())
+        """The special mailboxes and quota row every account has (caller's transaction)."""
+        db.execute("INSERT OR IGNORE INTO quota (account) VALUES (?)", (account,))
         for name, special in SPECIAL_MAILBOXES:
+            if db.execute(
+                "SELECT 1 FROM mailboxes WHERE account = ? AND name = ?", (account, name)
+            ).fetchone():
+                continue
             db.execute(
-                "INSERT OR IGNORE INTO mailboxes (account, name, uidvalidity, special_use)"
+                "INSERT INTO mailboxes (account, name, uidvalidity, special_use)"
                 " VALUES (?, ?, ?, ?)",
-                (account, name, validity, special),
+                (account, name, _next_uidvalidity(db), special),
             )
+            db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)", (account, name))
 
-    def remove_account_mailboxes(self, db: sqlite3.Connection, account: str) -> list[str]:
-        """Drop an account's mailboxes; return the blobs no row references any more."""
-        blobs = [
-            r[0]
-            for r in db.execute(
-                "SELECT DISTINCT m.blob FROM mailbox_messages m JOIN mailboxes b"
-                " ON m.mailbox_id = b.id WHERE b.account = ?",
-                (account,),
-            )
-        ]
+    def remove_account_mailboxes(self, db: sqlite3.Connection, account: str) -> None:
+        """Drop an account's mailboxes, subscriptions and quota; release its files."""
+        ids = [r[0] for r in db.execute(
+            "SELECT m.blob_id FROM messages m JOIN mailboxes b ON m.mailbox_id = b.id"
+            " WHERE b.account = ?", (account,))]
+        self._blobs.release_ids(db, ids, time.time())
         db.execute("DELETE FROM mailboxes WHERE account = ?", (account,))
-        return self._blobs.unreferenced(db, blobs)
+        db.execute("DELETE FROM subscriptions WHERE account = ?", (account,))
+        db.execute("DELETE FROM quota WHERE account = ?", (account,))
+        db.execute("DELETE FROM maildrop_locks WHERE account = ?", (account,))
 
     def ensure_mailboxes(self, account: str) -> None:
         with self._db.tx() as db:
             self.create_mailboxes(db, account)
 
-    def append(
-        self,
-        db: sqlite3.Connection,
-        account: str,
-        mailbox: str,
-        blob: BlobRef,
-        flags: Iterable[str],
-        when: float,
-    ) -> int:
-        """Add a message inside the caller's transaction; return its UID."""
-        row = db.execute(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
-            " WHERE account = ? AND name = ? RETURNING id, uidnext - 1, highestmodseq",
-            (account, mailbox),
-        ).fetchone()
-        if row is None:
-            self.create_mailboxes(db, account)
-            return self.append(db, account, mailbox, blob, flags, when)
-        mailbox_id, uid, modseq = row
-        db.execute(
-            "INSERT INTO mailbox_messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (mailbox_id, uid, blob.name, blob.size, " ".join(sorted(flags)), modseq, when),
-        )
-        return int(uid)
+    # --- mailbox CRUD -------------------------------------------------------------
 
-    def get_mailbox(self, account: str, name: str) -> MailboxInfo | None:
+    def create_mailbox(self, account: str, name: str, special_use: str | None = None
+                       ) -> Mailbox:
+        """Create a mailbox, and any missing parents (RFC 9051 §6.3.4)."""
+        name = _valid_name(name)
+        with self._db.tx() as db:
+            if self._row(db, account, name):
+                raise AlreadyExists(f"mailbox {name} already exists")
+            levels = name.split(DELIMITER)
+            for depth in range(1, len(levels)):
+                parent = DELIMITER.join(levels[:depth])
+                if not self._row(db, account, parent):
+                    self._insert(db, account, parent, None)
+            mailbox_id = self._insert(db, account, name, special_use)
+            return _mailbox(db.execute(_MAILBOX + " WHERE id = ?", (mailbox_id,)).fetchone())
+
+    def delete_mailbox(self, account: str, name: str) -> None:
+        name = normalise_name(name)
+        if name == INBOX:
+            raise StoreError("INBOX cannot be deleted")
+        with self._db.tx() as db:
+            row = self._row(db, account, name)
+            if row is None:
+                raise NotFound(f"no such mailbox: {name}")
+            if db.execute(
+                "SELECT 1 FROM mailboxes WHERE account = ? AND substr(name, 1, ?) = ? LIMIT 1",
+                (account, len(name) + 1, name + DELIMITER),
+            ).fetchone():
+                raise StoreError(f"mailbox {name} has children; delete them first")
+            mailbox_id = row[0]
+            blob_ids = [r[0] for r in db.execute(
+                "SELECT blob_id FROM messages WHERE mailbox_id = ?", (mailbox_id,))]
+            counts = db.execute(
+                "SELECT messages, bytes FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            self._blobs.release_ids(db, blob_ids, time.time())
+            db.execute(
+                "UPDATE quota SET used_messages = used_messages - ?, used_bytes = used_bytes - ?"
+                " WHERE account = ?", (counts[0], counts[1], account))
+            db.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+
+    def rename_mailbox(self, account: str, old: str, new: str) -> None:
+        """Rename with children; renaming INBOX moves its messages (RFC 9051 §6.3.6)."""
+        old, new = normalise_name(old), _valid_name(new)
+        if new == INBOX or new.startswith(old + DELIMITER):
+            raise StoreError(f"cannot rename {old} to {new}")
+        if old == INBOX:
+            source = self.get_mailbox(account, INBOX)
+            if source is None:
+                raise NotFound("no INBOX")
+            target = self.create_mailbox(account, new)
+            self.move(source.id, UidSet.all(), target.id)
+            return
+        with self._db.tx() as db:
+            if self._row(db, account, old) is None:
+                raise NotFound(f"no such mailbox: {old}")
+            if self._row(db, account, new):
+                raise AlreadyExists(f"mailbox {new} already exists")
+            db.execute(
+                "UPDATE mailboxes SET name = ? || substr(name, ?)"
+                " WHERE account = ? AND (name = ? OR substr(name, 1, ?) = ?)",
+                (new, len(old) + 1, account, old, len(old) + 1, old + DELIMITER),
+            )
+            levels = new.split(DELIMITER)
+            for depth in range(1, len(levels)):
+                parent = DELIMITER.join(levels[:depth])
+                if not self._row(db, account, parent):
+                    self._insert(db, account, parent, None)
+
+    def get_mailbox(self, account: str, name: str) -> Mailbox | None:
         row = self._db.conn.execute(
-            "SELECT id, account, name, uidvalidity, uidnext, highestmodseq, special_use,"
-            " subscribed FROM mailboxes WHERE account = ? AND name = ?",
-            (account, name),
+            _MAILBOX + " WHERE account = ? AND name = ?", (account, normalise_name(name))
         ).fetchone()
         return _mailbox(row) if row else None
 
-    def list_mailboxes(self, account: str) -> list[MailboxInfo]:
-        rows = self._db.conn.execute(
-            "SELECT id, account, name, uidvalidity, uidnext, highestmodseq, special_use,"
-            " subscribed FROM mailboxes WHERE account = ? ORDER BY name",
-            (account,),
-        )
+    def list_mailboxes(self, account: str) -> list[Mailbox]:
+        rows = self._db.conn.execute(_MAILBOX + " WHERE account = ? ORDER BY name", (account,))
         return [_mailbox(r) for r in rows]
 
-    def list_messages(self, mailbox_id: int) -> list[StoredMessage]:
-        rows = self._db.conn.execute(
-            "SELECT mailbox_id, uid, blob, size, flags, modseq, internaldate"
-            " FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid",
-            (mailbox_id,),
-        )
-        return [
-            StoredMessage(r[0], r[1], r[2], r[3], frozenset(r[4].split()), r[5], r[6])
-            for r in rows
-        ]
+    def _row(self, db: sqlite3.Connection, account: str, name: str) -> Any:
+        return db.execute(
+            "SELECT id FROM mailboxes WHERE account = ? AND name = ?", (account, name)
+        ).fetchone()
 
-    def expunge(self, mailbox_id: int, uids: Iterable[int]) -> int:
-        uid_list = list(uids)
+    def _insert(self, db: sqlite3.Connection, account: str, name: str,
+                special_use: str | None) -> int:
+        row = db.execute(
+            "INSERT INTO mailboxes (account, name, uidvalidity, special_use)"
+            " VALUES (?, ?, ?, ?) RETURNING id",
+            (account, name, _next_uidvalidity(db), special_use),
+        ).fetchone()
+        return int(row[0])
+
+    # --- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, account: str, name: str) -> None:
+        """A subscription may name a mailbox that does not exist (RFC 9051 §6.3.7)."""
         with self._db.tx() as db:
-            blobs = []
-            for uid in uid_list:
-                row = db.execute(
-                    "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ? RETURNING blob",
-                    (mailbox_id, uid),
-                ).fetchone()
-                if row:
-                    blobs.append(row[0])
-            if blobs:
-                db.execute(
-                    "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
-                    (mailbox_id,),
-                )
-            unreferenced = self._blobs.unreferenced(db, blobs)
-        self._blobs.unlink(unreferenced)
-        return len(blobs)
+            db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)",
+                       (account, normalise_name(name)))
+
+    def unsubscribe(self, account: str, name: str) -> None:
+        with self._db.tx() as db:
+            if db.execute("DELETE FROM subscriptions WHERE account = ? AND name = ?",
+                          (account, normalise_name(name))).rowcount == 0:
+                raise NotFound(f"not subscribed to {name}")
+
+    def subscriptions(self, account: str) -> list[str]:
+        return [r[0] for r in self._db.conn.execute(
+            "SELECT name FROM subscriptions WHERE account = ? ORDER BY name", (account,))]
+
+    # --- reading ----------------------------------------------------------------------
+
+    def status(self, mailbox_id: int) -> MailboxStatus:
+        row = self._db.conn.execute(
+            "SELECT id, account, name, uidvalidity, special_use, messages, unseen, bytes,"
+            " deleted, uidnext, highestmodseq, first_recent FROM mailboxes WHERE id = ?",
+            (mailbox_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        return MailboxStatus(_mailbox(row), *row[5:])
+
+    def uids(self, mailbox_id: int) -> array[int]:
+        """Every UID, ascending; served from a cache while the mailbox is unchanged."""
+        db = self._db.conn
+        row = db.execute(
+            "SELECT uidnext, messages FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        with self._cache_lock:
+            cached = self._uid_cache.get(mailbox_id)
+        if cached is not None and cached[:2] == (row[0], row[1]):
+            return cached[2]
+        text = db.execute(
+            "SELECT group_concat(uid) FROM (SELECT uid FROM messages WHERE mailbox_id = ?"
+            " ORDER BY uid)", (mailbox_id,)).fetchone()[0]
+        uids = array("I", map(int, text.split(","))) if text else array("I")
+        if len(uids) == row[1]:  # a consistent read (WAL snapshot per statement)
+            with self._cache_lock:
+                self._uid_cache[mailbox_id] = (row[0], row[1], uids)
+        return uids
+
+    def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE
+                 ) -> list[MessageMeta]:
+        db = self._db.conn
+        names = _keyword_names(db, mailbox_id)
+        want_blob = bool(fields & Field.SIZE)
+        want_parsed = bool(fields & (Field.HEADERS | Field.STRUCTURE))
+        if want_parsed:
+            self._indexer.index_mailbox(mailbox_id)
+        columns = "m.uid, m.flags, m.keywords, m.modseq, m.internaldate"
+        joins = ""
+        if want_blob:
+            columns += ", b.name, b.size, b.wire_size, b.header_size, b.lines"
+            joins += " JOIN blobs b ON b.id = m.blob_id"
+        if want_parsed:
+            columns += ", p.structure, " + ", ".join(f"p.{c}" for c in HEADER_COLUMNS)
+            joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
+        out: list[MessageMeta] = []
+        for where, params in _uid_clauses(uids):
+            for r in db.execute(
+                f"SELECT {columns} FROM messages m{joins} WHERE m.mailbox_id = ? AND ({where})"
+                " ORDER BY m.uid", (mailbox_id, *params)
+            ):
+                blob = BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None
+                headers: tuple[tuple[str, str], ...] = ()
+                structure = None
+                if want_parsed:
+                    at = 10 if want_blob else 5
+                    if r[at] is not None:
+                        structure = r[at] if fields & Field.STRUCTURE else None
+                        if fields & Field.HEADERS:
+                            headers = _headers(r[at + 1:])
+                out.append(MessageMeta(r[0], Flag(r[1]), _keywords(r[2], names), r[3], r[4],
+                                       blob, headers, structure))
+        return out
+
+    def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
+        db = self._db.conn
+        highest = db.execute(
+            "SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if highest is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        names = _keyword_names(db, mailbox_id)
+        changed = tuple(
+            FlagUpdate(r[0], Flag(r[1]), _keywords(r[2], names), r[3])
+            for r in db.execute(
+                "SELECT uid, flags, keywords, modseq FROM messages"
+                " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, modseq))
+        )
+        vanished = tuple(r[0] for r in db.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+            (mailbox_id, modseq)))
+        return Changes(highest[0], changed, vanished)
+
+    def search(self, mailbox_id: int, query: Query) -> list[int]:
+        """UIDs matching ``query``, ascending, from the indexes."""
+        sql, params, needs_index = compile_query(query)
+        if needs_index:
+            self._indexer.index_mailbox(mailbox_id)
+        db = self._db.conn
+        keyword_params = _resolve_keywords(db, mailbox_id, params)
+        return [r[0] for r in db.execute(
+            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob_id"
+            " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
+            f" WHERE m.mailbox_id = ? AND ({sql}) ORDER BY m.uid",
+            (mailbox_id, *keyword_params))]
+
+    def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        return self._blobs.read_blob(name, start, length)
+
+    def quota(self, account: str) -> Quota:
+        row = self._db.conn.execute(
+            "SELECT limit_bytes, used_bytes, used_messages FROM quota WHERE account = ?",
+            (account,)).fetchone()
+        if row is None:
+            raise NotFound(f"no such user: {account}")
+        return Quota(row[0], row[1], row[2])
+
+    def set_quota(self, account: str, limit: int | None) -> None:
+        with self._db.tx() as db:
+            if db.execute("UPDATE quota SET limit_bytes = ? WHERE account = ?",
+                          (limit, account)).rowcount == 0:
+                raise NotFound(f"no such user: {account}")
+
+    # --- writing -------------------------------------------------------------------------
+
+    def deliver(self, db: sqlite3.Connection, account: str, blob_id: int, size: int,
+                when: float) -> int:
+        """SMTP delivery into INBOX inside the caller's transaction; the UID.
+
+        Not refused over quota: the message was accepted already; the usage
+        still counts it, so IMAP APPEND and COPY see the account as full.
+        """
+        row = db.execute(
+            "SELECT id FROM mailboxes WHERE account = ? AND name = 'INBOX'", (account,)
+        ).fetchone()
+        if row is None:
+            self.create_mailboxes(db, account)
+            return self.deliver(db, account, blob_id, size, when)
+        uid, _ = self._add(db, row[0], account, [(blob_id, size, 0, 0, when)])[0]
+        return uid
+
+    def append(self, account: str, mailbox: str, blob: BlobRef, flags: Flag = NO_FLAGS,
+               keywords: frozenset[str] = frozenset(), internaldate: float | None = None
+               ) -> Appended:
+        """IMAP APPEND of a committed file (written through the intake)."""
+        now = time.time()
+        self._blobs.sync_entries([blob.name])
+        with self._db.tx() as db:
+            row = db.execute(
+                "SELECT id, uidvalidity FROM mailboxes WHERE account = ? AND name = ?",
+                (account, normalise_name(mailbox))).fetchone()
+            if row is None:
+                raise NotFound(f"no such mailbox: {mailbox}")
+            self._check_quota(db, account, blob.size)
+            blob_id = self._blobs.register(db, blob, 1, now)
+            mask = _keyword_mask(db, row[0], keywords)
+            when = now if internaldate is None else internaldate
+            (uid, _), = self._add(db, row[0], account, [(blob_id, blob.size, int(flags), mask,
+                                                          when)])
+        return Appended(row[1], uid)
+
+    def attach_unknown(self, account: str, names: Iterable[str]) -> int:
+        """Deliver message files the database does not know into ``account``'s INBOX.
+
+        The way back for files left by a crash or kept after restoring an
+        older database (``postwarden blobs attach``); how many were attached.
+        """
+        unknown = {u.name: u for u in self._blobs.unknown_files()}
+        chosen = [unknown[n] for n in dict.fromkeys(names) if n in unknown]
+        now = time.time()
+        with self._db.tx() as db:
+            for found in chosen:
+                blob_id = self._blobs.register(db, BlobRef(found.name, found.size), 1, now)
+                self.deliver(db, account, blob_id, found.size, found.modified)
+        return len(chosen)
+
+    def _add(self, db: sqlite3.Connection, mailbox_id: int, account: str,
+             rows: Sequence[tuple[int, int, int, int, float]]) -> list[tuple[int, int]]:
+        """Insert (blob id, size, flags, keyword mask, internal date) rows; (UID, modseq)s."""
+        count = len(rows)
+        first, modseq = db.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + ?, highestmodseq = highestmodseq + 1"
+            " WHERE id = ? RETURNING uidnext - ?, highestmodseq",
+            (count, mailbox_id, count)).fetchone()
+        db.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(mailbox_id, first + i, blob_id, modseq, flags, mask, when)
+             for i, (blob_id, _, flags, mask, when) in enumerate(rows)],
+        )
+        size = sum(r[1] for r in rows)
+        unseen = sum(1 for r in rows if not r[2] & Flag.SEEN)
+        deleted = sum(1 for r in rows if r[2] & Flag.DELETED)
+        db.execute(
+            "UPDATE mailboxes SET messages = messages + ?, unseen = unseen + ?,"
+            " bytes = bytes + ?, deleted = deleted + ? WHERE id = ?",
+            (count, unseen, size, deleted, mailbox_id))
+        db.execute(
+            "UPDATE quota SET used_messages = used_messages + ?, used_bytes = used_bytes + ?"
+            " WHERE account = ?", (count, size, account))
+        return [(first + i, modseq) for i in range(count)]
+
+    def _check_quota(self, db: sqlite3.Connection, account: str, adding: int) -> None:
+        row = db.execute("SELECT limit_bytes, used_bytes FROM quota WHERE account = ?",
+                         (account,)).fetchone()
+        if row is not None and row[0] is not None and row[1] + adding > row[0]:
+            raise QuotaExceeded(f"quota of {account} exceeded ({row[1]} + {adding} > {row[0]})")
+
+    def store_flags(self, mailbox_id: int, uids: UidSet, change: FlagChange) -> FlagResult:
+        """One STORE: every changed message gets the same new MODSEQ."""
+        with self._db.tx() as db:
+            mask = _keyword_mask(db, mailbox_id, change.keywords)
+            changed: list[tuple[int, int, int]] = []
+            failed: list[int] = []
+            unseen = deleted = 0
+            for where, params in _uid_clauses(uids):
+                for uid, flags, keywords, modseq in db.execute(
+                    f"SELECT uid, flags, keywords, modseq FROM messages m"
+                    f" WHERE m.mailbox_id = ? AND ({where})", (mailbox_id, *params)
+                ).fetchall():
+                    if change.unchanged_since is not None and modseq > change.unchanged_since:
+                        failed.append(uid)
+                        continue
+                    new_flags, new_keywords = _apply(change.mode, flags, keywords,
+                                                     int(change.flags), mask)
+                    if (new_flags, new_keywords) == (flags, keywords):
+                        continue
+                    changed.append((uid, new_flags, new_keywords))
+                    unseen += _bit(flags, Flag.SEEN) - _bit(new_flags, Flag.SEEN)
+                    deleted += _bit(new_flags, Flag.DELETED) - _bit(flags, Flag.DELETED)
+            if not changed:
+                return FlagResult((), tuple(sorted(failed)))
+            (modseq,) = db.execute(
+                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, unseen = unseen + ?,"
+                " deleted = deleted + ? WHERE id = ? RETURNING highestmodseq",
+                (unseen, deleted, mailbox_id)).fetchone()
+            db.executemany(
+                "UPDATE messages SET flags = ?, keywords = ?, modseq = ?"
+                " WHERE mailbox_id = ? AND uid = ?",
+                [(f, k, modseq, mailbox_id, uid) for uid, f, k in changed])
+            names = _keyword_names(db, mailbox_id)
+        updates = tuple(FlagUpdate(uid, Flag(f), _keywords(k, names), modseq)
+                        for uid, f, k in sorted(changed))
+        return FlagResult(updates, tuple(sorted(failed)))
+
+    def expunge(self, mailbox_id: int, uids: UidSet | None = None, *,
+                deleted_only: bool = True) -> list[Expunged]:
+        """Remove messages; ``uids=None``: every ``\\Deleted`` one. Logged for QRESYNC."""
+        with self._db.tx() as db:
+            return self._expunge(db, mailbox_id, uids or UidSet.all(), deleted_only)
+
+    def _expunge(self, db: sqlite3.Connection, mailbox_id: int, uids: UidSet,
+                 deleted_only: bool) -> list[Expunged]:
+        account = db.execute("SELECT account FROM mailboxes WHERE id = ?",
+                             (mailbox_id,)).fetchone()
+        if account is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        gone: list[tuple[int, int, int, int]] = []  # uid, blob id, flags, size
+        only = f" AND m.flags & {int(Flag.DELETED)} != 0" if deleted_only else ""
+        for where, params in _uid_clauses(uids):
+            gone += db.execute(
+                "SELECT m.uid, m.blob_id, m.flags, b.size FROM messages m"
+                f" JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = ? AND ({where}){only}",
+                (mailbox_id, *params)).fetchall()
+        if not gone:
+            return []
+        gone.sort()
+        size = sum(g[3] for g in gone)
+        unseen = sum(1 for g in gone if not g[2] & Flag.SEEN)
+        deleted = sum(1 for g in gone if g[2] & Flag.DELETED)
+        (modseq,) = db.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, messages = messages - ?,"
+            " unseen = unseen - ?, bytes = bytes - ?, deleted = deleted - ? WHERE id = ?"
+            " RETURNING highestmodseq",
+            (len(gone), unseen, size, deleted, mailbox_id)).fetchone()
+        db.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+                       [(mailbox_id, g[0]) for g in gone])
+        db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)",
+                       [(mailbox_id, g[0], modseq) for g in gone])
+        db.execute(
+            "UPDATE quota SET used_messages = used_messages - ?, used_bytes = used_bytes - ?"
+            " WHERE account = ?", (len(gone), size, account[0]))
+        self._blobs.release_ids(db, [g[1] for g in gone], time.time())
+        return [Expunged(g[0], modseq) for g in gone]
+
+    def copy(self, source_id: int, uids: UidSet, target_id: int) -> CopyResult:
+        with self._db.tx() as db:
+            return self._copy(db, source_id, uids, target_id)
+
+    def move(self, source_id: int, uids: UidSet, target_id: int) -> CopyResult:
+        """COPY then EXPUNGE of the originals, in one transaction (RFC 6851)."""
+        with self._db.tx() as db:
+            result = self._copy(db, source_id, uids, target_id, moving=True)
+            if result.mapping:
+                self._expunge(db, source_id, UidSet.from_uids(s for s, _ in result.mapping),
+                              deleted_only=False)
+            return result
+
+    def _copy(self, db: sqlite3.Connection, source_id: int, uids: UidSet, target_id: int,
+              moving: bool = False) -> CopyResult:
+        target = db.execute("SELECT account, uidvalidity FROM mailboxes WHERE id = ?",
+                            (target_id,)).fetchone()
+        if target is None:
+            raise NotFound(f"no mailbox {target_id}")
+        source_names = _keyword_names(db, source_id)
+        rows = []
+        for where, params in _uid_clauses(uids):
+            rows += db.execute(
+                "SELECT m.uid, m.blob_id, b.size, m.flags, m.keywords, m.internaldate"
+                " FROM messages m JOIN blobs b ON b.id = m.blob_id"
+                f" WHERE m.mailbox_id = ? AND ({where})", (source_id, *params)).fetchall()
+        if not rows:
+            return CopyResult(target[1], ())
+        rows.sort()
+        same_account = db.execute("SELECT account FROM mailboxes WHERE id = ?",
+                                  (source_id,)).fetchone() == (target[0],)
+        if not (moving and same_account):
+            self._check_quota(db, target[0], sum(r[2] for r in rows))
+        new_rows = [
+            (blob_id, size, flags, _keyword_mask(db, target_id, _keywords(kw, source_names)),
+             when)
+            for _, blob_id, size, flags, kw, when in rows
+        ]
+        added = self._add(db, target_id, target[0], new_rows)
+        self._blobs.add_refs(db, [r[1] for r in rows])
+        return CopyResult(target[1], tuple((r[0], a[0]) for r, a in zip(rows, added,
+                                                                          strict=True)))
+
+    def claim_recent(self, mailbox_id: int) -> int:
+        """The first UID that is \\Recent for the caller; later sessions will not see them."""
+        with self._db.tx() as db:
+            row = db.execute("SELECT first_recent FROM mailboxes WHERE id = ?",
+                             (mailbox_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            db.execute("UPDATE mailboxes SET first_recent = uidnext WHERE id = ?", (mailbox_id,))
+        return int(row[0])
+
+    # --- the POP3 maildrop lock ------------------------------------------------------
+
+    def lock_maildrop(self, account: str, owner: str, until: float) -> None:
+        """Take the lock unless another live owner holds it (any process)."""
+        with self._db.tx() as db:
+            row = db.execute(
+                "INSERT INTO maildrop_locks VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE"
+                " SET owner = excluded.owner, until = excluded.until"
+                " WHERE maildrop_locks.until < ? OR maildrop_locks.owner = excluded.owner"
+                " RETURNING owner", (account, owner, until, time.time())).fetchone()
+        if row is None:
+            raise MailboxInUse(f"maildrop of {account} is in use")
+
+    def unlock_maildrop(self, account: str, owner: str) -> None:
+        with self._db.tx() as db:
+            db.execute("DELETE FROM maildrop_locks WHERE account = ? AND owner = ?",
+                       (account, owner))
 
 
-def _mailbox(row: Any) -> MailboxInfo:
-    return MailboxInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _next_uidvalidity(db: sqlite3.Connection) -> int:
+    """Strictly growing across deletes, renames and restarts (a counter, not the clock)."""
+    row = db.execute(
+        "UPDATE counters SET value = max(value + 1, ?) WHERE name = 'uidvalidity'"
+        " RETURNING value", (int(time.time()),)).fetchone()
+    return int(row[0])
+
+
+def _valid_name(name: str) -> str:
+    name = normalise_name(name)
+    levels = name.split(DELIMITER)
+    if (not name or len(name.encode()) > MAX_NAME_LENGTH or any(not level for level in levels)
+            or any(not c.isprintable() for c in name) or any(c in name for c in "*%")):
+        raise StoreError(f"bad mailbox name {name!r}")
+    return name
+
+
+def _mailbox(row: Any) -> Mailbox:
+    return Mailbox(row[0], row[1], row[2], row[3], row[4])
+
+
+def _uid_clauses(uids: UidSet) -> Iterable[tuple[str, list[int]]]:
+    ranges = uids.ranges
+    for i in range(0, max(len(ranges), 1), RANGES_PER_QUERY):
+        part = ranges[i:i + RANGES_PER_QUERY]
+        if not part:
+            yield "0", []
+            return
+        yield (" OR ".join(["m.uid BETWEEN ? AND ?"] * len(part)),
+               [n for r in part for n in r])
+
+
+def _keyword_names(db: sqlite3.Connection, mailbox_id: int) -> dict[int, str]:
+    return dict(db.execute("SELECT bit, name FROM keywords WHERE mailbox_id = ?",
+                           (mailbox_id,)).fetchall())
+
+
+def _keywords(mask: int, names: dict[int, str]) -> frozenset[str]:
+    if not mask:
+        return frozenset()
+    return frozenset(name for bit, name in names.items() if mask >> bit & 1)
+
+
+def _keyword_mask(db: sqlite3.Connection, mailbox_id: int, keywords: Iterable[str]) -> int:
+    """Bits for keywords, adding unknown ones to the mailbox's table."""
+    mask = 0
+    for word in keywords:
+        row = db.execute("SELECT bit FROM keywords WHERE mailbox_id = ? AND name = ?",
+                         (mailbox_id, word)).fetchone()
+        if row is None:
+            (used,) = db.execute("SELECT count(*) FROM keywords WHERE mailbox_id = ?",
+                                 (mailbox_id,)).fetchone()
+            if used >= MAX_KEYWORDS:
+                raise StoreError(f"too many keywords in this mailbox (at most {MAX_KEYWORDS})")
+            db.execute("INSERT INTO keywords VALUES (?, ?, ?)", (mailbox_id, used, word))
+            row = (used,)
+        mask |= 1 << row[0]
+    return mask
+
+
+def _resolve_keywords(db: sqlite3.Connection, mailbox_id: int,
+                      params: Sequence[object]) -> list[object]:
+    """Search parameters with keyword names replaced by their bit masks (0: unknown)."""
+    out: list[object] = []
+    for p in params:
+        if isinstance(p, KeywordName):
+            row = db.execute("SELECT bit FROM keywords WHERE mailbox_id = ? AND name = ?",
+                             (mailbox_id, p.name)).fetchone()
+            out.append(1 << row[0] if row else 0)
+        else:
+            out.append(p)
+    return out
+
+
+def _apply(mode: FlagMode, flags: int, keywords: int, add_flags: int, add_keywords: int
+           ) -> tuple[int, int]:
+    match mode:
+        case FlagMode.SET:
+            return add_flags, add_keywords
+        case FlagMode.ADD:
+            return flags | add_flags, keywords | add_keywords
+        case FlagMode.REMOVE:
+            return flags & ~add_flags, keywords & ~add_keywords
+
+
+def _bit(flags: int, flag: Flag) -> int:
+    return 1 if flags & flag else 0
+
+
+def _headers(values: Sequence[str | None]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, v) for name, v in zip(HEADER_NAMES, values, strict=True) if v)
+

@@ -152,8 +152,7 @@ class SqliteQueue:
             row = db.execute(
                 "DELETE FROM queue_messages WHERE queue_id = ? RETURNING blob", (queue_id,)
             ).fetchone()
-            unreferenced = self._blobs.unreferenced(db, [row[0]]) if row else []
-        self._blobs.unlink(unreferenced)
+            self._blobs.release(db, [row[0]] if row else [])
         return row is not None
 
     def record_attempts(self, batch: Sequence[tuple[str, AttemptRecord]]) -> list[bool]:
@@ -194,8 +193,7 @@ class SqliteQueue:
                         " delay_notified = delay_notified OR ? WHERE queue_id = ?",
                         (int(rec.delay_notified), rec.queue_id),
                     )
-            unreferenced = self._blobs.unreferenced(db, blobs)
-        self._blobs.unlink(unreferenced)
+            self._blobs.release(db, blobs)
         return recorded
 
     @staticmethod

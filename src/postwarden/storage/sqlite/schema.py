@@ -1,11 +1,21 @@
 """Numbered schema migrations; the database records how far it has come.
 
-Append a new entry to add a migration; never edit one that has shipped.
+Append a new entry to add a migration; never edit one that has shipped. An
+entry is SQL (statements split on ";", so no triggers) or a function given
+the connection and the data directory, for migrations that move data.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: tuple[str, ...] = (
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from postwarden.storage.sqlite.upgrade_v3 import mailbox_store_v2
+
+Migration = str | Callable[[sqlite3.Connection, Path], None]
+
+MIGRATIONS: tuple[Migration, ...] = (
     # 1: the first schema.
     """
     CREATE TABLE domains (
@@ -88,4 +98,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE queue_messages ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     CREATE INDEX queue_messages_lease_owner ON queue_messages(lease_owner);
     """,
+    # 4: mailbox store v2 (issue 9): blobs with reference counts, narrow
+    # message rows with flag bits, an expunge log, mailbox counters,
+    # subscriptions, quota, the parsed cache and full-text index.
+    mailbox_store_v2,
 )

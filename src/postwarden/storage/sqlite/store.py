@@ -13,6 +13,7 @@ from postwarden.storage.sqlite.changes import SqliteChanges
 from postwarden.storage.sqlite.db import Database
 from postwarden.storage.sqlite.delivery import SqliteDelivery
 from postwarden.storage.sqlite.directory import SqliteDirectory
+from postwarden.storage.sqlite.indexer import Indexer
 from postwarden.storage.sqlite.mailboxes import SqliteMailboxes
 from postwarden.storage.sqlite.queue import SqliteQueue
 
@@ -26,12 +27,18 @@ class SqliteStore:
         self.db = Database(data_dir / "postwarden.sqlite3")
         self.blobs = BlobFiles(self.db, data_dir / "messages")
         self.db.migrate()
-        self.mailboxes = SqliteMailboxes(self.db, self.blobs)
-        self.directory = SqliteDirectory(self.db, self.mailboxes, self.blobs)
+        self.indexer = Indexer(self.db, self.blobs)
+        self.mailboxes = SqliteMailboxes(self.db, self.blobs, self.indexer)
+        self.directory = SqliteDirectory(self.db, self.mailboxes)
         self.queue = SqliteQueue(self.db, self.blobs)
         self.delivery = SqliteDelivery(self.db, self.blobs, self.mailboxes, self.queue)
         self.changes = SqliteChanges(data_dir)  # ChangeFeed; ``listen()`` to hear others
         self.db.observe(self.changes)
+
+    def upkeep(self, now: float, grace_seconds: float, index_batch: int) -> None:
+        """Periodic work: collect long-released files, index while the intake is idle."""
+        self.blobs.collect(now - grace_seconds)
+        self.indexer.idle_step(index_batch)
 
     def schema_version(self) -> int:
         return self.db.schema_version()

@@ -1,0 +1,128 @@
+"""Fills the parsed cache and the full-text index, off the SMTP path.
+
+Intake only measures bytes (``BlobMeter``); parsing MIME and extracting body
+text costs far more, so it happens here: in small batches when the server is
+otherwise idle, and on demand for a mailbox just before a search or a fetch
+that needs it. Each blob is parsed once however many mailboxes hold it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import sqlite3
+from collections.abc import Iterator
+
+from postwarden.mail import mime_codec
+from postwarden.mail.mime import MessageStructure, MimePart, parse_message
+from postwarden.storage.sqlite.blobs import BlobFiles
+from postwarden.storage.sqlite.db import Database
+
+# The parsed cache's header columns and the field names they hold, in order.
+HEADER_NAMES = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
+                "references")
+HEADER_COLUMNS = ("from_", "to_", "cc", "bcc", "subject", "date", "message_id", "in_reply_to",
+                  "refs")
+MAX_TEXT = 1 << 20  # characters of body text indexed per message
+INDEXED, UNREADABLE = 1, 2  # blobs.indexed values (0: not yet)
+
+
+class Indexer:
+    def __init__(self, db: Database, blobs: BlobFiles) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._last_seen = -1  # the newest blob id at the previous idle step
+
+    def idle_step(self, limit: int) -> int:
+        """Index a batch, unless messages arrived since the last step (intake first)."""
+        (newest,) = self._db.conn.execute("SELECT coalesce(max(id), 0) FROM blobs").fetchone()
+        if newest != self._last_seen:
+            self._last_seen = newest
+            return 0
+        return self.index_pending(limit)
+
+    def index_pending(self, limit: int) -> int:
+        """Index up to ``limit`` mailbox messages not indexed yet, oldest first; how many.
+
+        Files only the outbound queue refers to are never parsed.
+        """
+        rows = self._db.conn.execute(
+            "SELECT b.id, b.name FROM blobs b WHERE b.indexed = 0"
+            " AND EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = b.id) ORDER BY b.id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        self._index(rows)
+        return len(rows)
+
+    def index_mailbox(self, mailbox_id: int) -> int:
+        """Index what a mailbox's messages still lack (before a search or fetch needs it)."""
+        rows = self._db.conn.execute(
+            "SELECT b.id, b.name FROM messages m JOIN blobs b ON b.id = m.blob_id"
+            " WHERE m.mailbox_id = ? AND b.indexed = 0", (mailbox_id,)
+        ).fetchall()
+        self._index(rows)
+        return len(rows)
+
+    def _index(self, rows: list[tuple[int, str]]) -> None:
+        parsed = [(blob_id, *self._parse(name)) for blob_id, name in rows]
+        if not parsed:
+            return
+        with self._db.tx() as db:
+            for blob_id, structure, text in parsed:
+                _store(db, blob_id, structure, text)
+
+    def _parse(self, name: str) -> tuple[MessageStructure | None, str]:
+        try:
+            data = self._blobs.read_blob(name)
+        except OSError:
+            return None, ""
+        structure = parse_message(data)
+        return structure, "\n".join(_texts(data, structure.root))[:MAX_TEXT]
+
+
+def _store(db: sqlite3.Connection, blob_id: int, structure: MessageStructure | None,
+           text: str) -> None:
+    if structure is None:
+        db.execute("UPDATE blobs SET indexed = ? WHERE id = ? AND indexed = 0",
+                   (UNREADABLE, blob_id))
+        return
+    if db.execute("UPDATE blobs SET indexed = ? WHERE id = ? AND indexed = 0",
+                  (INDEXED, blob_id)).rowcount == 0:
+        return  # indexed meanwhile (another thread or process)
+    values = [_field(structure, name) for name in HEADER_NAMES]
+    db.execute(
+        f"INSERT OR REPLACE INTO parsed (blob_id, structure, {', '.join(HEADER_COLUMNS)})"
+        f" VALUES (?, ?{', ?' * len(HEADER_COLUMNS)})",
+        (blob_id, mime_codec.dumps(structure), *values))
+    if text:
+        db.execute("INSERT INTO body_index (rowid, body) VALUES (?, ?)", (blob_id, text))
+
+
+def _field(structure: MessageStructure, name: str) -> str | None:
+    values = [v for k, v in structure.fields if k == name]
+    return ", ".join(values) if values else None
+
+
+def _texts(data: bytes, part: MimePart) -> Iterator[str]:
+    """The decoded text of every text/* body that is not an attachment."""
+    if part.children:
+        for child in part.children:
+            yield from _texts(data, child)
+        return
+    if part.media_type.lower() != "text" or (part.disposition or "").lower() == "attachment":
+        return
+    raw = data[part.body_start:part.end]
+    match (part.encoding or "").lower():
+        case "base64":
+            try:
+                raw = binascii.a2b_base64(raw)
+            except (binascii.Error, ValueError):
+                return
+        case "quoted-printable":
+            raw = binascii.a2b_qp(raw)
+    charset = part.param("charset") or "us-ascii"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "latin-1"
+    yield raw.decode(charset, errors="replace")
