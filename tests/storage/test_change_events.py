@@ -53,7 +53,7 @@ def inbox(store: SqliteStore, account: str) -> tuple[int, int]:
     """The INBOX's id and highest modseq."""
     box = store.mailboxes.get_mailbox(account, "INBOX")
     assert box is not None
-    return box.id, box.highestmodseq
+    return box.id, store.mailboxes.status(box.id).highestmodseq
 
 
 async def deliver(intake: Intake, account: str) -> None:
