@@ -15,7 +15,11 @@ from postwarden.mail.encoded_words import decode_words
 from postwarden.mail.mime import parse_message
 from postwarden.mail.mime_codec import loads
 from postwarden.mail.mime_decode import TransferDecoder, decode_body, extract_text
-from postwarden.mail.mime_headers import _scanned_content_type, parse_content_type
+from postwarden.mail.mime_headers import (
+    _scanned_content_type,
+    field_values,
+    parse_content_type,
+)
 from postwarden.mail.sortkeys import base_subject, message_ids, sent_date, thread_references
 
 A = EnvelopeAddress
@@ -75,6 +79,15 @@ class TestEncodedWords:
         """Undecodable 8-bit header bytes fall back to Latin-1."""
         raw = b"caf\xe9".decode("utf-8", "surrogateescape")
         assert decode_words(raw) == "café"
+
+
+class TestFieldValues:
+    def test_every_occurrence_unfolded_and_decoded(self) -> None:
+        """SEARCH HEADER looks at each occurrence of a field, decoded."""
+        header = (b"X-Tag: one\r\nx-tag :\r\n =?utf-8?q?t=C3=A9?=\r\nX-Tagged: no\r\n"
+                  b"Subject: X-Tag: not a field\r\n\r\n")
+        assert field_values(header, "X-TAG") == ["one", "té"]
+        assert field_values(header, "x-missing") == []
 
 
 class TestParameters:

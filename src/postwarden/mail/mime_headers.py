@@ -8,12 +8,13 @@ and can be sent back as they arrived.
 
 from __future__ import annotations
 
+import functools
 import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from postwarden.mail.encoded_words import decode_bytes
+from postwarden.mail.encoded_words import decode_bytes, decode_words
 
 _SECTION = re.compile(r"^(.*?)\*(\d{1,3})(\*?)$")
 
@@ -37,20 +38,14 @@ def header_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-_FIELD_PATTERNS: dict[frozenset[bytes], re.Pattern[bytes]] = {}
-
-
+@functools.lru_cache(maxsize=64)  # bounded: SEARCH HEADER brings names from clients
 def _field_pattern(wanted: frozenset[bytes]) -> re.Pattern[bytes]:
-    pattern = _FIELD_PATTERNS.get(wanted)
-    if pattern is None:
-        names = [b"content-[!-9;-~]*" if n == b"content-" else re.escape(n)
-                 for n in sorted(wanted, key=len, reverse=True)]
-        pattern = re.compile(
-            rb"^(" + b"|".join(names) + rb")[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)",
-            re.MULTILINE | re.IGNORECASE,
-        )
-        _FIELD_PATTERNS[wanted] = pattern
-    return pattern
+    names = [b"content-[!-9;-~]*" if n == b"content-" else re.escape(n)
+             for n in sorted(wanted, key=len, reverse=True)]
+    return re.compile(
+        rb"^(" + b"|".join(names) + rb")[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)",
+        re.MULTILINE | re.IGNORECASE,
+    )
 
 
 def iter_fields(header: bytes, wanted: frozenset[bytes]) -> Iterator[tuple[str, str]]:
@@ -64,6 +59,16 @@ def iter_fields(header: bytes, wanted: frozenset[bytes]) -> Iterator[tuple[str, 
     for m in _field_pattern(wanted).finditer(header):
         value = m.group(2).replace(b"\r\n", b"").replace(b"\n", b"")
         yield m.group(1).lower().decode("ascii"), header_text(value).strip()
+
+
+def field_values(header: bytes, name: str) -> list[str]:
+    """Every value of one field in a header, unfolded, encoded words decoded.
+
+    For SEARCH HEADER on fields the parsed cache does not keep: read the
+    header's range, then look the field up here.
+    """
+    wanted = frozenset((name.lower().encode("utf-8", "surrogateescape"),))
+    return [decode_words(value) for _, value in iter_fields(header, wanted)]
 
 
 # -- RFC 2045 tokens ----------------------------------------------------------
