@@ -1,6 +1,6 @@
 """Server memory under connections that each leave something unfinished (issue 8, defect 9).
 
-    .venv/bin/python bench/hostile_memory.py [-n 1000] [--mode header|line] [--bytes N] [--hold 5]
+    .venv/bin/python bench/hostile_memory.py [-n 1000] [--mode header|line|noread] [--bytes N]
 
 Starts ``postwarden serve`` (connection limits raised to ``-n``), warms it with
 one message and reads the server's VmRSS. Then opens ``-n`` connections from
@@ -9,7 +9,9 @@ one message and reads the server's VmRSS. Then opens ``-n`` connections from
 * ``header``: EHLO, MAIL, RCPT, DATA, then ``--bytes`` octets of header lines
   and never the blank line that ends the header section (the attack of the
   issue: the server used to hold up to 1 MB of it per connection);
-* ``line``: ``--bytes`` octets of one command line and never its CRLF.
+* ``line``: ``--bytes`` octets of one command line and never its CRLF;
+* ``noread``: ``--bytes`` octets of pipelined NOOPs, never reading a reply
+  (the server's replies back up, then its reads stop).
 
 holds them ``--hold`` seconds, reads VmRSS again, closes them and reads it a
 last time. Reports the extra RSS in total and per connection. Run by hand,
@@ -40,6 +42,8 @@ from common import (
 )
 
 BATCH = 50
+WHAT = {"header": "header section", "line": "command line",
+        "noread": "pipeline of NOOPs whose replies are never read"}
 PIECE = 64 * 1024
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -49,6 +53,8 @@ def filler(size: int, mode: str) -> bytes:
     """``size`` octets that never finish: header lines without the blank line, or one line."""
     if mode == "line":
         return b"NOOP " + b"x" * max(0, size - 5)
+    if mode == "noread":
+        return (b"NOOP\r\n" * (size // 6 + 1))[:size]
     line = b"X-Filler: " + b"h" * 88 + b"\r\n"
     return (line * (size // len(line) + 1))[:size]
 
@@ -65,7 +71,8 @@ async def open_one(port: int, mode: str, data: bytes) -> Conn:
             await expect(reader, code)
     for start in range(0, len(data), PIECE):
         writer.write(data[start:start + PIECE])
-        await writer.drain()
+        if mode != "noread":  # a stalled server must not stall the bench
+            await writer.drain()
     return reader, writer
 
 
@@ -101,7 +108,7 @@ def main() -> None:
     """Parse flags, run the measurement, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--connections", type=int, default=1000)
-    parser.add_argument("--mode", choices=("header", "line"), default="header")
+    parser.add_argument("--mode", choices=("header", "line", "noread"), default="header")
     parser.add_argument("--bytes", type=int, default=1_000_000,
                         help="octets each connection sends and never finishes")
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold them")
@@ -118,7 +125,7 @@ def main() -> None:
             server.stop()
     extra_mb = (m["held"] - m["before"]) / 1024
     print(f"{n} connections, each {args.bytes:,} octets of an unfinished "
-          f"{'header section' if args.mode == 'header' else 'command line'} "
+          f"{WHAT[args.mode]} "
           f"(sent in {m['sent_s']:.1f} s), held {args.hold:.0f} s")
     print(f"server VmRSS before: {m['before'] / 1024:7.1f} MB (after one warm-up message)")
     print(f"server VmRSS held:   {m['held'] / 1024:7.1f} MB")
