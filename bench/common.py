@@ -178,11 +178,11 @@ def start_postwarden(root: Path, max_connections: int,
 
 
 def stored_messages(root: Path) -> int:
-    """Rows in ``mailbox_messages`` of the server's SQLite store (read-only)."""
+    """Rows in ``messages`` of the server's SQLite store (read-only)."""
     db = root / "var" / "postwarden.sqlite3"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return int(con.execute("SELECT count(*) FROM mailbox_messages").fetchone()[0])
+        return int(con.execute("SELECT count(*) FROM messages").fetchone()[0])
     finally:
         con.close()
 

@@ -33,7 +33,7 @@ itself and there is no separate latency pass. Then peak memory of each
 server (VmHWM of the process; for Postfix, the highest sum of PSS over its
 master and children, sampled every 0.5 s), CPU seconds (for Postfix,
 every process it ran), and a check that every acknowledged message is in the
-store (``mailbox_messages`` rows for postwarden, files for the others).
+store (``messages`` rows for postwarden, files for the others).
 
 Run by hand, never by ``make test``. Loopback only; temp dirs and child
 processes (Postfix included) are removed at exit, on Ctrl-C and on SIGTERM.

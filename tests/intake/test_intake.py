@@ -26,7 +26,8 @@ from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail import reply as R
 from postwarden.mail.address import Address, parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
-from postwarden.storage.mailbox import Field, UidSet
+from postwarden.storage.interfaces import NotFound
+from postwarden.storage.mailbox import Field, Flag, QuotaExceeded, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
@@ -535,3 +536,35 @@ class TestRecipientPolicy:
         store.directory.add_alias("a15@example.test", [ALICE])
         with pytest.raises(AliasLoop):
             await policy.resolve(parse_address("a0@example.test"))
+
+
+class TestAppend:
+    async def test_append_stores_the_exact_bytes_with_flags_and_date(
+        self, intake: Intake, store: SqliteStore
+    ) -> None:
+        """IMAP APPEND: no trace header added, (UIDVALIDITY, UID) returned for APPENDUID."""
+        raw = b"Subject: draft\r\n\r\nno final line break"
+        writer = intake.open_append()
+        writer.write(raw)
+        appended = await intake.append(writer, ALICE, "Drafts", flags=Flag.DRAFT | Flag.SEEN,
+                                       keywords=frozenset({"$Todo"}), internaldate=1234.0)
+        box = store.mailboxes.get_mailbox(ALICE, "Drafts")
+        assert box is not None
+        assert (appended.uidvalidity, appended.uid) == (box.uidvalidity, 1)
+        (meta,) = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+        assert meta.blob is not None
+        assert store.blobs.read_blob(meta.blob.name) == raw
+        assert (meta.flags, meta.keywords, meta.internaldate) == (
+            Flag.DRAFT | Flag.SEEN, {"$Todo"}, 1234.0)
+
+    @pytest.mark.parametrize("limit", [None, 10])
+    async def test_refused_append_leaves_no_file(
+        self, intake: Intake, store: SqliteStore, limit: int | None
+    ) -> None:
+        """No such mailbox, or over quota: the store's error, and the file is gone."""
+        store.mailboxes.set_quota(ALICE, limit)
+        writer = intake.open_append()
+        writer.write(MESSAGE)
+        with pytest.raises(NotFound if limit is None else QuotaExceeded):
+            await intake.append(writer, ALICE, "Nowhere" if limit is None else "INBOX")
+        assert list(store.blobs.blob_dir.glob("*/*")) == []

@@ -6,10 +6,12 @@ import base64
 import logging
 import poplib
 import ssl
+import subprocess
+import sys
 
 import pytest
 
-from postwarden.storage.mailbox import Field, UidSet
+from postwarden.storage.mailbox import Field, Flag, UidSet
 from servers.pop3_fixtures import (
     AUTH_LIMIT,
     OTHER,
@@ -342,3 +344,55 @@ class TestDamagedMessages:
 
 def _plain(user: str, password: str) -> str:
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+class TestStoreV2:
+    def test_retr_marks_seen_and_top_does_not(self, pop3: POP3Harness) -> None:
+        """A full RETR sets \\Seen (IMAP clients of the box see it read); TOP leaves it."""
+        pop3.deliver(PLAIN)
+        pop3.deliver(DOTTED)
+        client = pop3.login()
+        client.retr(1)
+        client.top(2, 0)
+        client.quit()
+        inbox = pop3.store.mailboxes.get_mailbox(USER, "INBOX")
+        assert inbox is not None
+        flags = [m.flags for m in pop3.store.mailboxes.metadata(inbox.id, UidSet.all())]
+        assert flags == [Flag.SEEN, Flag(0)]
+
+    def test_the_maildrop_lock_is_seen_by_another_process(self, pop3: POP3Harness) -> None:
+        """While a session holds the maildrop, another process cannot take it; after QUIT it can."""
+        probe = (
+            "import sys, pathlib\n"
+            "from postwarden.storage.sqlite import SqliteStore\n"
+            "from postwarden.storage.mailbox import MailboxInUse\n"
+            "store = SqliteStore(pathlib.Path(sys.argv[1]))\n"
+            "try:\n"
+            "    store.mailboxes.lock_maildrop(sys.argv[2], 'probe', 9e9)\n"
+            "except MailboxInUse:\n"
+            "    print('in-use')\n"
+            "else:\n"
+            "    store.mailboxes.unlock_maildrop(sys.argv[2], 'probe')\n"
+            "    print('free')\n"
+        )
+
+        def other_process() -> str:
+            return subprocess.run(
+                [sys.executable, "-c", probe, str(pop3.cfg.data_dir), USER],
+                capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+        client = pop3.login()
+        assert other_process() == "in-use"
+        client.quit()
+        assert other_process() == "free"
+
+    def test_login_reads_no_message_file(self, pop3: POP3Harness) -> None:
+        """Sizes come from the store: with every file gone, login, STAT and LIST still work."""
+        pop3.deliver(PLAIN)
+        for path in pop3.store.blobs.blob_dir.glob("*/*"):
+            path.unlink()
+        client = pop3.login()
+        assert client.stat() == (1, len(PLAIN))
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\]"):
+            client.retr(1)
+        client.quit()

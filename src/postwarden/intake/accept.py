@@ -27,7 +27,14 @@ from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
 from postwarden.storage.boundary import AsyncIntakeStore
-from postwarden.storage.interfaces import Acceptance, BlobRef, BlobStore, NewRecipient
+from postwarden.storage.interfaces import (
+    Acceptance,
+    BlobRef,
+    BlobStore,
+    BlobWriter,
+    NewRecipient,
+)
+from postwarden.storage.mailbox import NO_FLAGS, Appended, Flag
 
 
 class IntakeError(Exception):
@@ -138,6 +145,21 @@ class Intake:
             received_at=time.time(),
             trusted_origin=trusted_origin,
         )
+
+    def open_append(self) -> BlobWriter:
+        """A file for an IMAP APPEND: the client's bytes exactly, no trace header."""
+        return self.blobs.new_blob(new_queue_id())
+
+    async def append(self, writer: BlobWriter, account: str, mailbox: str, *,
+                     flags: Flag = NO_FLAGS, keywords: frozenset[str] = frozenset(),
+                     internaldate: float | None = None) -> Appended:
+        """Store an appended message durably; (UIDVALIDITY, UID) for APPENDUID.
+
+        Raises the store's NotFound (no such mailbox) or QuotaExceeded, having
+        dropped the file.
+        """
+        return await asyncio.shield(self.store.append(writer, account, mailbox, flags,
+                                                      keywords, internaldate))
 
     async def submit(self, envelope: Envelope, data: bytes) -> Accepted:
         """Accept a generated message (reports, CLI) through the same door: ours, so trusted."""

@@ -20,6 +20,7 @@ from postwarden.storage.interfaces import (
     BlobWriter,
     QueuedMessage,
 )
+from postwarden.storage.mailbox import Appended, Flag
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,6 +47,10 @@ class AsyncIntakeStore(Protocol):
     """
 
     def commit(self, writer: BlobWriter, acceptance: Acceptance) -> Awaitable[None]: ...
+    # IMAP APPEND of a written message into one mailbox: (UIDVALIDITY, UID).
+    # Raises NotFound (no such mailbox) or QuotaExceeded; the file is dropped then.
+    async def append(self, writer: BlobWriter, account: str, mailbox: str, flags: Flag,
+                     keywords: frozenset[str], internaldate: float | None) -> Appended: ...
 
 
 class AsyncBlobs(Protocol):

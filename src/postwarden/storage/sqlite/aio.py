@@ -24,6 +24,7 @@ from postwarden.storage.interfaces import (
     BlobWriter,
     QueuedMessage,
 )
+from postwarden.storage.mailbox import Appended, Flag
 from postwarden.storage.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -108,6 +109,21 @@ class AsyncSqliteStore:
         # The committed reference carries what the writer measured of the bytes.
         self.store.delivery.commit_acceptances(
             [replace(acceptance, blob=writer.commit()) for writer, acceptance in batch])
+
+    async def append(self, writer: BlobWriter, account: str, mailbox: str, flags: Flag,
+                     keywords: frozenset[str], internaldate: float | None) -> Appended:
+        """IMAP APPEND: the file made durable, then its row, on the writer thread."""
+        return await self._write(self._append, writer, account, mailbox, flags, keywords,
+                                 internaldate)
+
+    def _append(self, writer: BlobWriter, account: str, mailbox: str, flags: Flag,
+                keywords: frozenset[str], internaldate: float | None) -> Appended:
+        try:
+            return self.store.mailboxes.append(account, mailbox, writer.commit(), flags,
+                                               keywords, internaldate)
+        except BaseException:
+            writer.abort()  # nothing refers to it: refused appends leave no file
+            raise
 
     # --- AsyncBlobs -------------------------------------------------------------------
 

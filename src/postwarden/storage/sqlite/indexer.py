@@ -56,9 +56,10 @@ class Indexer:
 
     def index_mailbox(self, mailbox_id: int) -> int:
         """Index what a mailbox's messages still lack (before a search or fetch needs it)."""
-        rows = self._db.conn.execute(
-            "SELECT b.id, b.name FROM messages m JOIN blobs b ON b.id = m.blob_id"
-            " WHERE m.mailbox_id = ? AND b.indexed = 0", (mailbox_id,)
+        rows = self._db.conn.execute(  # from the few unindexed blobs, not the many messages
+            "SELECT b.id, b.name FROM blobs b WHERE b.indexed = 0 AND EXISTS"
+            " (SELECT 1 FROM messages m WHERE m.blob_id = b.id AND m.mailbox_id = ?)",
+            (mailbox_id,),
         ).fetchall()
         self._index(rows)
         return len(rows)

@@ -54,6 +54,8 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("Junk", "\\Junk"),
     ("Archive", "\\Archive"),
 )
+_FLAGS = tuple(Flag(i) for i in range(32))  # Flag(n) is slow; 100,000 of them add up
+_NO_KEYWORDS: frozenset[str] = frozenset()
 MAX_KEYWORDS = 63  # keyword bits per mailbox (one signed 64-bit integer)
 MAX_NAME_LENGTH = 1000  # octets of a mailbox path
 RANGES_PER_QUERY = 400  # UID ranges per SQL statement (SQLite's parameter limit)
@@ -250,37 +252,46 @@ class SqliteMailboxes:
 
     def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE
                  ) -> list[MessageMeta]:
+        """The chosen fields for the messages in ``uids``, ascending.
+
+        Only the tables the fields need are joined: flags alone read the
+        narrow message rows, headers the parsed cache, never the files.
+        """
         db = self._db.conn
         names = _keyword_names(db, mailbox_id)
         want_blob = bool(fields & Field.SIZE)
-        want_parsed = bool(fields & (Field.HEADERS | Field.STRUCTURE))
-        if want_parsed:
+        want_headers = bool(fields & Field.HEADERS)
+        want_structure = bool(fields & Field.STRUCTURE)
+        if want_headers or want_structure:
             self._indexer.index_mailbox(mailbox_id)
         columns = "m.uid, m.flags, m.keywords, m.modseq, m.internaldate"
         joins = ""
         if want_blob:
             columns += ", b.name, b.size, b.wire_size, b.header_size, b.lines"
             joins += " JOIN blobs b ON b.id = m.blob_id"
-        if want_parsed:
-            columns += ", p.structure, " + ", ".join(f"p.{c}" for c in HEADER_COLUMNS)
+        if want_headers or want_structure:
             joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
+        if want_structure:
+            columns += ", p.structure"
+        if want_headers:
+            columns += ", " + ", ".join(f"p.{c}" for c in HEADER_COLUMNS)
+        at = 10 if want_blob else 5
         out: list[MessageMeta] = []
+        append = out.append
         for where, params in _uid_clauses(uids):
             for r in db.execute(
                 f"SELECT {columns} FROM messages m{joins} WHERE m.mailbox_id = ? AND ({where})"
                 " ORDER BY m.uid", (mailbox_id, *params)
             ):
+                flags = _FLAGS[r[1]] if r[1] < len(_FLAGS) else Flag(r[1])
+                keywords = _keywords(r[2], names) if r[2] else _NO_KEYWORDS
+                if at == 5 and not want_headers and not want_structure:
+                    append(MessageMeta(r[0], flags, keywords, r[3], r[4]))
+                    continue
                 blob = BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None
-                headers: tuple[tuple[str, str], ...] = ()
-                structure = None
-                if want_parsed:
-                    at = 10 if want_blob else 5
-                    if r[at] is not None:
-                        structure = r[at] if fields & Field.STRUCTURE else None
-                        if fields & Field.HEADERS:
-                            headers = _headers(r[at + 1:])
-                out.append(MessageMeta(r[0], Flag(r[1]), _keywords(r[2], names), r[3], r[4],
-                                       blob, headers, structure))
+                structure = r[at] if want_structure else None
+                headers = _headers(r[at + want_structure:]) if want_headers else ()
+                append(MessageMeta(r[0], flags, keywords, r[3], r[4], blob, headers, structure))
         return out
 
     def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
@@ -308,11 +319,12 @@ class SqliteMailboxes:
             self._indexer.index_mailbox(mailbox_id)
         db = self._db.conn
         keyword_params = _resolve_keywords(db, mailbox_id, params)
+        joins = " JOIN blobs b ON b.id = m.blob_id" if "b." in sql else ""
+        if "p." in sql:
+            joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
         return [r[0] for r in db.execute(
-            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob_id"
-            " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
-            f" WHERE m.mailbox_id = ? AND ({sql}) ORDER BY m.uid",
-            (mailbox_id, *keyword_params))]
+            f"SELECT m.uid FROM messages m{joins} WHERE m.mailbox_id = ? AND ({sql})"
+            " ORDER BY m.uid", (mailbox_id, *keyword_params))]
 
     def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
         return self._blobs.read_blob(name, start, length)
@@ -657,5 +669,5 @@ def _bit(flags: int, flag: Flag) -> int:
 
 
 def _headers(values: Sequence[str | None]) -> tuple[tuple[str, str], ...]:
-    return tuple((name, v) for name, v in zip(HEADER_NAMES, values, strict=True) if v)
+    return tuple([(name, v) for name, v in zip(HEADER_NAMES, values, strict=True) if v])
 
