@@ -25,6 +25,7 @@ from postwarden.policy.passwords import hash_password
 from postwarden.storage.sqlite import SqliteStore
 
 USER = "user@example.test"
+UNKNOWN = "nobody@example.test"
 SESSIONS = 20
 GATE_LIMIT = 20  # seconds a held call waits at most: a broken build fails, never hangs
 TIMEOUT = 10
@@ -99,7 +100,8 @@ class StuckClient:
             assert self.reply().startswith(b"250")
 
     def rcpt(self) -> None:
-        self.sock.sendall(f"RCPT TO:<{USER}>\r\n".encode())
+        """An unknown user: no answer the server remembers, so the store is asked."""
+        self.sock.sendall(f"RCPT TO:<{UNKNOWN}>\r\n".encode())
 
     def close(self) -> None:
         self.file.close()
@@ -144,7 +146,7 @@ class TestSlowStore:
             assert gate.completed == 0  # the held call is still held
             assert all(b.startswith(b"220 ") for b in banners), banners
             gate.open()
-            assert (await asyncio.to_thread(stuck.reply)).startswith(b"250")
+            assert (await asyncio.to_thread(stuck.reply)).startswith(b"550 5.1.1")
         finally:
             gate.open()
             stuck.close()

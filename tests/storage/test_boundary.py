@@ -91,3 +91,28 @@ class TestGroupCommit:
         box = store.mailboxes.get_mailbox(USER, "INBOX")
         assert box is not None
         assert len(store.mailboxes.metadata(box.id, UidSet.all())) == 1
+
+
+def boundary(intake: Intake) -> AsyncSqliteStore:
+    assert isinstance(intake.store, AsyncSqliteStore)
+    return intake.store
+
+
+class TestDirectoryAnswers:
+    async def test_a_new_account_counts_at_once(
+        self, world: tuple[CountingStore, Intake]
+    ) -> None:
+        """Only "exists" is remembered, so an account added a moment ago is found."""
+        store, intake = world
+        assert await boundary(intake).account_exists("new@example.test") is False
+        store.directory.add_account("new@example.test", "hash")
+        assert await boundary(intake).account_exists("new@example.test") is True
+
+    async def test_logins_always_read_the_store(
+        self, world: tuple[CountingStore, Intake]
+    ) -> None:
+        """A removed account's password stops working at once, whatever RCPT remembers."""
+        store, intake = world
+        assert await boundary(intake).account_exists(USER) is True
+        store.directory.remove_account(USER)
+        assert await boundary(intake).get_account(USER) is None

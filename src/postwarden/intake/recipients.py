@@ -90,7 +90,7 @@ class RecipientPolicy:
             return RecipientFacts(address, True, True)
         local = await self.is_local(address)
         exists = local and (
-            await self.directory.get_account(address.key) is not None
+            await self.directory.account_exists(address.key)
             or await self.directory.alias_targets(address.key) is not None
         )
         return RecipientFacts(address, local, exists)
@@ -162,7 +162,7 @@ class RecipientPolicy:
         if not await self.is_local(address):
             remote.append(address)
             return
-        if await self.directory.get_account(key) is not None:
+        if await self.directory.account_exists(key):
             accounts.append(key)
             return
         targets = await self.directory.alias_targets(key)

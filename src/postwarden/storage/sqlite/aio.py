@@ -31,7 +31,10 @@ T = TypeVar("T")
 # Concurrent readers: enough for SMTP's lookups and POP3's logins to overlap
 # on two cores, few enough that SQLite's connection memory stays small.
 READ_THREADS = 4
-DOMAIN_CACHE_SECONDS = 1.0
+# How long the directory answers kept on the loop side may be old: the domain
+# list, and that an account exists (asked at RCPT and again at the end of DATA).
+DIRECTORY_CACHE_SECONDS = 1.0
+MAX_CACHED_ACCOUNTS = 10_000
 
 
 class AsyncSqliteStore:
@@ -44,6 +47,7 @@ class AsyncSqliteStore:
         self._acceptances: GroupCommit[tuple[BlobWriter, Acceptance], None] = GroupCommit(
             self._commit_acceptances)
         self._domains: tuple[float, frozenset[str]] | None = None
+        self._accounts: dict[str, float] = {}  # address -> when it was seen to exist
         self._attempts: GroupCommit[tuple[str, AttemptRecord], bool] = GroupCommit(
             self._record_attempts)
 
@@ -65,7 +69,7 @@ class AsyncSqliteStore:
         # hot path makes no trip to a thread, while CLI changes still show soon.
         now = time.monotonic()
         cached = self._domains
-        if cached is None or now - cached[0] > DOMAIN_CACHE_SECONDS:
+        if cached is None or now - cached[0] > DIRECTORY_CACHE_SECONDS:
             names = frozenset(await self._read(self.store.directory.list_domains))
             self._domains = cached = (now, names)
         return domain in cached[1]
@@ -75,6 +79,25 @@ class AsyncSqliteStore:
 
     async def get_account(self, address: str) -> Account | None:
         return await self._read(self.store.directory.get_account, address)
+
+    async def account_exists(self, address: str) -> bool:
+        """Each thread trip costs the loop more than the query; a message asks twice.
+
+        Only "exists" is remembered (a new account works at once); a removed
+        one may be taken for existing for up to a second, the same window as
+        between RCPT and the end of DATA.
+        """
+        now = time.monotonic()
+        seen = self._accounts.get(address)
+        if seen is not None and now - seen <= DIRECTORY_CACHE_SECONDS:
+            return True
+        if await self.get_account(address) is None:
+            self._accounts.pop(address, None)
+            return False
+        if len(self._accounts) >= MAX_CACHED_ACCOUNTS:
+            self._accounts.clear()
+        self._accounts[address] = now
+        return True
 
     async def alias_targets(self, address: str) -> tuple[str, ...] | None:
         return await self._read(self.store.directory.alias_targets, address)
