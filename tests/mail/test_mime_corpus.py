@@ -25,11 +25,9 @@ import pytest
 from postwarden.mail.mime import MessageStructure, MimePart, parse_message
 from postwarden.mail.mime_decode import decode_body, extract_text
 from postwarden.protocol.imap.bodystructure import (
-    binary_content,
     body_plain,
     bodystructure,
     envelope,
-    filter_header_fields,
     resolve_section,
 )
 from postwarden.protocol.imap.fetch import Section, SectionText
@@ -85,16 +83,14 @@ def section(structure: MessageStructure, data: bytes, spec: str) -> bytes | None
     found = resolve_section(structure, parse_section(spec))
     if found is None:
         return None
-    read = data[found.start:found.end]
-    if found.fields is not None:
-        return filter_header_fields(read, found.fields, found.exclude)
-    return read
+    start, end = found.body_range()
+    return found.body_data(data[start:end])
 
 
 def binary(structure: MessageStructure, data: bytes, spec: str) -> bytes | None:
     found = resolve_section(structure, parse_section(spec))
     assert found is not None
-    return binary_content(found, data[found.start:found.end])
+    return found.binary_data(data[found.start:found.end])
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from postwarden.mail.mime import parse_message
 from postwarden.protocol.imap.bodystructure import (
     SectionRange,
-    binary_content,
     bodystructure,
     envelope,
     resolve_section,
 )
-from postwarden.protocol.imap.fetch import Section, SectionText
+from postwarden.protocol.imap.fetch import Partial, Section, SectionText
 
 MESSAGE = (
     b"Subject: a \"quoted\" \\ subject\r\n"
@@ -39,9 +38,26 @@ class TestSections:
     def test_partial_is_clipped_to_the_section(self) -> None:
         """<offset.length> reads inside the section only; past its end is empty."""
         rng = SectionRange(100, 150)
-        assert rng.partial(10, 20) == (110, 130)
-        assert rng.partial(40, 1000) == (140, 150)
-        assert rng.partial(500, 10) == (150, 150)
+        assert rng.body_range(Partial(10, 20)) == (110, 130)
+        assert rng.body_range(Partial(40, 1000)) == (140, 150)
+        assert rng.body_range(Partial(500, 10)) == (150, 150)
+        assert rng.body_range() == (100, 150)
+
+    def test_partial_of_header_fields_applies_after_filtering(self) -> None:
+        """HEADER.FIELDS reads the whole header; the partial cuts the filtered text."""
+        structure = parse_message(MESSAGE)
+        found = resolve_section(structure, Section((), SectionText.HEADER_FIELDS, ("subject",)))
+        assert found is not None
+        start, end = found.body_range(Partial(2, 7))
+        assert (start, end) == (0, structure.root.body_start)
+        assert found.body_data(MESSAGE[start:end], Partial(2, 7)) == b"bject: "
+
+    def test_partial_of_binary_applies_to_the_decoded_bytes(self) -> None:
+        """BINARY<1.2> counts decoded octets (RFC 3516)."""
+        structure = parse_message(MESSAGE)
+        found = resolve_section(structure, Section((2,)))
+        assert found is not None
+        assert found.binary_data(MESSAGE[found.start:found.end], Partial(1, 2)) == b"hi"
 
     def test_mime_of_the_whole_message_does_not_exist(self) -> None:
         """MIME needs a part number (RFC 3501 §6.4.5)."""
@@ -54,18 +70,18 @@ class TestSections:
         structure = parse_message(MESSAGE)
         found = resolve_section(structure, Section((1,)))
         assert found is not None and found.part is not None
-        assert binary_content(found, MESSAGE[found.start:found.end]) is None
+        assert found.binary_data(MESSAGE[found.start:found.end]) is None
 
     def test_binary_keeps_nul_octets(self) -> None:
         """Decoded base64 with NULs comes back whole (sent as literal8 by the encoder)."""
         structure = parse_message(MESSAGE)
         found = resolve_section(structure, Section((2,)))
         assert found is not None
-        assert binary_content(found, MESSAGE[found.start:found.end]) == b"\x00hi\x00"
+        assert found.binary_data(MESSAGE[found.start:found.end]) == b"\x00hi\x00"
 
     def test_whole_message_binary_is_unchanged(self) -> None:
         """BINARY[] is the message as stored: nothing to decode at the top."""
         structure = parse_message(MESSAGE)
         found = resolve_section(structure, Section())
         assert found == SectionRange(0, len(MESSAGE))
-        assert binary_content(found, MESSAGE) == MESSAGE
+        assert found.binary_data(MESSAGE) == MESSAGE

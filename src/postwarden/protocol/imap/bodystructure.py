@@ -18,7 +18,7 @@ from postwarden.mail.mime import MessageEnvelope, MessageStructure, MimePart
 from postwarden.mail.mime_decode import decode_body, knows_encoding
 from postwarden.mail.mime_headers import MimeParam, header_text
 from postwarden.protocol.imap import encoder
-from postwarden.protocol.imap.fetch import Section, SectionText
+from postwarden.protocol.imap.fetch import Partial, Section, SectionText
 
 
 def _has_surrogates(text: str) -> bool:
@@ -154,10 +154,12 @@ def body_plain(structure: MessageStructure, *, utf8: bool = False) -> bytes:
 class SectionRange:
     """The bytes ``[start, end)`` of the message that a section means.
 
-    ``fields`` is set for HEADER.FIELDS(.NOT) (``exclude`` for .NOT): read
-    the range, then `filter_header_fields`. ``part`` is the MIME part the
-    section names (for BINARY: its transfer encoding), None for the whole
-    message or a header/text.
+    To answer ``BODY[...]<partial>``: read `body_range`, then `body_data`.
+    To answer ``BINARY[...]<partial>``: read ``[start, end)``, then
+    `binary_data`. ``fields`` is set for HEADER.FIELDS(.NOT) (``exclude`` for
+    .NOT), whose bytes are filtered after the read, so a partial of it
+    applies to the filtered text. ``part`` is the MIME part the section
+    names, None for the whole message or a header/text.
     """
 
     start: int
@@ -166,10 +168,38 @@ class SectionRange:
     exclude: bool = False
     part: MimePart | None = None
 
-    def partial(self, offset: int, length: int) -> tuple[int, int]:
-        """The range of ``<offset.length>`` within this one (empty past the end)."""
-        start = min(self.start + offset, self.end)
-        return start, min(self.end, start + length)
+    def body_range(self, partial: Partial | None = None) -> tuple[int, int]:
+        """The bytes to read: only the partial's when nothing is filtered."""
+        if partial is None or self.fields is not None:
+            return self.start, self.end
+        start = min(self.start + partial.offset, self.end)
+        return start, min(self.end, start + partial.length)
+
+    def body_data(self, data: bytes, partial: Partial | None = None) -> bytes:
+        """BODY[...]<partial> from the bytes of `body_range`."""
+        if self.fields is None:
+            return data
+        data = filter_header_fields(data, self.fields, self.exclude)
+        return data if partial is None else _slice(data, partial)
+
+    def binary_data(self, data: bytes, partial: Partial | None = None) -> bytes | None:
+        """BINARY[...]<partial> (RFC 3516) from the bytes ``[start, end)``.
+
+        The part's transfer encoding undone (a multipart or message is 7/8-bit
+        by definition and comes as it is); None when the encoding is unknown
+        (the client gets NO [UNKNOWN-CTE]). The partial applies to the decoded
+        bytes; their length is BINARY.SIZE.
+        """
+        part = self.part
+        if part is not None and not part.children:
+            if not knows_encoding(part.encoding):
+                return None
+            data = decode_body(part.encoding, data)
+        return data if partial is None else _slice(data, partial)
+
+
+def _slice(data: bytes, partial: Partial) -> bytes:
+    return data[partial.offset:partial.offset + partial.length]
 
 
 def _locate(root: MimePart, numbers: tuple[int, ...]) -> tuple[MimePart, bool] | None:
@@ -235,17 +265,3 @@ def filter_header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -
             out.append(line + b"\n")
     out.append(b"\r\n")
     return b"".join(out)
-
-
-def binary_content(section: SectionRange, data: bytes) -> bytes | None:
-    """BINARY[...] (RFC 3516): the section's bytes with the part's transfer encoding undone.
-
-    None when the encoding is unknown (the client gets NO [UNKNOWN-CTE]). Only
-    a leaf part is decoded; a multipart or message is 7/8-bit by definition.
-    """
-    part = section.part
-    if part is None or part.children:
-        return data
-    if not knows_encoding(part.encoding):
-        return None
-    return decode_body(part.encoding, data)
