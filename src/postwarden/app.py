@@ -19,6 +19,7 @@ from postwarden.mail import reply as R
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.servers.gate import Door, Gate, Handler, bind
+from postwarden.servers.hashing import HashPool
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
@@ -51,8 +52,11 @@ class App:
         )
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
-                                limits.auth_failures_per_account)
-        self.auth = Authenticator(self.aio, throttle)
+                                limits.auth_failures_per_account,
+                                flood_per_minute=limits.auth_flood_failures_per_minute,
+                                failure_delay=limits.auth_failure_delay_seconds)
+        hashes = HashPool(limits.auth_workers, limits.auth_queue_timeout_seconds)
+        self.auth = Authenticator(self.aio, throttle, hashes)
         recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,
@@ -148,6 +152,7 @@ class App:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.queue.stop(grace)
+        self.auth.close()
         self.aio.close()
         self.store.close()
 

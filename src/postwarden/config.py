@@ -85,6 +85,10 @@ class LimitsConfig:
     auth_failures_per_ip: int = 10
     auth_failures_per_account: int = 30
     auth_failure_window_seconds: int = 900
+    auth_workers: int = 1
+    auth_queue_timeout_seconds: int = 5
+    auth_flood_failures_per_minute: int = 60
+    auth_failure_delay_seconds: int = 2
     max_bad_commands: int = 10
     rcpt_error_soft_limit: int = 10  # refused RCPTs per session before replies slow down
     rcpt_error_hard_limit: int = 20  # refused RCPTs per session before 421

@@ -118,6 +118,29 @@ class TestAuthThrottle:
         assert throttle.is_blocked("192.0.2.1", "b", 4.0)
         assert not throttle.is_blocked("192.0.2.2", "b", 4.0)
 
+    def test_priority_puts_known_clients_first_and_failing_ones_last(self) -> None:
+        """0 after a login, 1 for a stranger, 2 with recent failures (even after a login)."""
+        throttle = AuthThrottle(limit=5, window_seconds=100)
+        assert throttle.priority(IP, 0.0) == 1
+        throttle.record_success(IP, "alice", 0.0)
+        assert throttle.priority(IP, 1.0) == 0
+        throttle.record_failure(IP, "bob", 2.0)
+        assert throttle.priority(IP, 3.0) == 2
+        assert throttle.priority(IP, 103.0) == 1  # both left the window
+
+    def test_penalty_only_under_a_flood_and_only_for_failing_addresses(self) -> None:
+        """Below flood_per_minute failures in a minute nobody waits; above it, only addresses
+        with failures of their own do."""
+        throttle = AuthThrottle(limit=100, window_seconds=900, account_limit=100,
+                                flood_per_minute=3, failure_delay=2.0)
+        throttle.record_failure(IP, "a", 0.0)
+        throttle.record_failure(IP, "a", 1.0)
+        assert throttle.penalty(IP, 2.0) == 0.0
+        throttle.record_failure("192.0.2.2", "b", 2.0)
+        assert throttle.penalty(IP, 3.0) == 2.0
+        assert throttle.penalty("192.0.2.9", 3.0) == 0.0  # no failures of its own
+        assert throttle.penalty(IP, 61.0) == 0.0  # the first failure is a minute old
+
     def test_checking_does_not_count_as_failing(self) -> None:
         """Asking whether an address is blocked never blocks it."""
         throttle = AuthThrottle(limit=1, window_seconds=900)

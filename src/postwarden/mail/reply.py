@@ -86,6 +86,7 @@ ENCRYPTION_REQUIRED = Reply(
 )
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_THROTTLED = Reply(454, "4.7.0", "Too many authentication failures, try again later")
+AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
 UNKNOWN_USER = Reply(550, "5.1.1", "Mailbox unavailable")
 RELAY_DENIED = Reply(550, "5.7.1", "Unable to relay")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by user")

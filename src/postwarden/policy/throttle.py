@@ -82,16 +82,24 @@ class _Seen:
 
 
 class AuthThrottle:
-    """``limit`` failures per address, ``account_limit`` per account, within ``window_seconds``."""
+    """``limit`` failures per address, ``account_limit`` per account, within ``window_seconds``.
+
+    Also watches the failure rate of the whole server: at ``flood_per_minute``
+    failures in the last minute the server is under a login flood, and
+    clients with failures of their own are made to wait (see ``penalty``).
+    """
 
     def __init__(self, limit: int, window_seconds: float, account_limit: int | None = None,
-                 max_keys: int = 100_000) -> None:
+                 max_keys: int = 100_000, flood_per_minute: int = 60,
+                 failure_delay: float = 2.0) -> None:
         self.limit = limit
         self.window = window_seconds
         self.account_limit = limit if account_limit is None else account_limit
         self._by_ip = _Window(limit, window_seconds, max_keys)
         self._by_account = _Window(self.account_limit, window_seconds, max_keys)
         self._good = _Seen(window_seconds, max_keys)  # "ip account" and "ip" that logged in
+        self._flood: deque[float] = deque(maxlen=flood_per_minute)  # newest failures, any IP
+        self.failure_delay = failure_delay
 
     def is_blocked(self, ip: str, account: str, now: float) -> bool:
         """True while ``ip`` or ``account`` has reached its limit inside the window."""
@@ -108,7 +116,22 @@ class AuthThrottle:
         """How many recent failures ``ip`` has (capped at the limit)."""
         return self._by_ip.count(ip, now)
 
+    def priority(self, ip: str, now: float) -> int:
+        """Order for scarce password checks: 0 for an address that logged in and has not
+        failed since, 1 for one we know nothing about, 2 for one with recent failures."""
+        if self._by_ip.count(ip, now):
+            return 2
+        return 0 if self._good.recent(ip, now) else 1
+
+    def penalty(self, ip: str, now: float) -> float:
+        """Seconds to make this client wait before its password is checked: only under a
+        flood, and only for an address that has failed itself (others wait nothing)."""
+        flood = self._flood
+        under_flood = len(flood) == flood.maxlen and flood[0] > now - 60
+        return self.failure_delay if under_flood and self._by_ip.count(ip, now) else 0.0
+
     def record_failure(self, ip: str, account: str, now: float) -> None:
+        self._flood.append(now)
         self._by_ip.add(ip, account, now)
         self._by_account.add(account, ip, now)
 

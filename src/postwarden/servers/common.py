@@ -18,6 +18,7 @@ from postwarden.config import AuthConfig, IPAddress
 from postwarden.policy.passwords import verify_password
 from postwarden.policy.relay import normalise_ip
 from postwarden.policy.throttle import AuthThrottle
+from postwarden.servers.hashing import HashPool, HashPoolBusy
 from postwarden.storage.boundary import AsyncDirectory
 
 T = TypeVar("T")
@@ -162,30 +163,46 @@ class LoginResult(enum.Enum):
     OK = "ok"
     FAILED = "failed"
     THROTTLED = "throttled"
+    BUSY = "busy"  # no password check could start in time: try again later
 
 
 class Authenticator:
     """Checks user/password for SMTP AUTH, POP3 and IMAP alike.
 
-    The argon2 verification runs in a worker thread so a login never stalls
-    the other connections; unknown users cost the same time as wrong
-    passwords, and failures are counted per client IP and per account.
+    The argon2 verification runs in a small pool of its own (``HashPool``) so
+    a login never stalls the other connections and a flood of logins cannot
+    queue ahead of a client with a clean record; unknown users cost the same
+    time as wrong passwords, and failures are counted per client IP and per
+    account.
     """
 
-    def __init__(self, directory: AsyncDirectory, throttle: AuthThrottle) -> None:
+    def __init__(self, directory: AsyncDirectory, throttle: AuthThrottle,
+                 hashes: HashPool | None = None) -> None:
         self.directory = directory
         self.throttle = throttle
+        self.hashes = hashes or HashPool(workers=1, queue_timeout=5.0)
 
     async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         """Returns the result and the canonical account name (lower-case key)."""
         user = username.strip().lower()
-        if self.throttle.is_blocked(ip, user, time.monotonic()):
+        now = time.monotonic()
+        if self.throttle.is_blocked(ip, user, now):
             return LoginResult.THROTTLED, ""
+        delay = self.throttle.penalty(ip, now)
+        if delay:
+            await asyncio.sleep(delay)
         account = await self.directory.get_account(user) if "@" in user else None
         stored = account.password_hash if account else None
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        try:
+            ok = await self.hashes.run(self.throttle.priority(ip, time.monotonic()),
+                                       verify_password, stored, password)
+        except HashPoolBusy:
+            return LoginResult.BUSY, ""
         if ok and account is not None:
             self.throttle.record_success(ip, user, time.monotonic())
             return LoginResult.OK, account.address
         self.throttle.record_failure(ip, user, time.monotonic())
         return LoginResult.FAILED, ""
+
+    def close(self) -> None:
+        self.hashes.close()

@@ -256,6 +256,8 @@ class _Session:
         match result:
             case LoginResult.THROTTLED:
                 refusal = Refusal.THROTTLED
+            case LoginResult.BUSY:
+                refusal = Refusal.BUSY
             case LoginResult.FAILED:
                 refusal = Refusal.AUTH
         if refusal is None:

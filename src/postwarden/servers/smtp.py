@@ -363,6 +363,8 @@ class SMTPConnection:
                 return R.AUTH_OK, account
             case LoginResult.THROTTLED:
                 return R.AUTH_THROTTLED, None
+            case LoginResult.BUSY:
+                return R.AUTH_BUSY, None
             case _:
                 return R.AUTH_FAILED, None
 

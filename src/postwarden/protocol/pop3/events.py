@@ -102,6 +102,7 @@ class Refusal(enum.Enum):
     THROTTLED = "[SYS/TEMP] Too many failed logins, try again later"
     IN_USE = "[IN-USE] Mailbox is locked by another POP3 session"
     UNAVAILABLE = "[SYS/TEMP] Mailbox unavailable, try again later"
+    BUSY = "[SYS/TEMP] Temporary authentication failure, try again later"
 
 
 @dataclass(frozen=True, slots=True)
