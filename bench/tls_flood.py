@@ -6,7 +6,7 @@
 Starts a real ``postwarden serve`` with the default limits (``tests/serverproc.py``
 writes the config), logs in once over the TLS port to warm it up, reads its
 VmRSS (the baseline), then opens ``-n`` TCP connections to ``--kind`` from
-``--sources`` loopback addresses (127.0.9.1, 127.0.9.2, ...) and never sends a
+``--sources`` loopback addresses (127.0.9.1, 127.0.9.2, ..., 127.0.10.1, ...) and never sends a
 byte: no ClientHello. It counts the connections the server closed at once,
 reads VmRSS while they are held, holds them ``--hold`` seconds (longer than
 the handshake deadline, 10 s by default), reads VmRSS again, closes them all
@@ -111,7 +111,8 @@ def main() -> None:
             socks: list[socket.socket] = []
             start = time.perf_counter()
             for i in range(args.n):
-                source = f"127.0.9.{1 + i % args.sources}"
+                k = i % args.sources
+                source = f"127.0.{9 + k // 250}.{1 + k % 250}"
                 socks.append(socket.create_connection(server.addr(args.kind), timeout=60,
                                                       source_address=(source, 0)))
             opened = time.perf_counter() - start
