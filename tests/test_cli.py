@@ -216,6 +216,17 @@ class TestUsers:
         """Removing or changing a user that does not exist says so."""
         assert "no such user" in cli.fails(*args, stdin=PASSWORD)
 
+    def test_quota_is_shown_set_and_lifted(self, cli: CLI) -> None:
+        """`user quota` shows usage; with a number it sets the limit, with none lifts it."""
+        cli.ok("user", "add", "alice@example.test", "--password-stdin", stdin=PASSWORD)
+        assert "limit none" in cli.ok("user", "quota", "alice@example.test")
+        assert "0 octets in 0 messages, limit 5000" in cli.ok(
+            "user", "quota", "alice@example.test", "5000")
+        assert cli.store().mailboxes.quota("alice@example.test").limit == 5000
+        assert "limit none" in cli.ok("user", "quota", "alice@example.test", "none")
+        assert "bad quota" in cli.fails("user", "quota", "alice@example.test", "-5")
+        assert "no such user" in cli.fails("user", "quota", "nobody@example.test", "10")
+
 
 class TestAliases:
     def test_add_list_remove_with_external_targets(self, cli: CLI) -> None:

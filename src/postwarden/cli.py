@@ -184,6 +184,20 @@ def cmd_user(args: argparse.Namespace) -> None:
         case "list":
             for a in store.list_accounts():
                 print(a)
+        case "quota":
+            _quota(_config(args), _address(args.address).key, args.limit)
+
+
+def _quota(cfg: Config, account: str, limit: str | None) -> None:
+    """Show an account's usage, or set its limit in octets ("none": no limit)."""
+    mailboxes = open_store(cfg).mailboxes
+    if limit is not None:
+        if limit != "none" and not limit.isdigit():
+            raise CLIError(f"bad quota {limit!r}: a number of octets, or none")
+        mailboxes.set_quota(account, None if limit == "none" else int(limit))
+    quota = mailboxes.quota(account)
+    print(f"{account}: {quota.used} octets in {quota.messages} messages,"
+          f" limit {'none' if quota.limit is None else quota.limit}")
 
 
 def cmd_alias(args: argparse.Namespace) -> None:
@@ -332,6 +346,9 @@ def _parser() -> argparse.ArgumentParser:
         x.add_argument("--password-stdin", action="store_true")
     a.add_parser("remove").add_argument("address")
     a.add_parser("list")
+    x = a.add_parser("quota", help="show usage; with LIMIT, set it (octets, or none)")
+    x.add_argument("address")
+    x.add_argument("limit", nargs="?")
     s.set_defaults(func=cmd_user)
 
     s = sub.add_parser("alias", help="aliases, also to external addresses")

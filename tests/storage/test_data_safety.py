@@ -6,12 +6,14 @@ everything with one line, instead of starting afresh over the message files.
 
 from __future__ import annotations
 
+import poplib
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from postwarden.policy.passwords import hash_password
 from postwarden.storage.interfaces import Acceptance, DatabaseUnusable
 from postwarden.storage.mailbox import Field, UidSet
 from postwarden.storage.sqlite import SqliteStore
@@ -152,3 +154,30 @@ class TestUpgradeFromV1:
         assert store.mailboxes.quota(ALICE).messages == 2
         assert "INBOX" in store.mailboxes.subscriptions(ALICE)
         store.close()
+
+    def test_pop3_uidls_are_unchanged_after_serve_upgrades_v1(self, tmp_path: Path) -> None:
+        """End to end: `serve` on the v1 directory, poplib sees the same UIDLs and bytes."""
+        server = ServerProcess(tmp_path)
+        server.store.close()
+        var = server.root / "var"
+        for name in ("postwarden.sqlite3", "postwarden.sqlite3-wal", "postwarden.sqlite3-shm"):
+            (var / name).unlink(missing_ok=True)
+        shutil.rmtree(var / "messages", ignore_errors=True)
+        shutil.copy(FIXTURE / "postwarden.sqlite3", var / "postwarden.sqlite3")
+        shutil.copytree(FIXTURE / "messages", var / "messages")
+        with sqlite3.connect(var / "postwarden.sqlite3") as db:  # still v1 here
+            expected = [f"{validity}.{uid}".encode() for validity, uid in db.execute(
+                "SELECT b.uidvalidity, m.uid FROM mailbox_messages m JOIN mailboxes b"
+                " ON b.id = m.mailbox_id WHERE b.account = ? ORDER BY m.uid", (ALICE,))]
+            db.execute("UPDATE accounts SET password_hash = ? WHERE address = ?",
+                       (hash_password("secret words"), ALICE))
+        db.close()
+        server.start()  # serve upgrades the directory
+        client = poplib.POP3(*server.addr("pop3"), timeout=30)
+        client.user(ALICE)
+        client.pass_("secret words")
+        uidls = [line.split()[1] for line in client.uidl()[1]]
+        assert uidls == expected
+        assert b"Subject: shared" in b"\r\n".join(client.retr(1)[1])
+        client.quit()
+        server.stop()
