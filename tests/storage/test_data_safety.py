@@ -113,18 +113,26 @@ class TestDatabaseGuard:
         with pytest.raises(DatabaseUnusable, match="newer"):
             SqliteStore(tmp_path)
 
-    def test_serve_on_a_corrupt_database_stops_with_one_line(self, tmp_path: Path) -> None:
-        """`postwarden serve` prints one line and exits non-zero, no traceback."""
+    @pytest.mark.parametrize(("content", "reason"), [
+        (b"", "is empty"), (b"garbage" * 1000, "not a usable SQLite database")])
+    def test_serve_on_an_empty_or_corrupt_database_stops_with_one_line(
+        self, tmp_path: Path, content: bytes, reason: str
+    ) -> None:
+        """`postwarden serve` prints one line and exits non-zero; no file is touched."""
         server = ServerProcess(tmp_path)
         server.store.close()
         for suffix in ("-wal", "-shm"):
             (server.root / "var" / f"postwarden.sqlite3{suffix}").unlink(missing_ok=True)
-        (server.root / "var" / "postwarden.sqlite3").write_bytes(b"garbage" * 1000)
+        (server.root / "var" / "messages" / "AB").mkdir(parents=True)
+        kept = server.root / "var" / "messages" / "AB" / "ABKEPT"
+        kept.write_bytes(b"Subject: acknowledged earlier\r\n\r\n")
+        (server.root / "var" / "postwarden.sqlite3").write_bytes(content)
         result = server.cli("serve")
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-        assert "not a usable SQLite database" in result.stderr
+        assert reason in result.stderr
+        assert kept.exists()
 
 
 class TestUpgradeFromV1:

@@ -565,3 +565,15 @@ class TestQueue:
         assert reopened.queue.queued_ids() == ["q"]
         assert reopened.blobs.read_blob("q") == MESSAGE
         reopened.close()
+
+
+class TestIdleIndexer:
+    def test_a_flood_is_left_alone_and_a_trickle_is_indexed(self, store: SqliteStore) -> None:
+        """More new messages than a batch since the last step: wait; fewer: index them."""
+        for i in range(5):
+            deliver(store, f"f{i}", (ALICE,))
+        assert store.indexer.idle_step(limit=3) == 0  # 5 arrived: the intake is busy
+        assert store.indexer.idle_step(limit=3) == 3  # quiet now: a batch
+        deliver(store, "t1", (ALICE,))
+        assert store.indexer.idle_step(limit=3) == 3  # one new: indexing goes on
+        assert store.indexer.idle_step(limit=3) == 0  # nothing left

@@ -31,13 +31,17 @@ class Indexer:
     def __init__(self, db: Database, blobs: BlobFiles) -> None:
         self._db = db
         self._blobs = blobs
-        self._last_seen = -1  # the newest blob id at the previous idle step
+        self._last_seen = 0  # the newest blob id at the previous idle step
 
     def idle_step(self, limit: int) -> int:
-        """Index a batch, unless messages arrived since the last step (intake first)."""
+        """Index a batch, unless more than a batch arrived since the last step.
+
+        A flood of mail gets the CPU to itself (the intake first); a trickle
+        does not hold the indexing back.
+        """
         (newest,) = self._db.conn.execute("SELECT coalesce(max(id), 0) FROM blobs").fetchone()
-        if newest != self._last_seen:
-            self._last_seen = newest
+        arrived, self._last_seen = newest - self._last_seen, newest
+        if arrived > limit:
             return 0
         return self.index_pending(limit)
 
