@@ -21,7 +21,7 @@ from postwarden.storage.interfaces import (
     NotFound,
     RecipientState,
 )
-from postwarden.storage.mailbox import Field, MessageMeta, UidSet
+from postwarden.storage.mailbox import Field, MessageMeta, SearchBody, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.schema import MIGRATIONS
 from storage.conftest import ALICE, BOB, CAROL
@@ -577,3 +577,16 @@ class TestIdleIndexer:
         deliver(store, "t1", (ALICE,))
         assert store.indexer.idle_step(limit=3) == 3  # one new: indexing goes on
         assert store.indexer.idle_step(limit=3) == 0  # nothing left
+
+    def test_a_collected_message_never_matches_a_later_search(self, store: SqliteStore) -> None:
+        """Blob ids are never reused, so the body index's old entries cannot match new mail."""
+        writer = store.blobs.new_blob("old")
+        writer.write(b"Subject: a\r\n\r\nperiwinkle\r\n")
+        ref = writer.commit()
+        store.delivery.commit_acceptances([Acceptance("old", ref, "", (ALICE,), ())])
+        box = inbox_id(store, ALICE)
+        assert store.mailboxes.search(box, SearchBody("periwinkle")) == [1]
+        expunge(store, ALICE, [1])
+        assert store.blobs.collect(older_than=float("inf")) == 1
+        deliver(store, "new", (ALICE,))
+        assert store.mailboxes.search(box, SearchBody("periwinkle")) == []

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from postwarden.storage.interfaces import DatabaseUnusable
 from postwarden.storage.sqlite.schema import MIGRATIONS
-from postwarden.storage.sqlite.upgrade_v3 import APPLICATION_ID
+from postwarden.storage.sqlite.store_v2_schema import APPLICATION_ID
 
 
 class CommitObserver(Protocol):

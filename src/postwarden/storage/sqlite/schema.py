@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from postwarden.storage.sqlite.upgrade_v3 import mailbox_store_v2
+from postwarden.storage.sqlite.store_v2_schema import mailbox_store_v2
 
 Migration = str | Callable[[sqlite3.Connection, Path], None]
 

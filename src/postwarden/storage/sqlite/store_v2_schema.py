@@ -1,4 +1,4 @@
-"""Migration 3: the mailbox store v2 schema, and the move of v1 data into it.
+"""Migration 4: the mailbox store v2 schema, and the move of v1 data into it.
 
 Runs inside the migration transaction, so a crash half-way leaves the v1
 data as it was. Mailbox ids, UIDVALIDITY and UIDs are kept, so POP3 UIDLs
@@ -24,7 +24,7 @@ CREATE TABLE counters (
     value INTEGER NOT NULL
 );
 CREATE TABLE blobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the body index keeps old ids
     name TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     wire_size INTEGER NOT NULL,
