@@ -10,6 +10,7 @@ filtered after the read (`filter_header_fields`).
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -20,9 +21,11 @@ from postwarden.mail.mime_headers import MimeParam, header_text
 from postwarden.protocol.imap import encoder
 from postwarden.protocol.imap.fetch import Partial, Section, SectionText
 
+_SURROGATE = re.compile("[\udc80-\udcff]")  # an 8-bit octet that was not UTF-8
+
 
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in text)
+    return not text.isascii() and _SURROGATE.search(text) is not None
 
 
 def _string(value: str, utf8: bool) -> bytes:
@@ -31,6 +34,8 @@ def _string(value: str, utf8: bool) -> bytes:
     Undecodable 8-bit octets (no charset known) always go as a literal, even
     to a UTF-8 client, whose quoted strings must be valid UTF-8.
     """
+    if value.isascii():
+        return encoder.string(value.encode("ascii"))
     data = value.encode("utf-8", "surrogateescape")
     return encoder.string(data, utf8=utf8 and not _has_surrogates(value))
 
