@@ -13,8 +13,9 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.boundary import AsyncMailboxStore
 from postwarden.storage.interfaces import Acceptance
-from postwarden.storage.mailbox import UidSet
+from postwarden.storage.mailbox import Field, Flag, FlagChange, FlagMode, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.delivery import SqliteDelivery
@@ -116,3 +117,35 @@ class TestDirectoryAnswers:
         assert await boundary(intake).account_exists(USER) is True
         store.directory.remove_account(USER)
         assert await boundary(intake).get_account(USER) is None
+
+
+class TestMailboxesThroughTheBoundary:
+    async def test_an_imap_like_session_runs_on_the_async_protocol(
+        self, world: tuple[CountingStore, Intake]
+    ) -> None:
+        """Create, deliver, status, flags, copy, changes, expunge, read: all awaited."""
+        _, intake = world
+        boxes: AsyncMailboxStore = boundary(intake)
+        await intake.submit(to_user(), MESSAGE)
+        inbox = await boxes.get_mailbox(USER, "INBOX")
+        assert inbox is not None
+        archive = await boxes.create_mailbox(USER, "Lists/Python")
+        await boxes.subscribe(USER, "Lists/Python")
+        assert "Lists/Python" in await boxes.subscriptions(USER)
+        status = await boxes.status(inbox.id)
+        assert (status.messages, status.unseen) == (1, 1)
+        (uid,) = await boxes.uids(inbox.id)
+        since = status.highestmodseq
+        result = await boxes.store_flags(inbox.id, UidSet.all(),
+                                         FlagChange(FlagMode.ADD, Flag.SEEN | Flag.DELETED))
+        assert [u.uid for u in result.changed] == [uid]
+        copied = await boxes.copy(inbox.id, UidSet.all(), archive.id)
+        assert copied.mapping == ((uid, 1),)
+        changes = await boxes.changes_since(inbox.id, since)
+        assert [u.uid for u in changes.changed] == [uid]
+        (meta,) = await boxes.metadata(archive.id, UidSet.all(), Field.SIZE)
+        assert meta.blob is not None
+        assert await boxes.read_blob(meta.blob.name, 9, 2) == b"hi"  # a ranged read
+        assert [e.uid for e in await boxes.expunge(inbox.id)] == [uid]
+        assert (await boxes.status(inbox.id)).messages == 0
+        assert (await boxes.quota(USER)).messages == 1

@@ -10,12 +10,15 @@ attempts are group-committed: one transaction, one fsync, per batch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TypeVar
 
+from postwarden.storage import mailbox as mb
 from postwarden.storage.boundary import GroupCommit
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -38,7 +41,7 @@ MAX_CACHED_ACCOUNTS = 10_000
 
 
 class AsyncSqliteStore:
-    """AsyncDirectory, AsyncIntakeStore, AsyncBlobs and AsyncQueue over a SqliteStore."""
+    """Every async store Protocol (storage.boundary) over a SqliteStore."""
 
     def __init__(self, store: SqliteStore, read_threads: int = READ_THREADS) -> None:
         self.store = store
@@ -150,8 +153,81 @@ class AsyncSqliteStore:
 
     # --- AsyncBlobs -------------------------------------------------------------------
 
-    async def read_blob(self, name: str) -> bytes:
-        return await self._read(self.store.blobs.read_blob, name)
+    async def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        return await self._read(self.store.blobs.read_blob, name, start, length)
+
+    # --- AsyncMailboxStore: reads on the pool, changes on the writer -------------------
+
+    async def ensure_mailboxes(self, account: str) -> None:
+        await self._write(self.store.mailboxes.ensure_mailboxes, account)
+
+    async def create_mailbox(self, account: str, name: str, special_use: str | None = None
+                             ) -> mb.Mailbox:
+        return await self._write(self.store.mailboxes.create_mailbox, account, name, special_use)
+
+    async def delete_mailbox(self, account: str, name: str) -> None:
+        await self._write(self.store.mailboxes.delete_mailbox, account, name)
+
+    async def rename_mailbox(self, account: str, old: str, new: str) -> None:
+        await self._write(self.store.mailboxes.rename_mailbox, account, old, new)
+
+    async def get_mailbox(self, account: str, name: str) -> mb.Mailbox | None:
+        return await self._read(self.store.mailboxes.get_mailbox, account, name)
+
+    async def list_mailboxes(self, account: str) -> list[mb.Mailbox]:
+        return await self._read(self.store.mailboxes.list_mailboxes, account)
+
+    async def subscribe(self, account: str, name: str) -> None:
+        await self._write(self.store.mailboxes.subscribe, account, name)
+
+    async def unsubscribe(self, account: str, name: str) -> None:
+        await self._write(self.store.mailboxes.unsubscribe, account, name)
+
+    async def subscriptions(self, account: str) -> list[str]:
+        return await self._read(self.store.mailboxes.subscriptions, account)
+
+    async def status(self, mailbox_id: int) -> mb.MailboxStatus:
+        return await self._read(self.store.mailboxes.status, mailbox_id)
+
+    async def uids(self, mailbox_id: int) -> array[int]:
+        return await self._read(self.store.mailboxes.uids, mailbox_id)
+
+    async def metadata(self, mailbox_id: int, uids: mb.UidSet, fields: mb.Field = mb.Field.NONE
+                       ) -> list[mb.MessageMeta]:
+        return await self._read(self.store.mailboxes.metadata, mailbox_id, uids, fields)
+
+    async def store_flags(self, mailbox_id: int, uids: mb.UidSet, change: mb.FlagChange
+                          ) -> mb.FlagResult:
+        return await self._write(self.store.mailboxes.store_flags, mailbox_id, uids, change)
+
+    async def expunge(self, mailbox_id: int, uids: mb.UidSet | None = None, *,
+                      deleted_only: bool = True) -> list[mb.Expunged]:
+        return await self._write(functools.partial(
+            self.store.mailboxes.expunge, mailbox_id, uids, deleted_only=deleted_only))
+
+    async def copy(self, source_id: int, uids: mb.UidSet, target_id: int) -> mb.CopyResult:
+        return await self._write(self.store.mailboxes.copy, source_id, uids, target_id)
+
+    async def move(self, source_id: int, uids: mb.UidSet, target_id: int) -> mb.CopyResult:
+        return await self._write(self.store.mailboxes.move, source_id, uids, target_id)
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> mb.Changes:
+        return await self._read(self.store.mailboxes.changes_since, mailbox_id, modseq)
+
+    async def search(self, mailbox_id: int, query: mb.Query) -> list[int]:
+        return await self._read(self.store.mailboxes.search, mailbox_id, query)
+
+    async def claim_recent(self, mailbox_id: int) -> int:
+        return await self._write(self.store.mailboxes.claim_recent, mailbox_id)
+
+    async def quota(self, account: str) -> mb.Quota:
+        return await self._read(self.store.mailboxes.quota, account)
+
+    async def lock_maildrop(self, account: str, owner: str, until: float) -> None:
+        await self._write(self.store.mailboxes.lock_maildrop, account, owner, until)
+
+    async def unlock_maildrop(self, account: str, owner: str) -> None:
+        await self._write(self.store.mailboxes.unlock_maildrop, account, owner)
 
     # --- AsyncQueue ---------------------------------------------------------------------
 
