@@ -7,6 +7,7 @@ same bytes must give the same structure; random and mangled bytes never raise.
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -207,3 +208,35 @@ class TestHostile:
         part, = parse_message(data).root.children
         assert part.body_size == len(body) - 2 and part.body_lines == 30_000
         assert chunked(data, [100, 1000, 50_000]) == parse_message(data)
+
+
+class TestMemory:
+    """The parser keeps headers, never bodies: memory does not grow with the message."""
+
+    @staticmethod
+    def peak_while_feeding(head: bytes, line: bytes, chunks: int) -> tuple[int, MessageStructure]:
+        chunk = line * (65536 // len(line))
+        parser = MimeParser()
+        tracemalloc.start()
+        try:
+            parser.feed(head)
+            for _ in range(chunks):
+                parser.feed(chunk)
+            structure = parser.close()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return peak, structure
+
+    def test_a_long_body_is_not_kept(self) -> None:
+        """16 MB of body fed in 64 KB chunks: the peak stays near one chunk."""
+        head = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        peak, structure = self.peak_while_feeding(head, b"QUJD" * 19 + b"\r\n--\r\n", 256)
+        assert peak < 1_000_000
+        assert structure.root.children[0].end == structure.size
+
+    def test_a_header_that_never_ends_is_not_kept(self) -> None:
+        """16 MB of header lines: only max_header_bytes of them are kept."""
+        peak, structure = self.peak_while_feeding(b"Subject: x\r\n", b"X-Junk: 12345678\r\n", 256)
+        assert peak < 1_000_000
+        assert structure.degraded and structure.envelope.subject == "x"

@@ -87,6 +87,8 @@ class MimePart:
     the part's header (blank line included) is ``[header_start, body_start)``,
     its body ``[body_start, end)``. A multipart child's end excludes the line
     break before the next boundary (it belongs to the boundary, RFC 2046).
+    ``body_lines`` counts text lines (RFC 3501 body-fld-lines): the line
+    feeds in the body, plus one for a last line that has none.
     Type, subtype and parameter names are as written; a missing or unreadable
     Content-Type gives the upper-case default (TEXT/PLAIN; CHARSET=US-ASCII,
     or MESSAGE/RFC822 inside multipart/digest) and ``defaulted`` is set.
