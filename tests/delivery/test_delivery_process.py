@@ -181,6 +181,7 @@ class TestQueueCli:
             assert code == 0
             assert "state=pending" in out and "attempts=1" in out and TRY_LATER in out
             assert "origin:      vouched for" in out
+            assert "in delivery: no" in out  # the attempt was recorded: the lease is back
             code, out, _ = await postwarden(config, "queue", "show", c.queue_id)
             assert code == 0 and "origin:      stranger (reports: headers only" in out
 

@@ -12,6 +12,7 @@ from deliveryworld import delivery_status
 from dnsfake import DNSServer
 
 from postwarden.config import HostPort, Route
+from postwarden.delivery import queuecli
 from postwarden.delivery.manager import received_count
 from postwarden.delivery.notify import within_origin
 from postwarden.delivery.reports import (
@@ -143,6 +144,25 @@ class TestWithinOrigin:
         msg = within_origin(self.queued(False, ("SUCCESS",), ("SUCCESS", "FAILURE"), ()))
         assert msg.ret == "HDRS"
         assert [r.notify for r in msg.recipients] == [("NEVER",), ("FAILURE",), ()]
+
+
+class TestQueueShow:
+    @pytest.mark.parametrize(
+        ("owner", "until", "shown"),
+        [
+            ("mx1/42/ab", 2000.0, "in delivery: by mx1/42/ab until 1970-01-01 00:33:20 UTC"),
+            ("mx1/42/ab", 900.0, "in delivery: no"),  # ran out: anyone may take it
+            (None, 0.0, "in delivery: no"),
+        ],
+    )
+    def test_a_held_lease_is_shown_with_its_holder(
+        self, owner: str | None, until: float, shown: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`queue show` says which queue manager is delivering it, while its lease runs."""
+        msg = QueuedMessage("q", "q", 1, "s@remote.test", 0.0, None, None, False, False, (),
+                            lease_owner=owner, lease_until=until)
+        queuecli._show(msg, now=1000.0)
+        assert shown in capsys.readouterr().out.splitlines()
 
 
 def test_received_count_looks_at_headers_only() -> None:

@@ -526,8 +526,13 @@ class TestQueue:
         deliver(store, "q", (), ("a@r.test",), at=100.0)
         claimed(store, A, 100.0, 200.0)
         assert store.queue.extend_leases(A, 500.0) == 1
+        leased = store.queue.get_queued("q")
+        assert leased is not None
+        assert (leased.lease_owner, leased.lease_until) == (A, 500.0)
         assert claimed(store, B, 300.0, 400.0) == []
         assert store.queue.release_leases(A) == 1
+        released = store.queue.get_queued("q")
+        assert released is not None and released.lease_owner is None
         assert claimed(store, B, 300.0, 400.0) == ["q"]
         assert store.queue.extend_leases(A, 900.0) == 0  # A holds nothing now
 

@@ -87,6 +87,9 @@ def _show(msg: QueuedMessage, now: float) -> None:
     print(f"origin:      {'vouched for' if msg.trusted_origin else 'stranger'}"
           f"{'' if msg.trusted_origin else ' (reports: headers only, no success)'}")
     print(f"delay note:  {'sent' if msg.delay_notified else 'not sent'}")
+    held = msg.lease_owner is not None and msg.lease_until > now
+    lease = f"by {msg.lease_owner} until {_when(msg.lease_until)} UTC" if held else "no"
+    print(f"in delivery: {lease}")
     for r in msg.recipients:
         nxt = _when(r.next_attempt) + " UTC" if r.state is RecipientState.PENDING else "-"
         print(f"recipient:   <{r.address}>  state={r.state.value}  attempts={r.attempts}")

@@ -96,6 +96,9 @@ class QueuedMessage:
     # The client that handed it over had authenticated or may relay, so the
     # envelope sender is believed (see ``Acceptance.trusted_origin``).
     trusted_origin: bool = False
+    # The queue manager holding it for delivery, and until when (0: nobody).
+    lease_owner: str | None = None
+    lease_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

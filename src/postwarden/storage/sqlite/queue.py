@@ -64,7 +64,7 @@ class SqliteQueue:
     def get_queued(self, queue_id: str) -> QueuedMessage | None:
         row = self._db.conn.execute(
             "SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
-            " trusted_origin FROM queue_messages WHERE queue_id = ?",
+            " trusted_origin, lease_owner, lease_until FROM queue_messages WHERE queue_id = ?",
             (queue_id,),
         ).fetchone()
         if row is None:
@@ -82,7 +82,7 @@ class SqliteQueue:
         )
         return QueuedMessage(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), bool(row[8]),
-            recipients, trusted_origin=bool(row[9]),
+            recipients, trusted_origin=bool(row[9]), lease_owner=row[10], lease_until=row[11],
         )
 
     def claim_due(
