@@ -28,6 +28,7 @@ from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from serverproc import HOSTNAME, ServerProcess
 
 SECOND = "mail2.example.test"
+ACTIVE_WINDOW = 100
 _MESSAGE_ID = re.compile(rb"^Message-ID: <(m\d+)@example\.test>", re.MULTILINE)
 
 
@@ -83,7 +84,7 @@ async def two_servers(
     """``n`` messages queued, then two servers on the data directory, both up."""
     first = ServerProcess(
         root, routes=[{"domain": "sink.test", "to": f"127.0.0.1:{sink.port}"}],
-        delivery={"lease_seconds": "2s", "active_window": 100,
+        delivery={"lease_seconds": "2s", "active_window": ACTIVE_WINDOW,
                   "max_concurrent": max_concurrent, "max_per_destination": max_concurrent},
     )
     second = first.sharing(SECOND)
@@ -135,4 +136,6 @@ class TestTwoServersOneDataDirectory:
         by_first = {message_id(tx) for tx in sink.messages if tx.helo == HOSTNAME}
         repeated = {m for m, count in copies.items() if count > 1}
         assert repeated <= by_first  # a repeat is of the killed server's work, never B's
-        assert len(repeated) < len(by_first)
+        # At least once: what the dead one had sent but not yet recorded goes again,
+        # bounded by what it could hold at once (its active window of leases).
+        assert len(repeated) <= ACTIVE_WINDOW
