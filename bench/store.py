@@ -125,9 +125,12 @@ def run(store: Store, count: int) -> None:
     flags_s, metas = best(lambda: mailboxes.metadata(box.id, UidSet.all()))
     assert len(metas) == count
     report("flags 1:*", flags_s)
-    heads_s, metas = best(lambda: mailboxes.metadata(box.id, UidSet.all(), Field.HEADERS))
+    three = ("from", "subject", "date")
+    heads_s, metas = best(lambda: mailboxes.metadata(box.id, UidSet.all(), Field.HEADERS, three))
     assert sum(1 for m in metas if dict(m.headers).get("subject")) > count * 0.99
-    report("three header fields 1:*", heads_s, "(all nine normalised fields, parsed cache)")
+    report("three header fields 1:*", heads_s, "(From, Subject, Date from the parsed cache)")
+    all_s, _ = best(lambda: mailboxes.metadata(box.id, UidSet.all(), Field.HEADERS), runs=2)
+    report("all nine header fields 1:*", all_s)
 
     subject_hits = next(m for m in MARKERS if m.word == SUBJECT_WORD).hits(count)
     body_hits = next(m for m in MARKERS if m.word == BODY_WORD).hits(count)
@@ -150,10 +153,12 @@ def run(store: Store, count: int) -> None:
     report("flag change 1:1000", min(times))
 
     mark = mailboxes.status(box.id).highestmodseq
+    targets = mailboxes.metadata(box.id, UidSet.of([(uids[1000], uids[1999])]))
     start = time.perf_counter()
-    for uid in uids[1000:2000]:
-        mailboxes.store_flags(box.id, UidSet.from_uids([uid]),
-                              FlagChange(FlagMode.ADD, Flag.ANSWERED))
+    for meta in targets:  # each flips \Answered, so a kept store changes again next run
+        mode = FlagMode.REMOVE if meta.flags & Flag.ANSWERED else FlagMode.ADD
+        mailboxes.store_flags(box.id, UidSet.from_uids([meta.uid]),
+                              FlagChange(mode, Flag.ANSWERED))
     print(f"(1,000 single flag changes, one transaction each: "
           f"{time.perf_counter() - start:.1f} s)")
     since_s, changes = best(lambda: mailboxes.changes_since(box.id, mark))

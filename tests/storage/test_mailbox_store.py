@@ -207,6 +207,10 @@ class TestStatusAndMetadata:
             inbox(store), UidSet.all(), Field.HEADERS | Field.STRUCTURE)
         assert dict(first.headers)["from"] == "Jürgen <j@remote.test>"
         assert dict(first.headers)["subject"] == "Quarterly report"
+        (chosen,) = store.mailboxes.metadata(inbox(store), UidSet.from_uids([1]),
+                                             Field.HEADERS, ("Subject", "Date"))
+        assert chosen.headers == (("subject", "Quarterly report"),
+                                  ("date", "Mon, 30 Nov 2026 10:00:00 +0000"))
         assert second.structure is not None
         root = mime_codec.loads(second.structure).root
         _text, image = root.children

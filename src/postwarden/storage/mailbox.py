@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from postwarden.storage.interfaces import BlobRef, StoreError
 
@@ -148,8 +148,18 @@ class BlobHandle:
     lines: int
 
 
-@dataclass(frozen=True, slots=True)
-class MessageMeta:
+HEADER_NAMES = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
+                "references")
+
+
+class MessageMeta(NamedTuple):
+    """One message's metadata, as ``metadata`` returns it for every message asked.
+
+    A NamedTuple, not the house's frozen dataclass: it is made 100,000 times
+    for FETCH 1:*, and a frozen dataclass's ``__init__`` costs three times
+    as much (0.16 s against 0.05 s per 100,000 here). Immutable all the same.
+    """
+
     uid: int
     flags: Flag
     keywords: frozenset[str]
@@ -347,8 +357,10 @@ class MailboxStore(Protocol):
 
     def status(self, mailbox_id: int) -> MailboxStatus: ...
     def uids(self, mailbox_id: int) -> array[int]: ...
-    def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE
-                 ) -> list[MessageMeta]: ...
+    # ``header_names``: which of the parsed cache's fields (lower-case names,
+    # see ``HEADER_NAMES``) HEADERS should bring; all of them by default.
+    def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE,
+                 header_names: Sequence[str] | None = None) -> list[MessageMeta]: ...
     def store_flags(self, mailbox_id: int, uids: UidSet, change: FlagChange) -> FlagResult: ...
     def expunge(self, mailbox_id: int, uids: UidSet | None = None, *,
                 deleted_only: bool = True) -> list[Expunged]: ...

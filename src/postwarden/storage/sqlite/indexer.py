@@ -15,12 +15,11 @@ from collections.abc import Iterator
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, MimePart, parse_message
+from postwarden.storage.mailbox import HEADER_NAMES
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
 
 # The parsed cache's header columns and the field names they hold, in order.
-HEADER_NAMES = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
-                "references")
 HEADER_COLUMNS = ("from_", "to_", "cc", "bcc", "subject", "date", "message_id", "in_reply_to",
                   "refs")
 MAX_TEXT = 1 << 20  # characters of body text indexed per message

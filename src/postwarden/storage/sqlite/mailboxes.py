@@ -18,6 +18,7 @@ from typing import Any
 from postwarden.storage.interfaces import AlreadyExists, BlobRef, NotFound, StoreError
 from postwarden.storage.mailbox import (
     DELIMITER,
+    HEADER_NAMES,
     INBOX,
     NO_FLAGS,
     Appended,
@@ -43,7 +44,7 @@ from postwarden.storage.mailbox import (
 )
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
-from postwarden.storage.sqlite.indexer import HEADER_COLUMNS, HEADER_NAMES, Indexer
+from postwarden.storage.sqlite.indexer import HEADER_COLUMNS, Indexer
 from postwarden.storage.sqlite.search import KeywordName, compile_query
 
 SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -54,7 +55,7 @@ SPECIAL_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("Junk", "\\Junk"),
     ("Archive", "\\Archive"),
 )
-_FLAGS = tuple(Flag(i) for i in range(32))  # Flag(n) is slow; 100,000 of them add up
+_FLAGS = tuple(Flag(i) for i in range(32))  # every combination; Flag(n) is slow per row
 _NO_KEYWORDS: frozenset[str] = frozenset()
 MAX_KEYWORDS = 63  # keyword bits per mailbox (one signed 64-bit integer)
 MAX_NAME_LENGTH = 1000  # octets of a mailbox path
@@ -250,12 +251,13 @@ class SqliteMailboxes:
                 self._uid_cache[mailbox_id] = (row[0], row[1], uids)
         return uids
 
-    def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE
-                 ) -> list[MessageMeta]:
+    def metadata(self, mailbox_id: int, uids: UidSet, fields: Field = Field.NONE,
+                 header_names: Sequence[str] | None = None) -> list[MessageMeta]:
         """The chosen fields for the messages in ``uids``, ascending.
 
-        Only the tables the fields need are joined: flags alone read the
-        narrow message rows, headers the parsed cache, never the files.
+        Only the tables and columns the fields need are read: flags alone
+        come from the narrow message rows, headers from the parsed cache,
+        never from the files.
         """
         db = self._db.conn
         names = _keyword_names(db, mailbox_id)
@@ -264,6 +266,8 @@ class SqliteMailboxes:
         want_structure = bool(fields & Field.STRUCTURE)
         if want_headers or want_structure:
             self._indexer.index_mailbox(mailbox_id)
+        wanted = tuple(HEADER_NAMES if header_names is None else
+                       [n for n in HEADER_NAMES if n in {h.lower() for h in header_names}])
         columns = "m.uid, m.flags, m.keywords, m.modseq, m.internaldate"
         joins = ""
         if want_blob:
@@ -273,25 +277,39 @@ class SqliteMailboxes:
             joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
         if want_structure:
             columns += ", p.structure"
-        if want_headers:
-            columns += ", " + ", ".join(f"p.{c}" for c in HEADER_COLUMNS)
+        if want_headers and wanted:
+            columns += ", " + ", ".join(f"p.{HEADER_COLUMNS[HEADER_NAMES.index(n)]}"
+                                        for n in wanted)
         at = 10 if want_blob else 5
+        plain = at == 5 and not want_headers and not want_structure
         out: list[MessageMeta] = []
-        append = out.append
         for where, params in _uid_clauses(uids):
-            for r in db.execute(
+            rows = db.execute(
                 f"SELECT {columns} FROM messages m{joins} WHERE m.mailbox_id = ? AND ({where})"
                 " ORDER BY m.uid", (mailbox_id, *params)
-            ):
-                flags = _FLAGS[r[1]] if r[1] < len(_FLAGS) else Flag(r[1])
+            ).fetchall()
+            if plain and not names:  # the FETCH 1:* (UID FLAGS) case, kept tight
+                out += [MessageMeta(r[0], _FLAGS[r[1]], _NO_KEYWORDS, r[3], r[4]) for r in rows]
+                continue
+            if want_headers and not (want_blob or want_structure or names):  # and headers
+                out += [MessageMeta(
+                    r[0], _FLAGS[r[1]], _NO_KEYWORDS, r[3], r[4], None,
+                    tuple([(n, v) for n, v in zip(wanted, r[5:], strict=True) if v])
+                ) for r in rows]
+                continue
+            for r in rows:
+                flags = _FLAGS[r[1]]
                 keywords = _keywords(r[2], names) if r[2] else _NO_KEYWORDS
-                if at == 5 and not want_headers and not want_structure:
-                    append(MessageMeta(r[0], flags, keywords, r[3], r[4]))
+                if plain:
+                    out.append(MessageMeta(r[0], flags, keywords, r[3], r[4]))
                     continue
                 blob = BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None
                 structure = r[at] if want_structure else None
-                headers = _headers(r[at + want_structure:]) if want_headers else ()
-                append(MessageMeta(r[0], flags, keywords, r[3], r[4], blob, headers, structure))
+                headers = (tuple([(n, v) for n, v in zip(wanted, r[at + want_structure:],
+                                                         strict=True) if v])
+                           if want_headers else ())
+                out.append(MessageMeta(r[0], flags, keywords, r[3], r[4], blob, headers,
+                                       structure))
         return out
 
     def changes_since(self, mailbox_id: int, modseq: int) -> Changes:

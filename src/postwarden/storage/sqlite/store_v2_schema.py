@@ -83,7 +83,6 @@ CREATE TABLE maildrop_locks (
 );
 CREATE TABLE parsed (
     blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
-    structure BLOB NOT NULL,
     from_ TEXT,
     to_ TEXT,
     cc TEXT,
@@ -92,7 +91,8 @@ CREATE TABLE parsed (
     date TEXT,
     message_id TEXT,
     in_reply_to TEXT,
-    refs TEXT
+    refs TEXT,
+    structure BLOB NOT NULL  -- last: the short fields before it stay on the row's first page
 );
 CREATE VIRTUAL TABLE body_index USING fts5(
     body, content='', detail=none, tokenize='unicode61 remove_diacritics 2'
