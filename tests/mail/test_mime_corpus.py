@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 
 import pytest
+from fetchshape import imaplib_shape
+from imapclient.response_parser import parse_fetch_response
 
 from postwarden.mail.mime import MessageStructure, MimePart, parse_message
 from postwarden.mail.mime_decode import decode_body, extract_text
@@ -153,3 +155,33 @@ def test_part_slices_agree_with_the_email_package(name: str) -> None:
     """Each leaf's byte slice, decoded, is the payload the email package finds."""
     data = load(name)
     _compare(parse_message(data).root, email.message_from_bytes(data), data)
+
+
+def _count_leaves(body: tuple[object, ...]) -> int:
+    if isinstance(body[0], list):  # multipart: a list of parts, then the subtype
+        return sum(_count_leaves(tuple(part)) for part in body[0])
+    return 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_real_client_parses_our_fetch_response(name: str) -> None:
+    """imapclient's response parser reads our ENVELOPE and BODYSTRUCTURE back."""
+    structure = parse_message(load(name))
+    response = (b"7 (ENVELOPE " + envelope(structure.envelope) + b" BODYSTRUCTURE "
+                + bodystructure(structure) + b" BODY " + body_plain(structure) + b")")
+    parsed = parse_fetch_response(imaplib_shape(response))[7]
+    env = parsed[b"ENVELOPE"]
+    subject = structure.envelope.subject
+    assert env.subject == (None if subject is None else subject.encode("utf-8", "surrogateescape"))
+    assert len(env.from_ or ()) == len(structure.envelope.from_)
+    bs = parsed[b"BODYSTRUCTURE"]
+    assert bs.is_multipart == structure.root.is_multipart
+    assert _count_leaves(tuple(bs)) == _count_leaves(tuple(parsed[b"BODY"])) == _leaves(
+        structure.root)
+
+
+def _leaves(part: MimePart) -> int:
+    """Parts that are not multipart (an attached message counts once)."""
+    if part.is_multipart:
+        return sum(_leaves(child) for child in part.children)
+    return 1

@@ -10,8 +10,10 @@ from __future__ import annotations
 import tracemalloc
 from dataclasses import dataclass
 
+from fetchshape import imaplib_shape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imapclient.response_parser import parse_fetch_response
 
 from postwarden.mail.mime import MessageStructure, MimeLimits, MimeParser, MimePart, parse_message
 from postwarden.mail.mime_codec import dumps, loads
@@ -135,9 +137,12 @@ def _survives(data: bytes, cuts: list[int]) -> None:
     assert structure.size == len(data)
     _valid(structure.root, 0, len(data))
     assert loads(dumps(structure)) == structure
-    assert bodystructure(structure).startswith(b"(")
-    assert body_plain(structure).startswith(b"(")
-    assert envelope(structure.envelope).startswith(b"(")
+    for utf8 in (False, True):  # well-formed IMAP, as a real client's parser reads it
+        response = (b"1 (ENVELOPE " + envelope(structure.envelope, utf8=utf8)
+                    + b" BODYSTRUCTURE " + bodystructure(structure, utf8=utf8)
+                    + b" BODY " + body_plain(structure, utf8=utf8) + b")")
+        parsed = parse_fetch_response(imaplib_shape(response))[1]
+        assert {b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"} <= parsed.keys()
 
 
 _NOISE = st.lists(st.sampled_from([
