@@ -27,7 +27,7 @@ MAX_DRIPS = 60  # 15 s: far past TIMEOUT, so a per-read timeout never fires
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("slow"), limits={
         "command_timeout_seconds": TIMEOUT, "data_timeout_seconds": TIMEOUT,
-        "data_min_rate": 1000,
+        "data_min_rate": 1000, "handshake_timeout_seconds": 1,
     })
     srv.add_user(f"bob@{DOMAIN}")
     srv.start()
@@ -104,6 +104,30 @@ class TestSMTP:
         sock.sendall(b"BDAT 100000 LAST\r\n")
         assert drip_until_answered(sock) == R.TIMEOUT.encode()
         assert_closed(sock)
+
+
+def assert_closed_without_a_word(sock: socket.socket) -> None:
+    """Silent after the go-ahead to start TLS: the server hangs up within the
+    handshake deadline (the bound here is far above it)."""
+    readable, _, _ = select.select([sock], [], [], TIMEOUT * 5)
+    assert readable, "the server waited on a silent TLS handshake"
+    assert_closed(sock)
+
+
+class TestTLSHandshake:
+    def test_silent_after_starttls(self, server: ServerProcess) -> None:
+        """STARTTLS, 220, then no ClientHello: closed after handshake_timeout_seconds."""
+        sock = connect(server, "smtp", b"220 ")
+        assert smtp_command(sock, b"EHLO slow.test").startswith(b"250-")
+        assert smtp_command(sock, b"STARTTLS") == R.READY_TLS.encode()
+        assert_closed_without_a_word(sock)
+
+    def test_silent_after_stls(self, server: ServerProcess) -> None:
+        """STLS, +OK, then no ClientHello: closed the same way."""
+        sock = connect(server, "pop3", b"+OK ")
+        sock.sendall(b"STLS\r\n")
+        assert sock.recv(1000) == b"+OK Begin TLS negotiation now\r\n"
+        assert_closed_without_a_word(sock)
 
 
 class TestPOP3:

@@ -240,7 +240,9 @@ class _Session:
         assert self.services.tls is not None
         await drop_plaintext(self.reader, self.writer)
         self.writer.write(self.machine.data_to_send())
-        await self.writer.start_tls(self.services.tls, ssl_handshake_timeout=self.timeout)
+        await self.writer.start_tls(
+            self.services.tls,
+            ssl_handshake_timeout=self.services.cfg.limits.handshake_timeout_seconds)
         self.machine.send(TLSStarted(
             plaintext_auth_allowed(self.services.cfg.auth, self.peer, tls_active=True)
         ))

@@ -343,7 +343,8 @@ class SMTPConnection:
         if dropped:
             log.info(kv("smtp starttls-dropped", ip=self.peer.client_ip, octets=dropped))
         self.writer.write(self.machine.data_to_send())
-        await self.writer.start_tls(self.s.tls)
+        await self.writer.start_tls(
+            self.s.tls, ssl_handshake_timeout=self.s.cfg.limits.handshake_timeout_seconds)
         self.tls = True
         self._end_transaction("reset")
         self.machine.tls_started()  # forgets EHLO and the login (RFC 3207 §4.2)
