@@ -60,7 +60,7 @@ class App:
                                 flood_per_minute=limits.auth_flood_failures_per_minute,
                                 failure_delay=limits.auth_failure_delay_seconds)
         hashes = HashPool(limits.auth_workers, limits.auth_queue_timeout_seconds)
-        self.auth = Authenticator(self.aio, throttle, hashes)
+        self.auth = Authenticator(self.aio, throttle, hashes, limits.auth_cache_entries)
         recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,

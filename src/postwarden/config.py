@@ -89,6 +89,7 @@ class LimitsConfig:
     auth_queue_timeout_seconds: int = 5
     auth_flood_failures_per_minute: int = 60
     auth_failure_delay_seconds: int = 2
+    auth_cache_entries: int = 10000  # verified logins remembered (no argon2 on a repeat login)
     max_bad_commands: int = 10
     rcpt_error_soft_limit: int = 10  # refused RCPTs per session before replies slow down
     rcpt_error_hard_limit: int = 20  # refused RCPTs per session before 421

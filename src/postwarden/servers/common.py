@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import hashlib
+import hmac
 import ipaddress
 import math
+import os
 import socket
 import time
 from collections import Counter
@@ -174,13 +177,23 @@ class Authenticator:
     queue ahead of a client with a clean record; unknown users cost the same
     time as wrong passwords, and failures are counted per client IP and per
     account.
+
+    A verified login is remembered (as Dovecot's auth_cache): a keyed hash
+    of the password with the stored hash it matched, so a mail client that
+    logs in every few minutes does not pay argon2 each time. The entry only
+    counts while the account's stored hash is the same one: a password
+    change (or removal) makes it worthless at once. The key lives in memory
+    only, so the cache reveals nothing if read.
     """
 
     def __init__(self, directory: AsyncDirectory, throttle: AuthThrottle,
-                 hashes: HashPool | None = None) -> None:
+                 hashes: HashPool | None = None, cache_entries: int = 10000) -> None:
         self.directory = directory
         self.throttle = throttle
         self.hashes = hashes or HashPool(workers=1, queue_timeout=5.0)
+        self.cache_entries = cache_entries
+        self._key = os.urandom(32)
+        self._verified: dict[str, tuple[bytes, str]] = {}  # user -> (keyed digest, stored hash)
 
     async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         """Returns the result and the canonical account name (lower-case key)."""
@@ -193,11 +206,23 @@ class Authenticator:
             await asyncio.sleep(delay)
         account = await self.directory.get_account(user) if "@" in user else None
         stored = account.password_hash if account else None
-        try:
-            ok = await self.hashes.run(self.throttle.priority(ip, time.monotonic()),
-                                       verify_password, stored, password)
-        except HashPoolBusy:
-            return LoginResult.BUSY, ""
+        digest = hmac.new(self._key, password.encode("utf-8", "surrogatepass"),
+                          hashlib.sha256).digest()
+        cached = self._verified.get(user)
+        if (cached is not None and stored is not None and cached[1] == stored
+                and hmac.compare_digest(cached[0], digest)):
+            ok = True
+        else:
+            self._verified.pop(user, None)
+            try:
+                ok = await self.hashes.run(self.throttle.priority(ip, time.monotonic()),
+                                           verify_password, stored, password)
+            except HashPoolBusy:
+                return LoginResult.BUSY, ""
+            if ok and stored is not None:
+                if len(self._verified) >= self.cache_entries:
+                    del self._verified[next(iter(self._verified))]  # the oldest
+                self._verified[user] = (digest, stored)
         if ok and account is not None:
             self.throttle.record_success(ip, user, time.monotonic())
             return LoginResult.OK, account.address
