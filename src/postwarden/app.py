@@ -22,6 +22,7 @@ from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.servers.gate import Door, Gate, Handler, bind
 from postwarden.servers.hashing import HashPool
+from postwarden.servers.imap import IMAPServer
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
@@ -76,13 +77,16 @@ class App:
         self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from)
         smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls)
         mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
-                                  self.auth, self.tls)
+                                  self.auth, self.tls, self.store.changes, self.intake)
         self.smtp_servers = {
             kind: SMTPServer(smtp, kind, self.shutdown)
             for kind in ("smtp", "submission", "submissions")
         }
         self.pop3_servers = {
             kind: POP3Server(mailbox, implicit_tls=kind == "pop3s") for kind in ("pop3", "pop3s")
+        }
+        self.imap_servers = {
+            kind: IMAPServer(mailbox, implicit_tls=kind == "imaps") for kind in ("imap", "imaps")
         }
         self.bound: list[tuple[str, str, int]] = []
 
@@ -98,6 +102,8 @@ class App:
             return self.smtp_servers[kind].handle
         if kind in self.pop3_servers:
             return self.pop3_servers[kind].handle
+        if kind in self.imap_servers:
+            return self.imap_servers[kind].handle
         return None
 
     def _door(self, kind: str) -> Door:

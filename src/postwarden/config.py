@@ -116,6 +116,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IMAPConfig:
+    """``[imap]``: sizes the IMAP machine holds, and how long sessions may sit idle."""
+
+    max_line_length: int = 65536  # one command line
+    max_literal_size: int = 65536  # a literal other than APPEND's message
+    max_command_size: int = 262144  # a whole command, lines and literals
+    max_append_size: int = 26214400  # APPEND's message (advertised as APPENDLIMIT)
+    autologout_seconds: int = 1800  # a logged-in session silent this long gets BYE (RFC 9051)
+    idle_seconds: int = 1740  # the longest IDLE (RFC 2177: clients renew every 29 minutes)
+    idle_poll_ms: int = 30000  # IDLE also checks the mailbox this often (a lost change hint)
+    max_sessions_per_user: int = 50  # logged-in sessions of one user, both listeners
+    max_sessions_per_ip: int = 100  # logged-in sessions from one client address
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     smarthost: HostPort | None = None
     mx_port: int = 25
@@ -174,6 +189,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     routes: tuple[Route, ...] = ()
     storage: StorageConfig = field(default_factory=StorageConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
 
     @property
     def database(self) -> Path:
@@ -321,6 +337,17 @@ def _limits(t: _Table) -> LimitsConfig:
     return limits
 
 
+def _imap(t: _Table) -> IMAPConfig:
+    d = IMAPConfig()
+    imap = IMAPConfig(
+        **{name: _positive(t, name, getattr(d, name)) for name in IMAPConfig.__slots__}
+    )
+    t.finish()
+    if imap.max_line_length < 8192:
+        raise ConfigError(f"{t.key('max_line_length')}: at least 8192 (RFC 7162 §4)")
+    return imap
+
+
 def _delivery(t: _Table) -> DeliveryConfig:
     d = DeliveryConfig()
     smarthost = t.get("smarthost", str, "")
@@ -387,7 +414,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     if not hostname:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
-    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage")
+    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -415,6 +442,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         dns=dns,
         routes=routes,
         storage=_storage(_Table(sections["storage"], "storage")),
+        imap=_imap(_Table(sections["imap"], "imap")),
     )
 
 
@@ -497,4 +525,15 @@ backend = "sqlite"
 blobs = "files"
 blob_grace_seconds = 86400   # released message files are deleted this long after
 index_batch = 200            # messages parsed and indexed per idle step
+
+[imap]
+max_line_length = 65536      # one command line (at least 8192)
+max_literal_size = 65536     # a literal other than APPEND's message
+max_command_size = 262144    # a whole command, lines and literals
+max_append_size = 26214400   # APPEND's message (APPENDLIMIT)
+autologout_seconds = 1800    # a silent logged-in session gets BYE
+idle_seconds = 1740          # the longest IDLE
+idle_poll_ms = 30000         # IDLE also checks the mailbox this often
+max_sessions_per_user = 50
+max_sessions_per_ip = 100
 """

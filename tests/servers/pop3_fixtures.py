@@ -142,7 +142,7 @@ class POP3Harness:
             limits.auth_failures_per_ip, limits.auth_failure_window_seconds))
         tls = server_context(self.cfg.tls.cert, self.cfg.tls.key)
         self.server = ServerThread(MailboxServices(
-            self.cfg, store.directory, store.mailboxes, store.blobs, auth, tls
+            self.cfg, store.directory, store.mailboxes, store.blobs, auth, tls, store.changes
         ))
 
     def stop(self) -> None:

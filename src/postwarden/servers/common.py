@@ -195,6 +195,15 @@ class Authenticator:
         self._key = os.urandom(32)
         self._verified: dict[str, tuple[bytes, str]] = {}  # user -> (keyed digest, stored hash)
 
+    async def login_as(self, ip: str, authzid: str, username: str, password: str
+                       ) -> tuple[LoginResult, str]:
+        """A SASL login: the authorization identity, if given, must be the user itself
+        (no logging in as somebody else)."""
+        wanted = authzid.strip().lower()
+        if wanted and wanted != username.strip().lower():
+            return LoginResult.FAILED, ""
+        return await self.login(ip, username, password)
+
     async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         """Returns the result and the canonical account name (lower-case key)."""
         user = username.strip().lower()

@@ -9,6 +9,7 @@ from postwarden.config import Config
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.servers.common import Authenticator, ConnectionLimiter
+from postwarden.storage.events import ChangeFeed
 from postwarden.storage.interfaces import BlobStore, Directory
 from postwarden.storage.mailbox import MailboxStore
 
@@ -24,7 +25,7 @@ class SMTPServices:
 
 @dataclass(frozen=True, slots=True)
 class MailboxServices:
-    """For POP3 and IMAP: mailbox reads/writes, never the intake or the queue."""
+    """For POP3 and IMAP: mailbox reads/writes, and the intake only for IMAP APPEND."""
 
     cfg: Config
     directory: Directory
@@ -32,6 +33,8 @@ class MailboxServices:
     blobs: BlobStore
     auth: Authenticator
     tls: ssl.SSLContext | None
+    changes: ChangeFeed  # IMAP IDLE and NOOP hear of mailbox changes here
+    intake: Intake | None = None  # IMAP APPEND's door into the store (None: APPEND refused)
 
 
 @dataclass(frozen=True, slots=True)
