@@ -77,7 +77,8 @@ def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = (
     )
     text, n = re.subn(r"(?ms)^\[listen\].*?(?=^\[)", listen + "\n", text)
     assert n == 1, "init wrote no [listen] table"
-    for key in ("max_connections", "max_connections_per_ip", "max_connections_smtp"):
+    for key in ("max_connections", "max_connections_per_ip", "max_connections_smtp",
+                "max_connections_imap", "max_sessions_per_user", "max_sessions_per_ip"):
         text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {max_connections}", text)
         assert n == 1, f"init wrote no {key}"
     cfg.write_text(text, encoding="utf-8")

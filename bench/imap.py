@@ -143,8 +143,8 @@ def stop_dovecot_service() -> None:
 def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace) -> Target:
     """``postwarden serve`` with SMTP and IMAP on loopback, the corpus delivered over SMTP.
 
-    When IMAP lands, raise here whatever per-user/per-IP session limit it adds
-    to at least ``args.idle + 50``, like ``max_connections`` below.
+    ``max_connections`` (``args.idle + 100``) also raises the IMAP connection
+    budget and the per-user and per-IP session limits (``make_config``).
     """
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-imap-")))
     server = start_postwarden(root, max_connections=args.idle + 100,
