@@ -99,6 +99,7 @@ class LimitsConfig:
     max_header_size: int = 102400  # octets of one message's header section
     data_min_rate: int = 500  # octets/s a message body must keep up, past data_timeout_seconds
     shutdown_grace_seconds: int = 30
+    maildrop_lock_seconds: int = 3600  # a POP3 lock left by a dead server runs out after this
     mime_max_parts: int = 1000  # MIME parts parsed per message; the rest is opaque
     mime_max_depth: int = 50  # nested multiparts / attached messages parsed
     mime_max_header_bytes: int = 65536  # header octets kept per part

@@ -63,9 +63,6 @@ READ_SIZE = 64 * 1024  # from the socket, per read
 CHUNK_SIZE = 256 * 1024  # from a message file, per read: bounds memory per session
 INLINE_READ_LIMIT = 64 * 1024  # messages up to this size are read without a thread hop
 CLOSE_TIMEOUT = 5.0
-# How long a maildrop lock outlives a server that died holding it. Sessions
-# end long before (command timeout), and each takes the lock afresh.
-MAILDROP_LOCK_SECONDS = 3600
 
 
 def _kv(value: str) -> str:
@@ -180,9 +177,13 @@ class _Session:
                                     self.lock_owner)
 
     def lock(self, account: str) -> None:
-        """RFC 1939's exclusive access: one session per maildrop, across processes."""
-        self.services.mailboxes.lock_maildrop(account, self.lock_owner,
-                                              time.time() + MAILDROP_LOCK_SECONDS)
+        """RFC 1939's exclusive access: one session per maildrop, across processes.
+
+        The lock outlives a server that dies holding it by
+        ``maildrop_lock_seconds``; a live session ends long before that.
+        """
+        lease = self.services.cfg.limits.maildrop_lock_seconds
+        self.services.mailboxes.lock_maildrop(account, self.lock_owner, time.time() + lease)
 
     async def run(self) -> None:
         try:

@@ -23,7 +23,7 @@ def open_store(cfg: Config) -> Store:
     """The synchronous store for ``[storage] backend`` (checked when the config loaded)."""
     match cfg.storage.backend:
         case "sqlite":
-            return SqliteStore(cfg.data_dir)
+            return SqliteStore(cfg.data_dir, cfg.limits.mime)
         case other:
             raise ValueError(f"unknown storage backend {other!r}")
 

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 
 from postwarden.mail import mime_codec
-from postwarden.mail.mime import MessageStructure, MimePart, parse_message
+from postwarden.mail.mime import MessageStructure, MimeLimits, MimePart, parse_message
 from postwarden.storage.mailbox import HEADER_NAMES
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
@@ -27,9 +27,10 @@ INDEXED, UNREADABLE = 1, 2  # blobs.indexed values (0: not yet)
 
 
 class Indexer:
-    def __init__(self, db: Database, blobs: BlobFiles) -> None:
+    def __init__(self, db: Database, blobs: BlobFiles, limits: MimeLimits | None = None) -> None:
         self._db = db
         self._blobs = blobs
+        self._limits = limits
         self._last_seen = 0  # the newest blob id at the previous idle step
 
     def idle_step(self, limit: int) -> int:
@@ -80,7 +81,7 @@ class Indexer:
             data = self._blobs.read_blob(name)
         except OSError:
             return None, ""
-        structure = parse_message(data)
+        structure = parse_message(data, self._limits)
         return structure, "\n".join(_texts(data, structure.root))[:MAX_TEXT]
 
 

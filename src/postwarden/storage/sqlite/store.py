@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from postwarden.mail.mime import MimeLimits
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.changes import SqliteChanges
 from postwarden.storage.sqlite.db import Database
@@ -21,13 +22,13 @@ from postwarden.storage.sqlite.queue import SqliteQueue
 class SqliteStore:
     """Opens (and migrates) the database in ``data_dir`` and builds every part on it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, mime_limits: MimeLimits | None = None) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(data_dir / "postwarden.sqlite3")
         self.blobs = BlobFiles(self.db, data_dir / "messages")
         self.db.migrate()
-        self.indexer = Indexer(self.db, self.blobs)
+        self.indexer = Indexer(self.db, self.blobs, mime_limits)
         self.mailboxes = SqliteMailboxes(self.db, self.blobs, self.indexer)
         self.directory = SqliteDirectory(self.db, self.mailboxes)
         self.queue = SqliteQueue(self.db, self.blobs)
