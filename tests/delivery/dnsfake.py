@@ -38,7 +38,10 @@ class _UDP(asyncio.DatagramProtocol):
 
 
 class DNSServer:
-    """``records`` maps (name, type) to rdata texts, e.g. ("a.test", "MX"): ["10 mx.a.test."]."""
+    """``records`` maps (name, type) to rdata texts, e.g. ("a.test", "MX"): ["10 mx.a.test."].
+
+    A name with a ("name", "SERVFAIL") entry is answered with SERVFAIL.
+    """
 
     def __init__(self, records: Records) -> None:
         self.records = {(n.lower().rstrip("."), t.upper()): v for (n, t), v in records.items()}
@@ -56,7 +59,9 @@ class DNSServer:
         name = question.name.to_text(omit_final_dot=True).lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
-        if name not in self.names:
+        if (name, "SERVFAIL") in self.records:  # a broken zone: the server cannot answer
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif name not in self.names:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif rdatas := self.records.get((name, rdtype)):
             response.answer.append(

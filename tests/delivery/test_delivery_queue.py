@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,23 @@ class TestFailures:
         assert groups[1]["Status"] == "5.4.7"
         assert groups[1]["Diagnostic-Code"] == f"smtp; {TRY_LATER}"
 
+    async def test_forced_retries_keep_the_schedule(
+        self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
+    ) -> None:
+        """`queue retry` twice while the peer still says 451: the next scheduled
+        attempt stays where the first failure put it (it moved 58 s -> 29 min)."""
+        peer = await start_peer(on_rcpt=lambda _: TRY_LATER)
+        world = await make_world(delivery={"smarthost": f"127.0.0.1:{peer.port}",
+                                           "retry_intervals": ["5m", "10m", "30m"]})
+        accepted = await world.submit("bob@one.test")
+        await world.until(attempts(world, accepted.queue_id, 1))
+        scheduled = _next(world, accepted.queue_id)
+        for forced in (2, 3):
+            world.store.queue.retry_now(accepted.queue_id, time.time())
+            world.manager.wake()  # type: ignore[union-attr]
+            await world.until(attempts(world, accepted.queue_id, forced))
+            assert _next(world, accepted.queue_id) == scheduled
+
     async def test_delay_notice_is_sent_once(
         self, make_world: MakeWorld, start_peer: Callable[..., Awaitable[Peer]]
     ) -> None:
@@ -523,6 +541,12 @@ class TestFailures:
         _, groups = _status(world)
         assert len(groups) == 2
         assert groups[1]["Final-Recipient"] == "rfc822; bad@one.test"
+
+
+def _next(world: World, queue_id: str) -> float:
+    msg = world.queued(queue_id)
+    assert msg is not None
+    return msg.recipients[0].next_attempt
 
 
 def test_email_parses_reports_with_compat32() -> None:

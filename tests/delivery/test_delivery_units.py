@@ -24,7 +24,7 @@ from postwarden.delivery.reports import (
     status_of,
 )
 from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
-from postwarden.policy.retry import retry_delay
+from postwarden.policy.retry import next_retry, retry_delay
 from postwarden.policy.routing import HopKind, next_hop
 from postwarden.storage.interfaces import QueuedMessage, QueueRecipient, RecipientState
 
@@ -67,6 +67,14 @@ class TestRetrySchedule:
     def test_last_interval_repeats(self) -> None:
         """Attempts past the table reuse its last interval."""
         assert [retry_delay(n, (5, 10, 30)) for n in (1, 2, 3, 4, 9)] == [5, 10, 30, 30, 30]
+
+    def test_schedule_counts_from_arrival_so_forced_attempts_keep_it(self) -> None:
+        """Arrival + 5, + 10, + 30, then every 30: a failure at any time in between
+        (a `queue retry`) leaves the next attempt where the schedule put it."""
+        intervals = (5, 10, 30)
+        times = (0, 1, 4.9, 5, 14, 15, 44, 45, 46, 100)
+        assert [next_retry(1000, 1000 + t, intervals) - 1000 for t in times] == [
+            5, 5, 5, 15, 15, 45, 45, 75, 75, 105]
 
 
 class TestReports:
@@ -182,6 +190,7 @@ async def dns() -> AsyncIterator[DNSServer]:
         ("null.test", "MX"): ["0 ."],
         ("dangling.test", "MX"): ["10 nowhere.test."],
         ("empty.test", "TXT"): ['"v=spf1 -all"'],
+        ("broken.test", "SERVFAIL"): [],
     })
     await server.start()
     yield server
@@ -222,6 +231,16 @@ class TestResolver:
             await self._resolver(dns).hops(next_hop(domain, (), None, 2525))
         assert info.value.permanent is permanent
         assert info.value.reply.startswith(status)
+
+    async def test_dns_failure_is_one_short_line(self, dns: DNSServer) -> None:
+        """A failing lookup is a temporary error with a short reason, not dnspython's
+        report of every name server (which ran to 900 characters in the queue)."""
+        with pytest.raises(ResolveError) as info:
+            await self._resolver(dns).hops(next_hop("broken.test", (), None, 2525))
+        assert info.value.permanent is False
+        assert info.value.reply == (
+            "451 4.4.3 DNS lookup of broken.test failed:"
+            " no name server answered (SERVFAIL or refused)")
 
     async def test_route_host_names_resolve_through_the_configured_dns(
         self, dns: DNSServer

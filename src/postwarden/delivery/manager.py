@@ -47,7 +47,7 @@ from postwarden.delivery.reports import Action, RecipientReport, permanent_statu
 from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
 from postwarden.intake.accept import Intake
 from postwarden.log import kv
-from postwarden.policy.retry import retry_delay
+from postwarden.policy.retry import next_retry
 from postwarden.policy.routing import NextHop, next_hop
 from postwarden.storage.boundary import AsyncBlobs, AsyncQueue
 from postwarden.storage.interfaces import (
@@ -332,7 +332,7 @@ class QueueManager:
                         res.reply, res.remote_mta, now,
                     )
             else:
-                when = now + retry_delay(rcpt.attempts + 1, self._d.retry_intervals)
+                when = next_retry(msg.created, now, self._d.retry_intervals)
                 deferred.append((rcpt.id, res.reply, res.remote_mta, when))
                 if delay_notice and wants(rcpt, "DELAY"):
                     report = RecipientReport(

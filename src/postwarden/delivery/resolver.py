@@ -48,6 +48,18 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def dns_reason(exc: dns.exception.DNSException) -> str:
+    """A short reason for the queue and the log: dnspython's own text lists every
+    name server's answer and runs to hundreds of characters."""
+    match exc:
+        case dns.resolver.LifetimeTimeout():
+            return "timed out"
+        case dns.resolver.NoNameservers():
+            return "no name server answered (SERVFAIL or refused)"
+        case _:
+            return (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+
+
 class MXResolver:
     def __init__(self, nameservers: Sequence[HostPort], mx_port: int, timeout: float) -> None:
         if nameservers:
@@ -87,7 +99,8 @@ class MXResolver:
         except dns.resolver.NoAnswer:
             answer = None
         except dns.exception.DNSException as exc:
-            raise ResolveError(f"451 4.4.3 DNS lookup of {domain} failed: {exc}", False) from None
+            raise ResolveError(f"451 4.4.3 DNS lookup of {domain} failed: {dns_reason(exc)}",
+                               False) from None
         if answer is None:  # RFC 5321 §5.1: no MX, the domain itself is the host
             addresses = await self._addresses(domain)
             if not addresses:
