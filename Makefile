@@ -6,17 +6,22 @@ CONFIG ?= postwarden.toml
 
 .PHONY: run test lint venv clean
 
+# Serving needs only the package; the test tools come with `make test`.
 $(BIN)/postwarden: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/pytest: $(BIN)/postwarden
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-venv: $(BIN)/postwarden
+venv: $(BIN)/pytest
 
-run: venv
+run: $(BIN)/postwarden
 	@test -f $(CONFIG) || $(BIN)/postwarden -c $(CONFIG) init --hostname mail.example.test --domain example.test --demo-user
 	@echo "Demo login: demo@example.test / demo-password (see README.md, 'Try it')"
+	@echo "The postwarden command: $(abspath $(BIN)/postwarden)"
 	$(BIN)/postwarden -c $(CONFIG) serve
 
 lint: venv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import postwarden
+from postwarden import cli as cli_module
 from postwarden.config import load
 from postwarden.storage.sqlite import SqliteStore
 
@@ -99,6 +102,23 @@ class TestInit:
         runner = CLI(tmp_path)
         assert "bad domain" in runner.fails("init", "--domain", "not a domain")
         assert not runner.config.exists()
+
+
+    def test_production_listeners_unless_demo(self, tmp_path: Path) -> None:
+        """Without --demo-user the standard ports on every address; with it, loopback."""
+        for sub in ("prod", "demo"):
+            (tmp_path / sub).mkdir()
+        production = CLI(tmp_path / "prod")
+        production.ok("init", "--hostname", "mx.example.test", "--domain", "example.test")
+        ports = {"smtp": 25, "submission": 587, "submissions": 465, "pop3": 110,
+                 "pop3s": 995, "imap": 143, "imaps": 993}
+        listen = load(production.config).listen
+        for kind, port in ports.items():
+            assert [(h.host, h.port) for h in listen[kind]] == [("0.0.0.0", port), ("::", port)]
+        demo = CLI(tmp_path / "demo")
+        demo.ok("init", "--demo-user")
+        assert all(h.host == "127.0.0.1" and h.port > 1024
+                   for hps in load(demo.config).listen.values() for h in hps)
 
 
 class TestDomains:
@@ -228,6 +248,13 @@ class TestUsers:
         assert "no such user" in cli.fails("user", "quota", "nobody@example.test", "10")
 
 
+class TestPasswordPrompt:
+    def test_no_terminal_says_to_use_password_stdin(self, cli: CLI) -> None:
+        """Piped stdin and no flag: a hint, not an EOFError traceback; no account added."""
+        assert "--password-stdin" in cli.fails("user", "add", "bob@example.test")
+        assert "bob@" not in cli.ok("user", "list")
+
+
 class TestAliases:
     def test_add_list_remove_with_external_targets(self, cli: CLI) -> None:
         """Targets may be local (stored by key) or external (stored as given)."""
@@ -248,6 +275,9 @@ class TestAliases:
             (("alias", "add", "team@example.test", "x@remote.test,bad"), "bad address"),
             (("alias", "add", "team@example.test", "x@[192.0.2.1]"), "bad address"),
             (("alias", "remove", "team@example.test"), "no such alias"),
+            (("alias", "add", "team@example.test", "nobody@example.test"), "no such local user"),
+            (("alias", "add", "team@example.test", "team@example.test"), "alias loop"),
+            (("alias", "add", "@elsewhere.test", "x@remote.test"), "not a local domain"),
         ],
     )
     def test_bad_alias_commands_fail_in_one_line(
@@ -256,6 +286,28 @@ class TestAliases:
         """Shadowing a user, foreign domains, bad targets and unknown aliases are refused."""
         assert words in cli.fails(*args)
         assert "team@" not in cli.ok("alias", "list")
+
+    def test_loop_through_other_aliases_is_refused_and_named(self, cli: CLI) -> None:
+        """a -> b -> c exists; c -> a would close the loop: refused, the chain shown."""
+        cli.ok("alias", "add", "c@example.test", "x@remote.test")
+        cli.ok("alias", "add", "b@example.test", "c@example.test")
+        cli.ok("alias", "add", "a@example.test", "b@example.test")
+        cli.ok("alias", "remove", "c@example.test")
+        error = cli.fails("alias", "add", "c@example.test", "y@remote.test, a@example.test")
+        assert "alias loop: c@example.test -> a@example.test -> b@example.test ->" \
+            " c@example.test" in error
+        assert "c@example.test ->" not in cli.ok("alias", "list")
+
+    def test_catch_all_takes_unknown_addresses_of_its_domain(self, cli: CLI) -> None:
+        """``@domain`` accepts any unknown local part there; other domains are unaffected."""
+        cli.ok("user", "add", "bob@example.test", "--password-stdin", stdin=PASSWORD)
+        assert cli("relay", "check", "--client", "203.0.113.5", "any@example.test").code == 1
+        cli.ok("alias", "add", "@example.test", "bob@example.test")
+        assert "@example.test -> bob@example.test" in cli.ok("alias", "list")
+        out = cli.ok("relay", "check", "--client", "203.0.113.5", "any@example.test")
+        assert "ACCEPT" in out
+        cli.ok("alias", "remove", "@example.test")
+        assert cli("relay", "check", "--client", "203.0.113.5", "any@example.test").code == 1
 
     def test_duplicate_alias_is_refused(self, cli: CLI) -> None:
         """An alias is added once; changing it means remove, then add."""
@@ -298,6 +350,11 @@ class TestRelayCheck:
         assert result.code == 1
         assert "550 5.1.1" in result.out
         assert "501 5.1.3" in result.out
+
+    def test_bare_postmaster_is_accepted(self, cli: CLI) -> None:
+        """``postmaster`` without a domain, as RCPT TO:<postmaster> allows."""
+        out = cli.ok("relay", "check", "--client", "203.0.113.5", "postmaster")
+        assert "ACCEPT" in out
 
     def test_bad_client_address_fails_in_one_line(self, cli: CLI) -> None:
         """The client must be an IP address."""
@@ -343,3 +400,25 @@ class TestHelp:
         assert result.code == 0
         for command in ("init", "serve", "domain", "user", "alias", "queue", "relay"):
             assert command in result.out
+
+    def test_version(self, tmp_path: Path) -> None:
+        result = CLI(tmp_path)("--version", pass_config=False)
+        assert result.code == 0
+        assert result.out.strip() == f"postwarden {postwarden.__version__}"
+
+    def test_every_option_and_command_has_help_text(self) -> None:
+        """Walks the whole parser: no argument, option or subcommand without help."""
+        missing: list[str] = []
+        todo = [("postwarden", cli_module._parser())]
+        while todo:  # bounded: the parser tree is finite
+            name, parser = todo.pop()
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    helped = {c.dest for c in action._choices_actions if c.help}
+                    for sub, subparser in action.choices.items():
+                        if sub not in helped:
+                            missing.append(f"{name} {sub}")
+                        todo.append((f"{name} {sub}", subparser))
+                elif not action.help:
+                    missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+        assert missing == []

@@ -47,7 +47,8 @@ def load_error(tmp_path: Path, text: str) -> str:
 class TestLoadValidConfig:
     def test_default_config_loads_with_every_value(self, tmp_path: Path) -> None:
         """The file `init` writes loads as written, paths relative to its folder."""
-        cfg = load(write(tmp_path, render_default("mail.example.test", "example.test")))
+        cfg = load(write(tmp_path, render_default("mail.example.test", "example.test",
+                                                  demo=True)))
         assert cfg.hostname == "mail.example.test"
         assert cfg.data_dir == tmp_path.resolve() / "var"
         assert cfg.database.parent == cfg.data_dir
@@ -176,6 +177,7 @@ class TestConfigErrorsNameTheKey:
             ("auth", 'plaintext_without_tls = "sometimes"', "auth.plaintext_without_tls"),
             ("tls", "cert = 5", "tls.cert"),
             ("dns", 'nameservers = ["not-an-ip"]', "dns.nameservers[0]"),
+            ("relay", 'trusted_networks = ["192.168.1.5/24"]', "relay.trusted_networks[0]"),
         ],
     )
     def test_bad_value_is_refused_naming_its_key(
@@ -185,6 +187,13 @@ class TestConfigErrorsNameTheKey:
         message = load_error(tmp_path, with_section_value(section, line))
         assert message.startswith(f"{key}:"), message
         assert len(message) > len(key) + 2
+
+    def test_network_with_host_bits_says_what_to_write(self, tmp_path: Path) -> None:
+        """192.168.1.5/24 is either the /24 or one host: the message offers both."""
+        message = load_error(tmp_path, with_section_value(
+            "relay", 'denied_networks = ["10.0.0.0/8", "192.168.1.5/24"]'))
+        assert message == ("relay.denied_networks[1]: '192.168.1.5/24' has host bits set;"
+                           " write '192.168.1.0/24' for the network or a /32 for one host")
 
     def test_unknown_top_level_key_is_refused(self, tmp_path: Path) -> None:
         """A typo at the top level never silently falls back to a default."""

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from postwarden import __version__
 from postwarden import config as configmod
 from postwarden.config import Config, ConfigError
-from postwarden.intake.recipients import RecipientPolicy
+from postwarden.intake.recipients import RecipientPolicy, catch_all_key
 from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
@@ -73,6 +74,9 @@ def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
+        if not sys.stdin.isatty():
+            raise CLIError("no terminal to ask for the password: pipe it in with"
+                           " --password-stdin")
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
             raise CLIError("passwords do not match")
@@ -134,7 +138,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     hostname = _domain(args.hostname)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(configmod.render_default(hostname, domain), encoding="utf-8")
+        path.write_text(configmod.render_default(hostname, domain, demo=args.demo_user),
+                        encoding="utf-8")
         print(f"wrote {path}")
     cfg = _config(args)
     store = _store(cfg)
@@ -200,23 +205,65 @@ def _quota(cfg: Config, account: str, limit: str | None) -> None:
           f" limit {'none' if quota.limit is None else quota.limit}")
 
 
+def _alias_name(store: Directory, text: str) -> str:
+    """An alias's key: a local address, or ``@domain`` for the domain's catch-all."""
+    if text.strip().startswith("@"):
+        domain = _domain(text.strip()[1:])
+        if not store.is_local_domain(domain):
+            raise CLIError(f"{domain} is not a local domain (add it with `domain add`)")
+        return catch_all_key(domain)
+    return _local_address(store, text).key
+
+
+def _alias_target(store: Directory, text: str, name: str) -> str:
+    """A target as stored; a local one must exist (else mail to the alias is lost)."""
+    target = _address(text)
+    if not store.is_local_domain(target.domain):
+        return str(target)
+    key = target.key
+    if not (key == name or store.get_account(key) or store.alias_targets(key)
+            or store.alias_targets(catch_all_key(target.domain))):
+        raise CLIError(f"no such local user or alias: {key} (add it first)")
+    return key
+
+
+def _alias_loop(store: Directory, name: str, targets: list[str]) -> list[str] | None:
+    """The chain from ``name`` back to itself if the new alias would close a loop."""
+    aliases = dict(store.list_aliases())
+    aliases[name] = tuple(targets)
+    came_from: dict[str, str] = {}
+    todo = [name]
+    while todo:  # each alias is visited once: bounded by the table's size
+        current = todo.pop()
+        for target in aliases.get(current, ()):
+            if target == name:
+                chain = [current]
+                while chain[-1] != name:
+                    chain.append(came_from[chain[-1]])
+                return [*reversed(chain), name]
+            if target not in came_from:
+                came_from[target] = current
+                todo.append(target)
+    return None
+
+
 def cmd_alias(args: argparse.Namespace) -> None:
     store = _store(_config(args))
     match args.action:
         case "add":
-            address = _local_address(store, args.address)
-            if store.get_account(address.key):
-                raise CLIError(f"{address.key} is a user; an alias cannot shadow it")
+            name = _alias_name(store, args.address)
+            if store.get_account(name):
+                raise CLIError(f"{name} is a user; an alias cannot shadow it")
             given = [t.strip() for t in args.targets.split(",") if t.strip()]
             if not given:
                 raise CLIError("alias needs at least one target")
-            keys = []
-            for t in given:
-                target = _address(t)
-                keys.append(target.key if store.is_local_domain(target.domain) else str(target))
-            store.add_alias(address.key, keys)
+            keys = [_alias_target(store, t, name) for t in given]
+            loop = _alias_loop(store, name, keys)
+            if loop is not None:
+                raise CLIError(f"alias loop: {' -> '.join(loop)}")
+            store.add_alias(name, keys)
         case "remove":
-            store.remove_alias(_address(args.address).key)
+            store.remove_alias(_alias_name(store, args.address))
         case "list":
             for name, targets in store.list_aliases():
                 print(f"{name} -> {', '.join(targets)}")
@@ -259,7 +306,7 @@ async def _relay_check(cfg: Config, policy: RecipientPolicy, args: argparse.Name
                 print(f"  why:  {reason}")
     for text in args.recipients:
         try:
-            address = parse_address(text)
+            address = _recipient(text)
         except AddressError as exc:
             ok = False
             print(f"{text}: REJECT  501 5.1.3 Bad address syntax ({exc})")
@@ -271,6 +318,13 @@ async def _relay_check(cfg: Config, policy: RecipientPolicy, args: argparse.Name
         for reason in d.reasons:
             print(f"  why:  {reason}")
     return 0 if ok else 1
+
+
+def _recipient(text: str) -> Address:
+    """An address as RCPT TO takes it: ``postmaster`` alone is the local postmaster."""
+    if text.strip().strip("<>").lower() == "postmaster":
+        return Address("postmaster", "")  # as parse_path gives it for <postmaster>
+    return parse_address(text)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
@@ -316,16 +370,19 @@ def cmd_blobs(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postwarden", description="A mail server.")
+    p.add_argument("--version", action="version", version=f"postwarden {__version__}")
     p.add_argument("-c", "--config",
                    default=os.environ.get("POSTWARDEN_CONFIG", configmod.DEFAULT_PATH),
                    help="config file (default: $POSTWARDEN_CONFIG or ./postwarden.toml)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="write a config, data dir and self-signed certificate")
-    s.add_argument("--hostname", default="mail.example.test")
-    s.add_argument("--domain", default="example.test")
+    s.add_argument("--hostname", default="mail.example.test",
+                   help="this server's name, in banners and Received headers")
+    s.add_argument("--domain", default="example.test", help="the first local mail domain")
     s.add_argument("--demo-user", action="store_true",
-                   help=f"also add {DEMO_USER}@DOMAIN with a known password")
+                   help=f"also add {DEMO_USER}@DOMAIN with a known password, and listen on"
+                        " unprivileged loopback ports instead of 25, 587, 465, 110, 995, 143, 993")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("serve", help="run every listener and the delivery queue")
@@ -333,53 +390,58 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("domain", help="local domains")
     a = s.add_subparsers(dest="action", required=True)
-    for name in ("add", "remove"):
-        a.add_parser(name).add_argument("domain")
-    a.add_parser("list")
+    for name, verb in (("add", "add a local domain (and its postmaster)"),
+                       ("remove", "remove a local domain without users")):
+        a.add_parser(name, help=verb).add_argument("domain", help="domain name")
+    a.add_parser("list", help="list local domains")
     s.set_defaults(func=cmd_domain)
 
     s = sub.add_parser("user", help="mailbox accounts")
     a = s.add_subparsers(dest="action", required=True)
-    for name in ("add", "passwd"):
-        x = a.add_parser(name)
-        x.add_argument("address")
-        x.add_argument("--password-stdin", action="store_true")
-    a.add_parser("remove").add_argument("address")
-    a.add_parser("list")
+    for name, verb in (("add", "add a mailbox account"), ("passwd", "set a user's password")):
+        x = a.add_parser(name, help=verb)
+        x.add_argument("address", help="user@local.domain")
+        x.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin (else prompt)")
+    a.add_parser("remove", help="remove an account").add_argument(
+        "address", help="user@local.domain")
+    a.add_parser("list", help="list accounts")
     x = a.add_parser("quota", help="show usage; with LIMIT, set it (octets, or none)")
-    x.add_argument("address")
-    x.add_argument("limit", nargs="?")
+    x.add_argument("address", help="user@local.domain")
+    x.add_argument("limit", nargs="?", help="octets, or none for no limit")
     s.set_defaults(func=cmd_user)
 
     s = sub.add_parser("alias", help="aliases, also to external addresses")
     a = s.add_subparsers(dest="action", required=True)
-    x = a.add_parser("add")
-    x.add_argument("address")
-    x.add_argument("targets", help="TARGET[,TARGET...]")
-    a.add_parser("remove").add_argument("address")
-    a.add_parser("list")
+    x = a.add_parser("add", help="add an alias")
+    x.add_argument("address", help="alias@local.domain, or @local.domain for a catch-all")
+    x.add_argument("targets", help="TARGET[,TARGET...]: users, aliases or external addresses")
+    a.add_parser("remove", help="remove an alias").add_argument(
+        "address", help="alias@local.domain or @local.domain")
+    a.add_parser("list", help="list aliases")
     s.set_defaults(func=cmd_alias)
 
     s = sub.add_parser("relay", help="explain relay decisions")
     a = s.add_subparsers(dest="action", required=True)
-    x = a.add_parser("check")
+    x = a.add_parser("check", help="what the SMTP server would answer to each recipient")
     x.add_argument("--client", required=True, help="client IP address")
     x.add_argument("--local-addr", help="server address the client connects to")
     x.add_argument("--user", help="authenticated user")
-    x.add_argument("--sender", help="MAIL FROM address")
-    x.add_argument("recipients", nargs="+", metavar="RCPT")
+    x.add_argument("--sender", help="MAIL FROM address (<> for the null sender)")
+    x.add_argument("recipients", nargs="+", metavar="RCPT",
+                   help="recipient address, or postmaster")
     s.set_defaults(func=cmd_relay_check)
 
     s = sub.add_parser("queue", help="the outbound queue")
     a = s.add_subparsers(dest="action", required=True)
-    a.add_parser("list")
-    a.add_parser("show").add_argument("id")
-    x = a.add_parser("retry")
+    a.add_parser("list", help="queued messages with their last error")
+    a.add_parser("show", help="one message in detail").add_argument("id", help="queue ID")
+    x = a.add_parser("retry", help="try again now (the retry schedule is kept)")
     g = x.add_mutually_exclusive_group(required=True)
-    g.add_argument("id", nargs="?")
-    g.add_argument("--all", action="store_true")
-    x = a.add_parser("remove")
-    x.add_argument("id")
+    g.add_argument("id", nargs="?", help="queue ID")
+    g.add_argument("--all", action="store_true", help="every queued message")
+    x = a.add_parser("remove", help="drop a message from the queue")
+    x.add_argument("id", help="queue ID")
     x.add_argument("--report", action="store_true",
                    help="send the sender a non-delivery report for the pending recipients")
     s.set_defaults(func=cmd_queue)
@@ -390,10 +452,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, verb in (("attach", "deliver into USER's INBOX"), ("remove", "delete")):
         x = a.add_parser(name, help=f"{verb} unknown files")
         if name == "attach":
-            x.add_argument("user")
+            x.add_argument("user", help="user@local.domain")
         g = x.add_mutually_exclusive_group(required=True)
-        g.add_argument("names", nargs="*", default=[], metavar="NAME")
-        g.add_argument("--all", action="store_true")
+        g.add_argument("names", nargs="*", default=[], metavar="NAME", help="file name")
+        g.add_argument("--all", action="store_true", help="every unknown file")
     s.set_defaults(func=cmd_blobs)
     return p
 

@@ -23,6 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PATH = "postwarden.toml"
 LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+# Loopback demo ports (`init --demo-user`, as `make run` uses)...
 DEFAULT_LISTEN = {
     "smtp": ["127.0.0.1:2525"],
     "submission": ["127.0.0.1:2587"],
@@ -32,6 +33,10 @@ DEFAULT_LISTEN = {
     "imap": ["127.0.0.1:2143"],
     "imaps": ["127.0.0.1:2993"],
 }
+# ...and the standard ports on every address, what a real server needs.
+_PRODUCTION_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "pop3": 110,
+                     "pop3s": 995, "imap": 143, "imaps": 993}
+PRODUCTION_LISTEN = {k: [f"0.0.0.0:{p}", f"[::]:{p}"] for k, p in _PRODUCTION_PORTS.items()}
 _DURATION = re.compile(r"(\d+)([smhd])\Z")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -270,9 +275,15 @@ def parse_duration(text: str, where: str) -> int:
 
 
 def _network(text: str, where: str) -> Network:
+    """A CIDR; host bits set (``192.168.1.5/24``) are refused: which was meant is unclear."""
     try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
+        return ipaddress.ip_network(text)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            net = ipaddress.ip_network(text, strict=False)
+            raise ConfigError(f"{where}: {text!r} has host bits set; write {str(net)!r}"
+                              f" for the network or a /{net.max_prefixlen} for one host"
+                              ) from None
         raise ConfigError(f"{where}: not a network in CIDR form: {text!r}") from None
 
 
@@ -471,9 +482,17 @@ def _nameserver(text: str, where: str) -> HostPort:
     return HostPort(text, 53)
 
 
-def render_default(hostname: str, domain: str) -> str:
-    """The config file `init` writes: every key present, with its default."""
-    listen = "\n".join(f'{k:<11} = ["{v[0]}"]' for k, v in DEFAULT_LISTEN.items())
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def render_default(hostname: str, domain: str, *, demo: bool = False) -> str:
+    """The config file `init` writes: every key present, with its default.
+
+    Production listeners unless ``demo``: the loopback demo ports need no privileges.
+    """
+    ports = DEFAULT_LISTEN if demo else PRODUCTION_LISTEN
+    listen = "\n".join(f"{k:<11} = {_toml_list(vs)}" for k, vs in ports.items())
     return f"""# postwarden configuration. Paths are relative to this file's folder.
 hostname = "{hostname}"
 data_dir = "var"

@@ -128,6 +128,17 @@ class TestRelayRules:
             assert rcpt(c, "<postmaster>") == code_status(R.RECIPIENT_OK)
             assert rcpt(c, f"postmaster@{DOMAIN}") == code_status(R.RECIPIENT_OK)
 
+    def test_alias_loop_reply_names_no_address(self, server: ServerProcess) -> None:
+        """A loop (made behind the CLI's back) refuses the message with a generic
+        reply: a stranger learns none of the loop's addresses."""
+        server.store.directory.add_alias(f"ring1@{DOMAIN}", [f"ring2@{DOMAIN}"])
+        server.store.directory.add_alias(f"ring2@{DOMAIN}", [f"ring1@{DOMAIN}"])
+        with connect(server, STRANGER) as c:
+            assert rcpt(c, f"ring1@{DOMAIN}") == code_status(R.RECIPIENT_OK)
+            code, text = c.data(b"Subject: x\r\n\r\nhi\r\n")
+        assert code == 554
+        assert text == b"5.4.6 Mail loop in local forwarding"
+
     def test_unknown_local_user_is_refused_at_rcpt(self, server: ServerProcess) -> None:
         """550 5.1.1 at RCPT time, never accept-then-bounce."""
         with connect(server, STRANGER) as c:

@@ -40,13 +40,17 @@ from postwarden.storage.mailbox import NO_FLAGS, Appended, Flag
 class IntakeError(Exception):
     """The message cannot be accepted; ``permanent`` says whether to retry.
 
-    ``status`` is the RFC 3463 enhanced status code that explains it.
+    ``status`` is the RFC 3463 enhanced status code that explains it;
+    ``public`` is the text for the client when the message (for the log)
+    names what a stranger must not learn, such as our alias addresses.
     """
 
-    def __init__(self, message: str, permanent: bool, status: str = "5.4.6") -> None:
+    def __init__(self, message: str, permanent: bool, status: str = "5.4.6",
+                 public: str | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.status = status
+        self.public = public or message
 
 
 def new_queue_id() -> str:
@@ -124,7 +128,8 @@ class Intake:
             try:
                 resolved = await self.recipients.resolve(rcpt.address)
             except AliasLoop as exc:
-                raise IntakeError(f"alias loop: {exc}", permanent=True) from None
+                raise IntakeError(f"alias loop: {exc}", permanent=True,
+                                  public="Mail loop in local forwarding") from None
             except AddressError as exc:
                 # A stored alias target that no longer parses: the admin must fix it.
                 raise IntakeError(f"bad alias target: {exc}", permanent=False) from None

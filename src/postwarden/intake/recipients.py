@@ -29,6 +29,11 @@ from postwarden.storage.boundary import AsyncDirectory
 MAX_ALIAS_DEPTH = 10
 
 
+def catch_all_key(domain: str) -> str:
+    """The alias name that takes every unknown address of a local domain."""
+    return f"@{domain}"
+
+
 class AliasLoop(Exception):
     """Alias expansion revisited an address or went too deep."""
 
@@ -91,9 +96,16 @@ class RecipientPolicy:
         local = await self.is_local(address)
         exists = local and (
             await self.directory.account_exists(address.key)
-            or await self.directory.alias_targets(address.key) is not None
+            or await self._alias_targets(address) is not None
         )
         return RecipientFacts(address, local, exists)
+
+    async def _alias_targets(self, address: Address) -> tuple[str, ...] | None:
+        """The address's alias, else its domain's catch-all alias (``@domain``)."""
+        targets = await self.directory.alias_targets(address.key)
+        if targets is None:
+            targets = await self.directory.alias_targets(catch_all_key(address.domain))
+        return targets
 
     def vouches_for_sender(self, client: ClientFacts) -> bool:
         """Whether the client's envelope senders are believed: it authenticated or may relay."""
@@ -165,7 +177,7 @@ class RecipientPolicy:
         if await self.directory.account_exists(key):
             accounts.append(key)
             return
-        targets = await self.directory.alias_targets(key)
+        targets = await self._alias_targets(address)
         if targets is None:
             return  # vanished since RCPT; nothing to deliver for it
         for target in targets:

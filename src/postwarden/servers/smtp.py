@@ -306,7 +306,7 @@ class SMTPConnection:
                 trusted_origin=self.s.recipients.vouches_for_sender(await self._facts()),
             )
         except IntakeError as exc:
-            reply = (Reply(554, exc.status, str(exc)) if exc.permanent
+            reply = (Reply(554, exc.status, exc.public) if exc.permanent
                      else R.TEMP_FAILURE)
             self._end_transaction(f"refused {reply.code} {exc}")
             return reply
