@@ -595,3 +595,12 @@ class TestIdleIndexer:
         assert store.blobs.collect(older_than=float("inf")) == 1
         deliver(store, "new", (ALICE,))
         assert store.mailboxes.search(box, SearchBody("periwinkle")) == []
+
+    def test_a_narrow_fetch_parses_only_its_messages(self, store: SqliteStore) -> None:
+        """FETCH of one message does not wait for the rest of an unindexed mailbox."""
+        for i in range(5):
+            deliver(store, f"n{i}", (ALICE,))
+        box = inbox_id(store, ALICE)
+        (meta,) = store.mailboxes.metadata(box, UidSet.from_uids([2]), Field.HEADERS)
+        assert dict(meta.headers)["subject"] == "hi"
+        assert store.indexer.index_pending(100) == 4  # the other four were left

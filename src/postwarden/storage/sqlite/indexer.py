@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, MimeLimits, MimePart, parse_message
-from postwarden.storage.mailbox import HEADER_NAMES
+from postwarden.storage.mailbox import HEADER_NAMES, UidSet
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
 
@@ -24,6 +24,7 @@ HEADER_COLUMNS = ("from_", "to_", "cc", "bcc", "subject", "date", "message_id", 
                   "refs")
 MAX_TEXT = 1 << 20  # characters of body text indexed per message
 INDEXED, UNREADABLE = 1, 2  # blobs.indexed values (0: not yet)
+NARROW_FETCH = 1000  # UIDs in a fetch small enough to index just those messages
 
 
 class Indexer:
@@ -58,8 +59,22 @@ class Indexer:
         self._index(rows)
         return len(rows)
 
-    def index_mailbox(self, mailbox_id: int) -> int:
-        """Index what a mailbox's messages still lack (before a search or fetch needs it)."""
+    def index_mailbox(self, mailbox_id: int, uids: UidSet | None = None) -> int:
+        """Index what a mailbox's messages still lack (before a search or fetch needs it).
+
+        With a small ``uids`` (a FETCH of a few messages) only those are
+        parsed, so a client never waits for a whole unindexed mailbox.
+        """
+        if uids is not None and sum(hi - lo + 1 for lo, hi in uids.ranges) <= NARROW_FETCH:
+            rows = []
+            for lo, hi in uids.ranges:
+                rows += self._db.conn.execute(
+                    "SELECT b.id, b.name FROM messages m JOIN blobs b ON b.id = m.blob_id"
+                    " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? AND b.indexed = 0",
+                    (mailbox_id, lo, hi),
+                ).fetchall()
+            self._index(list(dict.fromkeys(rows)))
+            return len(rows)
         rows = self._db.conn.execute(  # from the few unindexed blobs, not the many messages
             "SELECT b.id, b.name FROM blobs b WHERE b.indexed = 0 AND EXISTS"
             " (SELECT 1 FROM messages m WHERE m.blob_id = b.id AND m.mailbox_id = ?)",

@@ -265,7 +265,7 @@ class SqliteMailboxes:
         want_headers = bool(fields & Field.HEADERS)
         want_structure = bool(fields & Field.STRUCTURE)
         if want_headers or want_structure:
-            self._indexer.index_mailbox(mailbox_id)
+            self._indexer.index_mailbox(mailbox_id, uids)
         wanted = tuple(HEADER_NAMES if header_names is None else
                        [n for n in HEADER_NAMES if n in {h.lower() for h in header_names}])
         columns = "m.uid, m.flags, m.keywords, m.modseq, m.internaldate"
