@@ -152,7 +152,15 @@ def _binary(message: _Message, part: tuple[int, ...], partial: Partial | None = 
 def _item(message: _Message, attribute: FetchAttribute, recent: bool,
           utf8: bool) -> r.FetchItem:
     meta = message.meta
-    match attribute:
+    match attribute:  # the section classes first: value patterns compare with ==
+        case BodySection(section=section, partial=partial):
+            return r.SectionItem(attribute.response_name(),
+                                 _section(message, section, partial))
+        case BinarySection(part=part, partial=partial):
+            return r.BinaryItem(attribute.response_name(), _binary(message, part, partial))
+        case BinarySize(part=part):
+            data = _binary(message, part)
+            return r.BinarySizeItem(attribute.response_name(), len(data or b""))
         case Simple.FLAGS:
             return r.FlagsItem(flag_names(meta.flags, meta.keywords, recent))
         case Simple.INTERNALDATE:
@@ -177,14 +185,6 @@ def _item(message: _Message, attribute: FetchAttribute, recent: bool,
         case Simple.RFC822_TEXT:
             return r.SectionItem("RFC822.TEXT",
                                  _section(message, Section(text=SectionText.TEXT), None))
-        case BodySection(section=section, partial=partial):
-            return r.SectionItem(attribute.response_name(),
-                                 _section(message, section, partial))
-        case BinarySection(part=part, partial=partial):
-            return r.BinaryItem(attribute.response_name(), _binary(message, part, partial))
-        case BinarySize(part=part):
-            data = _binary(message, part)
-            return r.BinarySizeItem(attribute.response_name(), len(data or b""))
     raise AssertionError(attribute)  # UID and MODSEQ are taken out by ``plan``
 
 
@@ -195,10 +195,33 @@ class Rendered:
     unknown_encoding: bool
 
 
+def _render_flags(fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
+                  recent_from: int) -> Rendered:
+    """FETCH of UID, FLAGS and MODSEQ only (a client's resync of 1:*): no file,
+    no structure, and one FLAGS item per distinct set of flags."""
+    flags_items: dict[tuple[int, frozenset[str], bool], r.FlagsItem] = {}
+    with_flags = Simple.FLAGS in fetch.attributes
+    out: list[r.FetchData] = []
+    for number, meta in batch:
+        items: list[r.FetchItem] = [r.UidItem(meta.uid)] if fetch.uid else []
+        if with_flags:
+            key = (meta.flags, meta.keywords, recent_from > 0 and meta.uid >= recent_from)
+            item = flags_items.get(key)
+            if item is None:
+                item = flags_items[key] = r.FlagsItem(flag_names(*key))
+            items.append(item)
+        if fetch.modseq:
+            items.append(r.ModSeqItem(meta.modseq))
+        out.append(r.FetchData(number, tuple(items)))
+    return Rendered(out, [], False)
+
+
 def render(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
            recent_from: int, flags_for: frozenset[int] = frozenset()) -> Rendered:
     """FETCH responses for (number, metadata) pairs; ``flags_for``: UIDs whose
     \\Seen this FETCH set, which get FLAGS even if not asked (RFC 9051 §6.4.5)."""
+    if not fetch.fields and set(fetch.attributes) <= {Simple.FLAGS}:
+        return _render_flags(fetch, batch, recent_from)
     out: list[r.FetchData] = []
     failed: list[int] = []
     unknown = False

@@ -7,6 +7,7 @@ from postwarden.protocol.imap.bodystructure import (
     SectionRange,
     bodystructure,
     envelope,
+    filter_header_fields,
     resolve_section,
 )
 from postwarden.protocol.imap.fetch import Partial, Section, SectionText
@@ -85,3 +86,23 @@ class TestSections:
         found = resolve_section(structure, Section())
         assert found == SectionRange(0, len(MESSAGE))
         assert found.binary_data(MESSAGE) == MESSAGE
+
+
+class TestHeaderFieldFilter:
+    HEADER = (b"Received: by x\r\n\tfrom y\r\nSubject: one\r\n  folded\r\nFROM : a@b\r\n"
+              b"X-Subject: no\r\nsubject: two\r\n\r\n")
+
+    def test_named_fields_in_order_with_folding_any_case(self) -> None:
+        """HEADER.FIELDS keeps each named field as written, folded lines too, in order."""
+        assert filter_header_fields(self.HEADER, ("Subject", "From"), False) == (
+            b"Subject: one\r\n  folded\r\nFROM : a@b\r\nsubject: two\r\n\r\n")
+
+    def test_not_keeps_the_others(self) -> None:
+        """HEADER.FIELDS.NOT drops the named fields and keeps the rest as written."""
+        assert filter_header_fields(self.HEADER, ("Subject", "From"), True) == (
+            b"Received: by x\r\n\tfrom y\r\nX-Subject: no\r\n\r\n")
+
+    def test_nothing_past_the_blank_line(self) -> None:
+        """A field-like line in the body is not a header field."""
+        assert filter_header_fields(b"To: a\r\n\r\nSubject: body\r\n", ("Subject",), False) \
+            == b"\r\n"
