@@ -14,6 +14,7 @@ import pytest
 import postwarden
 from postwarden import cli as cli_module
 from postwarden.config import load
+from postwarden.servers.tls import write_self_signed
 from postwarden.storage.sqlite import SqliteStore
 
 PASSWORD = "correct horse battery"
@@ -119,6 +120,36 @@ class TestInit:
         demo.ok("init", "--demo-user")
         assert all(h.host == "127.0.0.1" and h.port > 1024
                    for hps in load(demo.config).listen.values() for h in hps)
+
+
+class TestServeTLSFiles:
+    """A TLS pair that cannot be used stops `serve` in one line naming key and path
+    (it used to start with 465, 995 and STARTTLS silently off)."""
+
+    def test_missing_certificate(self, cli: CLI) -> None:
+        cert = load(cli.config).tls.cert
+        cert.unlink()
+        assert cli.fails("serve") == (
+            f"postwarden: error: tls.cert: {cert}: no such file"
+            " (`postwarden init` makes a self-signed pair)")
+
+    def test_unreadable_key(self, cli: CLI) -> None:
+        key = load(cli.config).tls.key
+        key.unlink()
+        key.mkdir()  # unreadable even for root, unlike a chmod
+        assert cli.fails("serve").startswith(f"postwarden: error: tls.key: {key}: cannot read")
+
+    def test_certificate_that_is_not_pem(self, cli: CLI) -> None:
+        cert = load(cli.config).tls.cert
+        cert.write_text("not a certificate\n")
+        assert cli.fails("serve") == f"postwarden: error: tls.cert: {cert}: not a PEM certificate"
+
+    def test_key_of_another_certificate(self, cli: CLI, tmp_path: Path) -> None:
+        tls = load(cli.config).tls
+        write_self_signed(tmp_path / "other.pem", tmp_path / "other.key", "other.test")
+        tls.key.write_bytes((tmp_path / "other.key").read_bytes())
+        assert cli.fails("serve") == (
+            f"postwarden: error: tls.key: {tls.key}: does not match the certificate {tls.cert}")
 
 
 class TestDomains:

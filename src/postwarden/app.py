@@ -26,7 +26,7 @@ from postwarden.servers.imap import IMAPServer
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
-from postwarden.servers.tls import server_context
+from postwarden.servers.tls import load_server_context
 from postwarden.storage.factory import Store, async_boundary, open_store
 
 log = logging.getLogger("postwarden")
@@ -50,11 +50,7 @@ class App:
         self.cfg = cfg
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
-        self.tls = (
-            server_context(cfg.tls.cert, cfg.tls.key)
-            if cfg.tls.cert.exists() and cfg.tls.key.exists()
-            else None
-        )
+        self.tls = load_server_context(cfg.tls)
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
                                 limits.auth_failures_per_account,
@@ -119,9 +115,6 @@ class App:
                 if addresses:
                     log.warning(kv("listener-skipped", listener=kind,
                                    reason="not implemented in this version"))
-                continue
-            if kind in IMPLICIT_TLS and self.tls is None:
-                log.warning(kv("listener-skipped", listener=kind, reason="no TLS certificate"))
                 continue
             door = self._door(kind)
             for hp in addresses:

@@ -22,6 +22,7 @@ import pytest
 from postwarden.app import App
 from postwarden.config import from_dict
 from postwarden.policy.passwords import hash_password
+from postwarden.servers.tls import write_self_signed
 from postwarden.storage.sqlite import SqliteStore
 
 USER = "user@example.test"
@@ -116,6 +117,7 @@ async def app(tmp_path: Path) -> AsyncIterator[tuple[App, Gate]]:
                    "pop3": [], "pop3s": [], "imap": [], "imaps": []},
         "limits": {"max_connections_per_ip": 100},
     }, tmp_path / "postwarden.toml")
+    write_self_signed(cfg.tls.cert, cfg.tls.key, cfg.hostname)  # serving needs a TLS pair
     store = SqliteStore(cfg.data_dir)
     store.directory.add_domain("example.test")
     store.directory.add_account(USER, hash_password("pw"))

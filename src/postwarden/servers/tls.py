@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from postwarden.config import ConfigError, TLSConfig
+
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """TLS 1.2+ only, the library's secure cipher defaults (RFC 8996, RFC 9325)."""
@@ -20,6 +22,35 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def load_server_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The context for every TLS listener, or a ConfigError naming the key and the path.
+
+    Checked at start so that a missing, unreadable or mismatched pair stops
+    the server instead of silently leaving 465, 995 and STARTTLS off.
+    """
+    for name, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{name}: {path}: no such file (`postwarden init` makes a"
+                              " self-signed pair)") from None
+        except OSError as exc:
+            raise ConfigError(f"{name}: {path}: cannot read: {exc.strerror or exc}") from None
+        if name == "tls.cert":
+            try:
+                x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise ConfigError(f"tls.cert: {path}: not a PEM certificate") from None
+    try:
+        return server_context(tls.cert, tls.key)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"tls.key: {tls.key}: does not match the certificate"
+                              f" {tls.cert}") from None
+        raise ConfigError(f"tls.key: {tls.key}: not a usable PEM private key for"
+                          f" {tls.cert} ({exc.reason or exc})") from None
 
 
 def write_self_signed(cert: Path, key: Path, hostname: str, days: int = 825) -> None:
