@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import signal
 import sys
 import time
 from collections.abc import Callable
 
+from postwarden import config as configmod
 from postwarden import log as logsetup
-from postwarden.config import Config
+from postwarden.config import Config, ConfigError
 from postwarden.delivery.manager import QueueManager
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
@@ -58,7 +60,7 @@ class App:
                                 failure_delay=limits.auth_failure_delay_seconds)
         hashes = HashPool(limits.auth_workers, limits.auth_queue_timeout_seconds)
         self.auth = Authenticator(self.aio, throttle, hashes, limits.auth_cache_entries)
-        recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
+        self.recipients = recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,
                              max_header_size=cfg.limits.max_header_size)
@@ -141,6 +143,30 @@ class App:
             except Exception:
                 log.exception(kv("store-upkeep-failed"))
 
+    def reload(self) -> None:
+        """SIGHUP: read the config again and apply what can change under running sessions.
+
+        The relay rules apply from the next decision on and the certificate
+        pair from the next handshake (loaded into the same context every
+        listener holds). Domains, users and aliases live in the store and
+        need no reload. Other changed settings are logged as needing a
+        restart. A config that does not load keeps the old one, with an error.
+        """
+        try:
+            new = configmod.load(self.cfg.path)
+            load_server_context(new.tls)  # refuse a bad pair before touching the live one
+        except ConfigError as exc:
+            log.error(kv("reload-failed", error=str(exc), kept="previous configuration"))
+            return
+        self.tls.load_cert_chain(new.tls.cert, new.tls.key)
+        self.recipients.relay = new.relay
+        applied = dataclasses.replace(self.cfg, relay=new.relay, tls=new.tls)
+        for name in (f.name for f in dataclasses.fields(Config)):
+            if getattr(applied, name) != getattr(new, name):
+                log.warning(kv("reload-needs-restart", setting=name))
+        self.cfg = applied
+        log.info(kv("reloaded", config=self.cfg.path, applied="relay,tls"))
+
     async def stop(self) -> None:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""
         grace = self.cfg.limits.shutdown_grace_seconds
@@ -167,6 +193,7 @@ class App:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         ready(self)
         await stop.wait()
         log.info(kv("shutdown", sessions=len(self.sessions)))

@@ -1,0 +1,71 @@
+"""SIGHUP on a real server process: the config is read again, never fatal."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serverproc import ServerProcess
+
+CLIENT = "127.0.0.2"
+EXTERNAL = "someone@remote.example"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path, listen={"submission": [], "submissions": [], "pop3": [],
+                                          "pop3s": []},
+                        routes=[{"domain": "remote.example", "to": "127.0.0.1:9"}])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def relay_reply(server: ServerProcess) -> int:
+    host, port = server.addr("smtp")
+    with smtplib.SMTP(host, port, source_address=(CLIENT, 0), timeout=30) as client:
+        client.ehlo("client.test")
+        client.mail("x@sender.example")
+        return client.rcpt(EXTERNAL)[0]
+
+
+def hangup(server: ServerProcess, count: int, *words: str) -> str:
+    """Send SIGHUP and wait for the ``count``-th log line with ``words``."""
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    return server.wait_for_log_count(count, *words)[-1]
+
+
+def test_relay_rule_change_applies_to_the_next_session(server: ServerProcess) -> None:
+    assert relay_reply(server) == 550
+    text = server.config_path.read_text(encoding="utf-8")
+    trusted = f'[relay]\ntrusted_networks = ["{CLIENT}/32"]'
+    server.config_path.write_text(text.replace("[relay]", trusted), encoding="utf-8")
+    hangup(server, 1, "reloaded")
+    assert relay_reply(server) == 250
+
+
+def test_bad_config_keeps_the_old_one_with_an_error(server: ServerProcess) -> None:
+    good = server.config_path.read_text(encoding="utf-8")
+    server.config_path.write_text(good.replace("[relay]", '[relay]\ntrusted_networks = ["nope"]'),
+                                  encoding="utf-8")
+    line = hangup(server, 1, "reload-failed")
+    assert "relay.trusted_networks[0]" in line
+    assert relay_reply(server) == 550  # alive, with the old rules
+    server.config_path.write_text(good.replace('"var/tls/key.pem"', '"var/tls/missing.pem"'),
+                                  encoding="utf-8")
+    assert "tls.key" in hangup(server, 2, "reload-failed")
+    assert relay_reply(server) == 550
+
+
+def test_listener_change_is_reported_as_needing_a_restart(server: ServerProcess) -> None:
+    text = server.config_path.read_text(encoding="utf-8")
+    server.config_path.write_text(text.replace('pop3 = []', 'pop3 = ["127.0.0.1:0"]'),
+                                  encoding="utf-8")
+    hangup(server, 1, "reloaded")
+    assert "setting=listen" in server.wait_for_log("reload-needs-restart")
+    assert relay_reply(server) == 550
