@@ -116,6 +116,7 @@ class TestInit:
         listen = load(production.config).listen
         for kind, port in ports.items():
             assert [(h.host, h.port) for h in listen[kind]] == [("0.0.0.0", port), ("::", port)]
+        assert [h.host for h in listen["http"]] == ["127.0.0.1"]  # metrics never public
         demo = CLI(tmp_path / "demo")
         demo.ok("init", "--demo-user")
         assert all(h.host == "127.0.0.1" and h.port > 1024

@@ -55,7 +55,7 @@ class TestLoadValidConfig:
         assert cfg.tls.cert == tmp_path.resolve() / "var/tls/cert.pem"
         assert cfg.listen["smtp"] == (HostPort("127.0.0.1", 2525),)
         assert set(cfg.listen) == {
-            "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps"
+            "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"
         }
         assert cfg.auth.plaintext_without_tls == "loopback"
         assert cfg.relay.authenticated is True

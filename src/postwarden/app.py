@@ -20,10 +20,12 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.log import kv
 from postwarden.mail import reply as R
+from postwarden.metrics import Metrics
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.servers.gate import Door, Gate, Handler, bind
 from postwarden.servers.hashing import HashPool
+from postwarden.servers.http import HTTPServer, Site
 from postwarden.servers.imap import IMAPServer
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
@@ -35,21 +37,25 @@ log = logging.getLogger("postwarden")
 IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
 SERVICE = {  # listener -> the connection budget it counts against
     "smtp": "smtp", "submission": "submission", "submissions": "submission",
-    "pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap",
+    "pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap", "http": "http",
 }
 _SMTP_BUSY = R.TOO_MANY_CONNECTIONS.encode()
 _POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"
 _IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections\r\n"
-BUSY = {"smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "pop3": _POP3_BUSY, "imap": _IMAP_BUSY}
+_HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+BUSY = {"smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "pop3": _POP3_BUSY, "imap": _IMAP_BUSY,
+        "http": _HTTP_BUSY}
 LOGIN_RECORD_SWEEP_SECONDS = 60
 STORE_UPKEEP_SECONDS = 2.0  # short idle steps keep indexing off the intake's way
 M_MMAP_THRESHOLD = -3  # mallopt() parameter number, from glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 128 * 1024
+READY_STORE_TIMEOUT = 5.0  # /readyz: a store slower than this to answer is "not ready"
 
 
 class App:
     def __init__(self, cfg: Config, store: Store | None = None) -> None:
         self.cfg = cfg
+        self.metrics = Metrics()
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
         self.tls = load_server_context(cfg.tls)
@@ -63,19 +69,22 @@ class App:
         self.recipients = recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,
-                             max_header_size=cfg.limits.max_header_size)
-        self.queue = QueueManager(cfg, self.aio, self.aio, self.intake)
+                             max_header_size=cfg.limits.max_header_size,
+                             metrics=self.metrics)
+        self.queue = QueueManager(cfg, self.aio, self.aio, self.intake, self.metrics)
         self.shutdown = asyncio.Event()
         self.limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, {
             "smtp": limits.max_connections_smtp,
             "submission": limits.max_connections_submission,
             "pop3": limits.max_connections_pop3,
             "imap": limits.max_connections_imap,
+            "http": limits.max_connections_http,
         })
-        self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from)
-        smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls)
+        self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from, self.metrics)
+        smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls, self.metrics)
         mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
-                                  self.auth, self.tls, self.store.changes, self.intake)
+                                  self.auth, self.tls, self.store.changes, self.intake,
+                                  self.metrics)
         self.smtp_servers = {
             kind: SMTPServer(smtp, kind, self.shutdown)
             for kind in ("smtp", "submission", "submissions")
@@ -86,7 +95,10 @@ class App:
         self.imap_servers = {
             kind: IMAPServer(mailbox, implicit_tls=kind == "imaps") for kind in ("imap", "imaps")
         }
+        self.http = HTTPServer(Site(cfg.hostname, self.metrics, self.readiness,
+                                    self.count_queue, self.bound_ports), cfg)
         self.bound: list[tuple[str, str, int]] = []
+        self.started = False
 
     @property
     def sessions(self) -> set[asyncio.Task[None]]:
@@ -102,6 +114,8 @@ class App:
             return self.pop3_servers[kind].handle
         if kind in self.imap_servers:
             return self.imap_servers[kind].handle
+        if kind == "http":
+            return self.http.handle
         return None
 
     def _door(self, kind: str) -> Door:
@@ -125,6 +139,40 @@ class App:
                     host, port = sock.getsockname()[:2]
                     self.bound.append((kind, host, port))
         await self.queue.start()
+        self.started = True
+
+    def bound_ports(self) -> dict[str, int]:
+        """The first port each listener kind bound (what clients are told to use)."""
+        ports: dict[str, int] = {}
+        for kind, _, port in self.bound:
+            ports.setdefault(kind, port)
+        return ports
+
+    async def readiness(self) -> str | None:
+        """For /readyz: None when every listener is bound and the store answers."""
+        if not self.started or self.shutdown.is_set():
+            return "listeners not bound" if not self.started else "shutting down"
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(READY_STORE_TIMEOUT):
+                await self.aio.list_domains()
+        except Exception as exc:  # any failure of the store means "not ready", with why
+            return f"store not answering: {type(exc).__name__}"
+        self.metrics.store_call("probe", time.monotonic() - began)
+        return None
+
+    async def count_queue(self) -> None:
+        """Queue size and oldest age for a scrape, read off the event loop."""
+
+        def read() -> tuple[int, float]:
+            ids = self.store.queue.queued_ids()  # oldest first
+            oldest = self.store.queue.get_queued(ids[0]) if ids else None
+            return len(ids), 0.0 if oldest is None else max(0.0, time.time() - oldest.created)
+
+        began = time.monotonic()
+        count, age = await asyncio.to_thread(read)
+        self.metrics.store_call("queue_count", time.monotonic() - began)
+        self.metrics.queue(count, age)
 
     async def sweep_login_records(self) -> None:
         window = self.cfg.relay.pop_before_smtp_minutes * 60

@@ -22,7 +22,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PATH = "postwarden.toml"
-LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
+LISTENER_KINDS = (
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http",
+)
 # Loopback demo ports (`init --demo-user`, as `make run` uses)...
 DEFAULT_LISTEN = {
     "smtp": ["127.0.0.1:2525"],
@@ -32,11 +34,13 @@ DEFAULT_LISTEN = {
     "pop3s": ["127.0.0.1:2995"],
     "imap": ["127.0.0.1:2143"],
     "imaps": ["127.0.0.1:2993"],
+    "http": ["127.0.0.1:8025"],  # metrics, health, client autoconfig: keep it on loopback
 }
 # ...and the standard ports on every address, what a real server needs.
 _PRODUCTION_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "pop3": 110,
                      "pop3s": 995, "imap": 143, "imaps": 993}
 PRODUCTION_LISTEN = {k: [f"0.0.0.0:{p}", f"[::]:{p}"] for k, p in _PRODUCTION_PORTS.items()}
+PRODUCTION_LISTEN["http"] = DEFAULT_LISTEN["http"]  # plain HTTP, no login: loopback there too
 _DURATION = re.compile(r"(\d+)([smhd])\Z")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -86,6 +90,7 @@ class LimitsConfig:
     max_connections_submission: int = 200
     max_connections_pop3: int = 200
     max_connections_imap: int = 200
+    max_connections_http: int = 20
     handshake_timeout_seconds: int = 10
     auth_failures_per_ip: int = 10
     auth_failures_per_account: int = 30
@@ -109,6 +114,9 @@ class LimitsConfig:
     mime_max_depth: int = 50  # nested multiparts / attached messages parsed
     mime_max_header_bytes: int = 65536  # header octets kept per part
     mime_max_total_header_bytes: int = 1048576  # header octets kept per message
+    http_timeout_seconds: int = 10  # a whole HTTP request, from connect to its last byte
+    http_max_header_size: int = 8192  # request line plus headers
+    http_max_body_size: int = 16384  # an Autodiscover POST is well under 1 KiB
 
     @property
     def mime(self) -> MimeLimits:
@@ -526,7 +534,11 @@ max_connections_smtp = 400          # a budget per service: a flood on one port
 max_connections_submission = 200    # never takes the others' slots
 max_connections_pop3 = 200
 max_connections_imap = 200
+max_connections_http = 20
 handshake_timeout_seconds = 10      # PROXY header and implicit-TLS handshake
+http_timeout_seconds = 10           # the metrics/autoconfig listener: one whole request
+http_max_header_size = 8192
+http_max_body_size = 16384
 auth_failures_per_ip = 10
 auth_failures_per_account = 30
 

@@ -47,6 +47,7 @@ from postwarden.delivery.reports import Action, RecipientReport, permanent_statu
 from postwarden.delivery.resolver import Hop, MXResolver, ResolveError
 from postwarden.intake.accept import Intake
 from postwarden.log import kv
+from postwarden.metrics import Metrics
 from postwarden.policy.retry import next_retry
 from postwarden.policy.routing import NextHop, next_hop
 from postwarden.storage.boundary import AsyncBlobs, AsyncQueue
@@ -106,8 +107,10 @@ def lease_owner(hostname: str) -> str:
 
 
 class QueueManager:
-    def __init__(self, cfg: Config, queue: AsyncQueue, blobs: AsyncBlobs, intake: Intake) -> None:
+    def __init__(self, cfg: Config, queue: AsyncQueue, blobs: AsyncBlobs, intake: Intake,
+                 metrics: Metrics | None = None) -> None:
         self._cfg = cfg
+        self._metrics = metrics or Metrics()
         self._d = cfg.delivery
         self._queue = queue
         self._blobs = blobs
@@ -286,6 +289,7 @@ class QueueManager:
                 host=result.remote_mta or host, reply=result.reply, delay=f"{delay:.1f}s",
                 outcome=result.outcome.value,
             ))
+            self._metrics.delivery(result.outcome.value, delay)
         return results
 
     def _job_done(self, job: _Job, results: Sequence[RcptResult], dsn: bool) -> None:
@@ -349,7 +353,10 @@ class QueueManager:
             delay_notified=delay_notice and bool(deferred),
         )
         # Joins the attempts finishing now in one transaction (one fsync).
-        if not await self._queue.record_attempt(self.owner, record):
+        began = time.monotonic()
+        recorded = await self._queue.record_attempt(self.owner, record)
+        self._metrics.store_call("record_attempt", time.monotonic() - began)
+        if not recorded:
             log.warning(kv(
                 "lease-lost", queue_id=msg.queue_id,
                 detail="results not recorded: the entry was removed or taken over by"

@@ -26,6 +26,7 @@ from postwarden.intake.headers import (
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
+from postwarden.metrics import Metrics
 from postwarden.storage.boundary import AsyncIntakeStore
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -81,8 +82,10 @@ class Intake:
         max_received_headers: int,
         on_queued: Callable[[], None] = lambda: None,
         max_header_size: int = MAX_HEADER_BYTES,
+        metrics: Metrics | None = None,
     ) -> None:
         self.blobs = blobs
+        self.metrics = metrics or Metrics()
         self.max_header_size = max_header_size
         self.recipients = recipients
         self.hostname = hostname
@@ -113,7 +116,9 @@ class Intake:
             raise
         # Shielded: once handed over, the commit finishes even if this session
         # is cancelled, so a committed message never loses its file.
+        began = time.monotonic()
         await asyncio.shield(self.store.commit(message.writer, acceptance))
+        self.metrics.store_call("commit", time.monotonic() - began)
         if acceptance.remote:
             self.on_queued()
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))

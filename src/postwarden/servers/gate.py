@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from postwarden.config import HostPort, Network
 from postwarden.log import kv
+from postwarden.metrics import Metrics
 from postwarden.policy.relay import normalise_ip
 from postwarden.protocol.proxy import ProxiedAddress, ProxyError, ProxyHeaderParser, ProxyLocal
 from postwarden.servers.common import ConnectionLimiter, Peer, peer_of_socket
@@ -77,8 +78,9 @@ class Gate:
     """Admits connections for every listener of one server process."""
 
     def __init__(self, limiter: ConnectionLimiter, shutdown: asyncio.Event,
-                 proxy_from: tuple[Network, ...] = ()) -> None:
+                 proxy_from: tuple[Network, ...] = (), metrics: Metrics | None = None) -> None:
         self.limiter = limiter
+        self.metrics = metrics or Metrics()
         self.shutdown = shutdown
         self.proxy_from = proxy_from  # who may tell us, with a PROXY header, who the client is
         self.sessions: set[asyncio.Task[None]] = set()
@@ -126,6 +128,7 @@ class Gate:
         if not self.shutdown.is_set() and self.limiter.try_acquire(door.service,
                                                                    str(peer.client_ip)):
             return True
+        self.metrics.connection_refused(door.kind, door.service)
         if door.tls is None:
             with contextlib.suppress(OSError):
                 sock.send(door.busy)
@@ -141,6 +144,7 @@ class Gate:
             peer = real
         ip = str(peer.client_ip)
         writer: asyncio.StreamWriter | None = None
+        self.metrics.connection_opened(door.kind, door.service)
         try:
             reader, writer = await self._streams(sock, door, peer)
             if writer is None:
@@ -150,6 +154,7 @@ class Gate:
             log.exception(kv("session-crash", listener=door.kind, ip=ip))
         finally:
             self.limiter.release(door.service, ip)
+            self.metrics.connection_closed(door.service)
             if writer is not None:
                 writer.close()
             else:

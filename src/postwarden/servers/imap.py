@@ -280,10 +280,11 @@ class _Session(MailboxCommands, SelectedCommands):
             self.account = account
             IMAPServer._per_user[account] += 1
             IMAPServer._per_ip[self.ip] += 1
+        outcome = "ok" if ok else (done.code.value if isinstance(done.code, r.Code) else "no")
         log.info(kv("imap-login", user=account or attempt.username, ip=self.ip,
                     method=attempt.mechanism, tls="yes" if self.machine.tls_active else "no",
-                    result="ok" if ok else (done.code.value if isinstance(done.code, r.Code)
-                                            else "no")))
+                    result=outcome))
+        self.services.metrics.auth("imap", outcome)
         self.machine.send(done)
 
     def _logged_in(self, account: str) -> None:

@@ -287,6 +287,7 @@ class _Session:
             _kv(account or attempt.username), self.ip, attempt.method,
             "yes" if self.machine.tls_active else "no", outcome,
         )
+        self.services.metrics.auth("pop3", outcome)
         if refusal is None:
             log.info("pop3 maildrop user=%s ip=%s messages=%d",
                      _kv(account), self.ip, len(items))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from postwarden.config import Config
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
+from postwarden.metrics import Metrics
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.storage.events import ChangeFeed
 from postwarden.storage.interfaces import BlobStore, Directory
@@ -21,6 +22,7 @@ class SMTPServices:
     recipients: RecipientPolicy
     auth: Authenticator
     tls: ssl.SSLContext | None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class MailboxServices:
     tls: ssl.SSLContext | None
     changes: ChangeFeed  # IMAP IDLE and NOOP hear of mailbox changes here
     intake: Intake | None = None  # IMAP APPEND's door into the store (None: APPEND refused)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @dataclass(frozen=True, slots=True)

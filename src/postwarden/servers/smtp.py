@@ -188,7 +188,8 @@ class SMTPConnection:
                 case DataChunk(data=chunk):
                     self._data_chunk(chunk)
                 case DataAborted(reply=reply):
-                    self._end_transaction(f"refused {reply.code} {reply.status}")
+                    self._end_transaction(f"refused {reply.code} {reply.status}",
+                                          rule=f"status-{reply.status}")
                 case DataEnd():
                     machine.send(await self._data_end())
                 case StartTLS():
@@ -212,6 +213,7 @@ class SMTPConnection:
         if refusal is not None:
             log.info(kv("smtp sender", ip=self.peer.client_ip, user=self.auth_user,
                         sender=sender, decision="reject", rule=refusal.rule))
+            self.s.metrics.message_refused(self.kind, refusal.rule)
             return refusal.reply
         self.txn = Transaction(new_queue_id(), mail)
         return R.SENDER_OK
@@ -222,6 +224,7 @@ class SMTPConnection:
             return R.BAD_SEQUENCE
         decision = await self._decide(rcpt.address, null_sender=txn.mail.sender.address is None)
         txn.decisions.append(f"{rcpt.address}:{decision.verdict.value}:{decision.rule}")
+        self.s.metrics.relay_decision(decision.verdict.value, decision.rule)
         if decision.accepted:
             txn.accepted.append(DsnRecipient(rcpt.address, rcpt.notify, rcpt.orcpt))
         return decision.reply
@@ -281,14 +284,16 @@ class SMTPConnection:
             self._data_chunk(b"")
         if txn.failed is not None:
             reply = txn.failed
-            self._end_transaction(f"refused {reply.code} {reply.status}")
+            self._end_transaction(f"refused {reply.code} {reply.status}",
+                                  rule=f"status-{reply.status}")
             return reply
         assert txn.message is not None
         txn.message.finish()  # the header section is read: its From: can be checked
         refusal = await self.s.recipients.check_header_from(self.auth_user,
                                                             txn.message.from_fields)
         if refusal is not None:
-            self._end_transaction(f"refused {refusal.reply.code} {refusal.rule}")
+            self._end_transaction(f"refused {refusal.reply.code} {refusal.rule}",
+                                  rule=refusal.rule)
             return refusal.reply
         mail = txn.mail
         envelope = Envelope(
@@ -308,22 +313,29 @@ class SMTPConnection:
         except IntakeError as exc:
             reply = (Reply(554, exc.status, exc.public) if exc.permanent
                      else R.TEMP_FAILURE)
-            self._end_transaction(f"refused {reply.code} {exc}")
+            self._end_transaction(f"refused {reply.code} {exc}", rule=f"status-{reply.status}")
             return reply
         except Exception:
             log.exception(kv("smtp intake-failure", queue_id=txn.queue_id))
-            self._end_transaction("refused 451 local error")
+            self._end_transaction("refused 451 local error", rule="local-error")
             return R.TEMP_FAILURE
         self._end_transaction("queued", size=message.size, local=len(accepted.local_accounts),
                               remote=accepted.remote_count)
         return R.OK.with_text(f"Ok: queued as {txn.queue_id}")
 
-    def _end_transaction(self, result: str, **extra: object) -> None:
-        """Log the transaction once (if a recipient was tried) and forget it."""
+    def _end_transaction(self, result: str, rule: str = "", **extra: object) -> None:
+        """Log and count the transaction once (if a recipient was tried) and forget it.
+
+        ``rule`` names what refused the message, for the refusal counter.
+        """
         txn, self.txn = self.txn, None
         if txn is None:
             return
         txn.discard()
+        if result == "queued":
+            self.s.metrics.message_accepted(self.kind)
+        elif rule:
+            self.s.metrics.message_refused(self.kind, rule)
         if txn.decisions or result == "queued":
             log.info(kv("smtp transaction", listener=self.kind, ip=self.peer.client_ip,
                         user=self.auth_user, sender=f"<{txn.mail.sender}>",
@@ -359,6 +371,7 @@ class SMTPConnection:
         outcome = "authzid-refused" if result is LoginResult.OK and foreign else result.value
         log.info(kv("smtp auth", ip=ip, user=creds.username, mechanism=creds.mechanism,
                     result=outcome))
+        self.s.metrics.auth(self.kind, outcome)
         match result:
             case LoginResult.OK if not foreign:
                 return R.AUTH_OK, account

@@ -1,0 +1,231 @@
+"""The [listen] http listener over real sockets: metrics after SMTP traffic, health, autoconfig."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import plistlib
+import smtplib
+import socket
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from postwarden.mail import reply as R
+from serverproc import DOMAIN, HOSTNAME, ServerProcess
+
+USER = f"bob@{DOMAIN}"
+HOSTILE = f'"a<b>&\'c"@{DOMAIN}'  # a valid quoted local part, full of XML metacharacters
+MAX_HEADER = 2048
+MAX_BODY = 1024
+AUTODISCOVER_NS = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root: Path = tmp_path_factory.mktemp("http")
+    srv = ServerProcess(root, listen={"http": ["127.0.0.1:0"]},
+                        limits={"http_max_header_size": MAX_HEADER, "http_max_body_size": MAX_BODY,
+                                "http_timeout_seconds": 1, "auth_failure_delay_seconds": 1})
+    srv.add_user(USER)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def get(server: ServerProcess, path: str, method: str = "GET", body: bytes | None = None,
+        ) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection(*server.addr("http"), timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def raw(server: ServerProcess, data: bytes) -> bytes:
+    """Send bytes no library would, read the whole answer (the server closes)."""
+    with socket.create_connection(server.addr("http"), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def samples(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    status, headers, body = get(server, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples}
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+          **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+class TestMetrics:
+    def test_counters_match_the_smtp_traffic(self, server: ServerProcess) -> None:
+        """One accepted message, one refused relay attempt, one failed login: each counted."""
+        before = samples(server)
+        with smtplib.SMTP(*server.addr("smtp"), timeout=30) as c:
+            c.ehlo("client.test")
+            plain = base64.b64encode(f"\0{USER}\0wrong password".encode()).decode()
+            assert c.docmd("AUTH", f"PLAIN {plain}")[0] == R.AUTH_FAILED.code
+            c.sendmail("alice@remote.test", [USER], b"Subject: hi\r\n\r\nhello\r\n")
+            assert c.mail("alice@remote.test")[0] == 250
+            assert c.rcpt("stranger@elsewhere.test")[0] == R.RELAY_DENIED.code
+            c.rset()
+        server.wait_for_log("smtp transaction", "result=queued")
+        after = samples(server)
+
+        def grew(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert grew("postwarden_messages_accepted_total", listener="smtp") == 1
+        assert grew("postwarden_relay_decisions_total", verdict="accept",
+                    rule="local_recipient") == 1
+        assert grew("postwarden_relay_decisions_total", verdict="reject",
+                    rule="no_relay_rule") == 1
+        assert grew("postwarden_auth_total", service="smtp", result="failed") == 1
+        assert grew("postwarden_connections_total", listener="smtp", service="smtp") == 1
+        assert grew("postwarden_store_latency_seconds_count", operation="commit") == 1
+
+    def test_queue_gauges_and_latency_histogram_are_exported(self, server: ServerProcess) -> None:
+        """Queue size and age are read at scrape time; histograms carry their buckets."""
+        found = samples(server)
+        assert ("postwarden_queue_messages", frozenset()) in found
+        assert found[("postwarden_queue_oldest_age_seconds", frozenset())] >= 0
+        assert value(found, "postwarden_store_latency_seconds_count", operation="queue_count") >= 1
+        names = {name for name, _ in found}
+        assert "postwarden_sessions" in names  # the scrape's own connection is a session
+        assert all(n.startswith("postwarden_") for n in names)  # our registry, not the global
+
+
+class TestHealth:
+    def test_healthz_answers_while_alive(self, server: ServerProcess) -> None:
+        """The process is alive: 200."""
+        assert get(server, "/healthz")[::2] == (200, b"ok\n")
+
+    def test_readyz_checks_listeners_and_store(self, server: ServerProcess) -> None:
+        """Every listener bound and the store answering: 200 ready."""
+        assert get(server, "/readyz")[::2] == (200, b"ready\n")
+
+
+class TestAutoconfig:
+    def test_thunderbird_config_names_our_servers(self, server: ServerProcess) -> None:
+        """config-v1.1.xml parses; pop3s and submissions (implicit TLS) come first."""
+        for path in ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"):
+            status, headers, body = get(server, f"{path}?emailaddress={quote(USER)}")
+            assert status == 200 and headers["Content-Type"].startswith("application/xml")
+            provider = ET.fromstring(body).find("emailProvider")
+            assert provider is not None and provider.get("id") == DOMAIN
+            incoming = provider.findall("incomingServer")
+            assert [(s.get("type"), s.findtext("port"), s.findtext("socketType"))
+                    for s in incoming] == [("pop3", str(server.port("pop3s")), "SSL"),
+                                           ("pop3", str(server.port("pop3")), "STARTTLS")]
+            outgoing = provider.findall("outgoingServer")
+            assert outgoing[0].findtext("port") == str(server.port("submissions"))
+            assert outgoing[0].findtext("hostname") == HOSTNAME
+            assert {s.findtext("username") for s in incoming + outgoing} == {USER}
+
+    def test_thunderbird_escapes_a_hostile_address(self, server: ServerProcess) -> None:
+        """Markup in the address comes back as text, not as elements."""
+        status, _, body = get(server, f"/mail/config-v1.1.xml?emailaddress={quote(HOSTILE)}")
+        assert status == 200
+        usernames = {e.text for e in ET.fromstring(body).iter("username")}
+        assert usernames == {HOSTILE}
+
+    def test_autodiscover_answers_the_posted_address(self, server: ServerProcess) -> None:
+        """Outlook's POX request: the response parses and names the hostile address escaped."""
+        request = (
+            '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.'
+            'microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request>'
+            f"<EMailAddress>{HOSTILE.replace('&', '&amp;').replace('<', '&lt;')}</EMailAddress>"
+            "</Request></Autodiscover>").encode()
+        status, _, body = get(server, "/autodiscover/autodiscover.xml", "POST", request)
+        assert status == 200
+        account = ET.fromstring(body).find(f"{AUTODISCOVER_NS}Response/{AUTODISCOVER_NS}Account")
+        assert account is not None
+        protocols = [(p.findtext(f"{AUTODISCOVER_NS}Type"), p.findtext(f"{AUTODISCOVER_NS}Port"),
+                      p.findtext(f"{AUTODISCOVER_NS}LoginName"))
+                     for p in account.findall(f"{AUTODISCOVER_NS}Protocol")]
+        assert ("SMTP", str(server.port("submissions")), HOSTILE) in protocols
+        assert ("POP3", str(server.port("pop3s")), HOSTILE) in protocols
+
+    def test_autodiscover_refuses_a_doctype_and_junk(self, server: ServerProcess) -> None:
+        """No entity is expanded: a DOCTYPE gets 400, as does a body that is not XML."""
+        bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "y">]><a>&x;</a>'
+        assert get(server, "/autodiscover/autodiscover.xml", "POST", bomb)[0] == 400
+        assert get(server, "/autodiscover/autodiscover.xml", "POST", b"<a")[0] == 400
+        assert get(server, "/Autodiscover/Autodiscover.xml", "GET")[0] == 405
+
+    def test_mobileconfig_is_a_profile_for_the_address(self, server: ServerProcess) -> None:
+        """The .mobileconfig download is a plist with one mail account for the user."""
+        status, headers, body = get(server, f"/apple/{quote(USER)}.mobileconfig")
+        assert status == 200 and headers["Content-Type"] == "application/x-apple-aspen-config"
+        profile = plistlib.loads(body)
+        assert profile["PayloadType"] == "Configuration"
+        (account,) = profile["PayloadContent"]
+        assert account["EmailAddress"] == USER
+        assert account["IncomingMailServerPortNumber"] == server.port("pop3s")
+        assert account["OutgoingMailServerPortNumber"] == server.port("submissions")
+        assert account["EmailAccountType"] == "EmailTypePOP"
+        assert get(server, f"/mobileconfig?email={quote(USER)}")[2] == body
+
+    def test_a_bad_address_gets_400(self, server: ServerProcess) -> None:
+        """An address that does not parse is refused, with the reason."""
+        status, _, body = get(server, "/mobileconfig?email=no-at-sign")
+        assert status == 400 and body.startswith(b"bad email address")
+        assert get(server, "/mobileconfig")[0] == 400
+
+
+class TestBadRequests:
+    def test_bad_method_gets_405_with_allow(self, server: ServerProcess) -> None:
+        """DELETE is not served; the answer says what is."""
+        status, headers, _ = get(server, "/metrics", "DELETE")
+        assert status == 405 and headers["Allow"] == "GET"
+
+    def test_oversized_header_gets_431(self, server: ServerProcess) -> None:
+        """A header section past http_max_header_size is refused, not buffered."""
+        answer = raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                     + b"a" * (MAX_HEADER * 2) + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 ")
+
+    def test_oversized_body_gets_413(self, server: ServerProcess) -> None:
+        """A declared body past http_max_body_size is refused before it is read."""
+        status, _, _ = get(server, "/autodiscover/autodiscover.xml", "POST",
+                           b"x" * (MAX_BODY + 1))
+        assert status == 413
+
+    def test_garbage_gets_400_and_unknown_path_404(self, server: ServerProcess) -> None:
+        """Not HTTP: 400; a path we do not serve: 404."""
+        assert raw(server, b"HELLO THERE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert get(server, "/etc/passwd")[0] == 404
+
+    def test_a_silent_client_gets_408(self, server: ServerProcess) -> None:
+        """A request not finished within http_timeout_seconds is answered 408 and closed."""
+        assert raw(server, b"GET /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 408 ")
+
+    def test_server_keeps_serving_after_bad_requests(self, server: ServerProcess) -> None:
+        """After every refusal above, a good request still gets its answer."""
+        raw(server, b"\x00\xff" * 100 + b"\r\n\r\n")
+        assert get(server, "/healthz")[0] == 200
+        with smtplib.SMTP(*server.addr("smtp"), timeout=30) as c:
+            assert c.noop()[0] == 250
+
+
+def test_http_listener_is_off_by_default(tmp_path: Path) -> None:
+    """An empty [listen] http binds nothing."""
+    srv = ServerProcess(tmp_path).start()
+    try:
+        assert "http" not in srv.ports
+    finally:
+        srv.stop()
