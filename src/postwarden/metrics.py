@@ -26,42 +26,37 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self._connections = Counter(
-            "postwarden_connections", "Connections admitted, by listener and service",
-            ["listener", "service"], registry=r)
-        self._refused = Counter(
-            "postwarden_connections_refused", "Connections refused at the door (limits)",
-            ["listener", "service"], registry=r)
-        self._sessions = Gauge(
-            "postwarden_sessions", "Sessions open now, by service", ["service"], registry=r)
-        self._accepted = Counter(
-            "postwarden_messages_accepted", "Messages accepted (250 after DATA), by listener",
-            ["listener"], registry=r)
-        self._message_refused = Counter(
-            "postwarden_messages_refused", "Messages refused, by listener and refusing rule",
-            ["listener", "rule"], registry=r)
-        self._relay = Counter(
-            "postwarden_relay_decisions", "Recipient (relay) decisions, by verdict and rule",
-            ["verdict", "rule"], registry=r)
-        self._auth = Counter(
-            "postwarden_auth", "Login attempts, by service and result (ok, failed, throttled...)",
-            ["service", "result"], registry=r)
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"postwarden_{name}", doc, labels, registry=r)
+
+        def histogram(name: str, doc: str, label: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(f"postwarden_{name}", doc, [label], buckets=buckets, registry=r)
+
+        self._connections = counter("connections", "Connections admitted", "listener", "service")
+        self._refused = counter("connections_refused", "Connections refused at the door (limits)",
+                                "listener", "service")
+        self._sessions = Gauge("postwarden_sessions", "Sessions open now, by service",
+                               ["service"], registry=r)
+        self._accepted = counter("messages_accepted", "Messages accepted (250 after DATA)",
+                                 "listener")
+        self._message_refused = counter("messages_refused", "Messages refused, by refusing rule",
+                                        "listener", "rule")
+        self._relay = counter("relay_decisions", "Recipient (relay) decisions", "verdict", "rule")
+        self._auth = counter("auth", "Login attempts (ok, failed, throttled...)",
+                             "service", "result")
         self.queue_messages = Gauge(
             "postwarden_queue_messages", "Messages in the outbound queue (at scrape time)",
             registry=r)
         self.queue_oldest = Gauge(
             "postwarden_queue_oldest_age_seconds",
             "Age of the oldest message in the outbound queue (0 when empty)", registry=r)
-        self._deliveries = Counter(
-            "postwarden_deliveries", "Delivery attempts per recipient, by outcome",
-            ["outcome"], registry=r)
-        self._delivery_latency = Histogram(
-            "postwarden_delivery_latency_seconds",
-            "From reception to this delivery attempt's result", ["outcome"],
-            buckets=DELIVERY_BUCKETS, registry=r)
-        self._store = Histogram(
-            "postwarden_store_latency_seconds", "Store calls as the servers wait for them",
-            ["operation"], buckets=STORE_BUCKETS, registry=r)
+        self._deliveries = counter("deliveries", "Delivery attempts per recipient", "outcome")
+        self._delivery_latency = histogram(
+            "delivery_latency_seconds", "From reception to this delivery attempt's result",
+            "outcome", DELIVERY_BUCKETS)
+        self._store = histogram("store_latency_seconds", "Store calls as the servers wait for them",
+                                "operation", STORE_BUCKETS)
 
     # --- events -------------------------------------------------------------------
 
