@@ -280,6 +280,22 @@ class TestUsers:
         assert "no such user" in cli.fails("user", "quota", "nobody@example.test", "10")
 
 
+class TestAdminLog:
+    def test_each_change_is_one_line_without_the_password(self, cli: CLI) -> None:
+        """Changes are logged to [log] file, one line each; reads are not; no password."""
+        cli.config.write_text(cli.config.read_text().replace('file = ""', 'file = "admin.log"'))
+        cli.ok("user", "add", "bob@example.test", "--password-stdin", stdin=PASSWORD)
+        cli.ok("user", "list")
+        cli.ok("alias", "add", "team@example.test", "bob@example.test")
+        lines = (cli.root / "admin.log").read_text().splitlines()
+        assert len(lines) == 2
+        assert " INFO postwarden.admin admin by=" in lines[0]
+        assert lines[0].endswith("command=user action=add address=bob@example.test")
+        assert lines[1].endswith(
+            "command=alias action=add address=team@example.test targets=bob@example.test")
+        assert PASSWORD not in "\n".join(lines)
+
+
 class TestPasswordPrompt:
     def test_no_terminal_says_to_use_password_stdin(self, cli: CLI) -> None:
         """Piped stdin and no flag: a hint, not an EOFError traceback; no account added."""

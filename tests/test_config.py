@@ -178,6 +178,8 @@ class TestConfigErrorsNameTheKey:
             ("tls", "cert = 5", "tls.cert"),
             ("dns", 'nameservers = ["not-an-ip"]', "dns.nameservers[0]"),
             ("relay", 'trusted_networks = ["192.168.1.5/24"]', "relay.trusted_networks[0]"),
+            ("log", 'format = "xml"', "log.format"),
+            ("log", "file = 5", "log.file"),
         ],
     )
     def test_bad_value_is_refused_naming_its_key(

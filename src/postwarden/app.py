@@ -274,7 +274,7 @@ def keep_big_buffers_returnable() -> None:
 
 
 def serve(cfg: Config) -> None:
-    logsetup.setup()
+    logsetup.setup(fmt=cfg.log.format, file=cfg.log.file)
     keep_big_buffers_returnable()
     try:
         asyncio.run(App(cfg).run(_announce))

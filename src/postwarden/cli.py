@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import ipaddress
+import logging
 import os
 import sys
 import time
@@ -18,8 +19,10 @@ from pathlib import Path
 
 from postwarden import __version__
 from postwarden import config as configmod
+from postwarden import log as logsetup
 from postwarden.config import Config, ConfigError
 from postwarden.intake.recipients import RecipientPolicy, catch_all_key
+from postwarden.log import kv
 from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
@@ -460,11 +463,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+ADMIN_ACTIONS = {  # commands that change something: each is logged, one line
+    ("init", None), ("domain", "add"), ("domain", "remove"), ("user", "add"),
+    ("user", "passwd"), ("user", "remove"), ("user", "quota"), ("alias", "add"),
+    ("alias", "remove"), ("queue", "retry"), ("queue", "remove"), ("blobs", "attach"),
+    ("blobs", "remove"),
+}
+ADMIN_FIELDS = ("domain", "address", "targets", "id", "all", "limit", "user", "names")
+
+
+def _log_admin_action(args: argparse.Namespace) -> None:
+    """One line in the server's log (``[log]``) per change made from the shell.
+
+    Only the arguments are logged: passwords never are arguments (a prompt or stdin).
+    """
+    action = getattr(args, "action", None)
+    if (args.command, action) not in ADMIN_ACTIONS or (
+            action == "quota" and args.limit is None):
+        return
+    cfg = _config(args)
+    logsetup.setup(fmt=cfg.log.format, file=cfg.log.file)
+    fields = {name: getattr(args, name) for name in ADMIN_FIELDS
+              if getattr(args, name, None) not in (None, False, [])}
+    try:
+        by = getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment or passwd file
+        by = str(os.getuid())
+    logging.getLogger("postwarden.admin").info(kv(
+        "admin", by=by, command=args.command, action=action, **fields))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
-        return func(args) or 0
+        code = func(args) or 0
+        if code == 0:
+            _log_admin_action(args)
+        return code
     except (CLIError, ConfigError, StoreError) as exc:
         print(f"postwarden: error: {exc}", file=sys.stderr)
         return 2

@@ -178,6 +178,12 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: str = "text"  # "text" | "json"
+    file: Path | None = None  # None: stderr
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     domain: str  # "partner.example" or "*.example.org"
     to: HostPort
@@ -203,6 +209,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     routes: tuple[Route, ...] = ()
     storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
 
     @property
@@ -434,7 +441,8 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     if not hostname:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
-    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap")
+    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap",
+             "log")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -463,7 +471,17 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         routes=routes,
         storage=_storage(_Table(sections["storage"], "storage")),
         imap=_imap(_Table(sections["imap"], "imap")),
+        log=_log(_Table(sections["log"], "log"), base),
     )
+
+
+def _log(t: _Table, base: Path) -> LogConfig:
+    fmt = t.get("format", str, "text")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f'{t.key("format")}: expected "text" or "json", got {fmt!r}')
+    file = t.get("file", str, "")
+    t.finish()
+    return LogConfig(fmt, base / file if file else None)
 
 
 def _storage(t: _Table) -> StorageConfig:
@@ -568,4 +586,8 @@ idle_seconds = 1740          # the longest IDLE
 idle_poll_ms = 30000         # IDLE also checks the mailbox this often
 max_sessions_per_user = 50
 max_sessions_per_ip = 100
+
+[log]
+format = "text"              # "text" | "json" (one object per line)
+file = ""                    # "" = stderr; else appended to (relative to this file)
 """

@@ -7,8 +7,11 @@ protocol code never passes secrets here: passwords are not fields anywhere.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 
 def _value(value: object) -> str:
@@ -23,12 +26,37 @@ def kv(event: str, **fields: object) -> str:
     return " ".join([event, *(f"{k}={_value(v)}" for k, v in fields.items())])
 
 
-def setup(level: int = logging.INFO) -> None:
-    """Log to stderr with a timestamp; called once by ``serve``."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
+class _Text(logging.Formatter):
+    """``<RFC 3339 time with milliseconds and zone> LEVEL logger message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{timestamp(record.created)} {record.levelname} {record.name} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _JSON(logging.Formatter):
+    """One JSON object per line, for log shippers: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, str] = {"time": timestamp(record.created), "level": record.levelname,
+                                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event, ensure_ascii=False)
+
+
+def timestamp(created: float) -> str:
+    """RFC 3339 in UTC with milliseconds: ``2026-11-30T17:46:32.123+00:00``."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+def setup(level: int = logging.INFO, fmt: str = "text", file: Path | None = None) -> None:
+    """Log to ``file`` (appending) or stderr, as text or JSON; called once per process."""
+    handler: logging.Handler = (
+        logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(_JSON() if fmt == "json" else _Text())
     # Our format uses none of these: skip computing them for every record
     # (the "Optimization" advice of the logging HOWTO).
     logging._srcfile = None  # no caller lookup (a stack walk per record)
