@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import plistlib
 import smtplib
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from test_outbound import submit
 
+from delivery.smtppeers import Peer
 from postwarden.mail import reply as R
 from serverproc import DOMAIN, HOSTNAME, ServerProcess
 
@@ -229,3 +232,25 @@ def test_http_listener_is_off_by_default(tmp_path: Path) -> None:
         assert "http" not in srv.ports
     finally:
         srv.stop()
+
+
+async def test_deliveries_are_counted_by_outcome(make_server: Callable[..., ServerProcess]) -> None:
+    """A routed delivery shows as one sent delivery, its latency observed, the queue empty."""
+    peer = Peer()
+    port = await peer.start()
+    server = make_server(listen={"http": ["127.0.0.1:0"]},
+                         routes=[{"domain": "partner.example", "to": f"127.0.0.1:{port}"}])
+    server.add_user(f"olga@{DOMAIN}")
+    server.start()
+    try:
+        queue_id = await submit(server, "ann@partner.example", subject="counted")
+        await peer.wait_messages(1, timeout=30)
+        await asyncio.to_thread(server.wait_for_log, "delivery", queue_id, "outcome=sent")
+        found = await asyncio.to_thread(samples, server)
+    finally:
+        await asyncio.to_thread(server.stop)  # the peer lives on this loop: keep it running
+        await peer.close()
+    assert value(found, "postwarden_deliveries_total", outcome="sent") == 1
+    assert value(found, "postwarden_delivery_latency_seconds_count", outcome="sent") == 1
+    assert value(found, "postwarden_auth_total", service="submission", result="ok") == 1
+    assert value(found, "postwarden_messages_accepted_total", listener="submission") == 1
