@@ -156,11 +156,13 @@ class MailboxCommands(SessionCore):
         try:
             match command:
                 case c.Create(mailbox=name, special_use=uses):
-                    special = next((u for u in uses if u.lower() in _SPECIAL_USE), None)
-                    if uses and special is None:
-                        self.machine.send(r.Done(r.Status.NO, "Unknown special use",
-                                                 r.Code.CANNOT))
+                    # RFC 6154 §3: a use that cannot be given means no mailbox at all.
+                    if len(uses) > 1 or any(u.lower() not in _SPECIAL_USE for u in uses):
+                        self.machine.send(r.Done(
+                            r.Status.NO, "Unknown special use, or more than one",
+                            r.Code.USEATTR))
                         return
+                    special = uses[0] if uses else None
                     await self.store(mailboxes.create_mailbox, account,
                                      name.rstrip(DELIMITER), special)
                 case c.Delete(mailbox=name):

@@ -26,7 +26,7 @@ class Status(enum.Enum):
 
 
 class Code(enum.Enum):
-    """Response codes without arguments (RFC 9051 §7.1, RFC 5530, 7162, 4315, 9208)."""
+    """Response codes without arguments (RFC 9051 §7.1, RFC 5530, 7162, 4315, 9208, 6154)."""
 
     ALERT = "ALERT"
     ALREADYEXISTS = "ALREADYEXISTS"
@@ -55,6 +55,7 @@ class Code(enum.Enum):
     UIDNOTSTICKY = "UIDNOTSTICKY"
     UNAVAILABLE = "UNAVAILABLE"
     UNKNOWN_CTE = "UNKNOWN-CTE"
+    USEATTR = "USEATTR"
 
 
 @dataclass(frozen=True, slots=True)
