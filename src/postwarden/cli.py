@@ -330,6 +330,36 @@ def _recipient(text: str) -> Address:
     return parse_address(text)
 
 
+def cmd_dkim(args: argparse.Namespace) -> None:
+    from postwarden.delivery import dkimsign
+
+    cfg = _config(args)
+    domain = _domain(args.domain)
+    if not _store(cfg).is_local_domain(domain):
+        raise CLIError(f"{domain} is not a local domain (add it with `domain add`)")
+    now = time.time()
+    match args.action:
+        case "generate":
+            try:
+                key = dkimsign.generate(cfg.data_dir, domain, args.selector, args.algorithm, now)
+            except dkimsign.DkimError as exc:
+                raise CLIError(str(exc)) from None
+            print(key.dns_record())
+        case "show":
+            keys = dkimsign.load_keys(cfg.data_dir, domain)
+            if not keys:
+                raise CLIError(f"no DKIM keys for {domain} (make one with `dkim generate`)")
+            active = dkimsign.active_keys(keys, now, cfg.delivery.dkim_rotation_delay)
+            for key in keys:
+                made = time.strftime("%Y-%m-%d %H:%M", time.gmtime(key.created))
+                state = "signing" if key in active else "not signing"
+                print(f"; {key.selector} {key.algorithm} made {made} UTC, {state}")
+                print(key.dns_record())
+        case "remove":
+            if not dkimsign.remove(cfg.data_dir, domain, args.selector.lower()):
+                raise CLIError(f"no selector {args.selector} for {domain}")
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     from postwarden.delivery.queuecli import run_queue_command
 
@@ -434,6 +464,19 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("recipients", nargs="+", metavar="RCPT",
                    help="recipient address, or postmaster")
     s.set_defaults(func=cmd_relay_check)
+
+    s = sub.add_parser("dkim", help="DKIM signing keys")
+    a = s.add_subparsers(dest="action", required=True)
+    x = a.add_parser("generate", help="make a key; prints the DNS record to publish")
+    x.add_argument("domain", help="a local domain")
+    x.add_argument("--selector", help="default: pw + today's date + r (RSA) or e (Ed25519)")
+    x.add_argument("--algorithm", default="rsa-sha256", help="rsa-sha256 or ed25519-sha256")
+    a.add_parser("show", help="every key's DNS record").add_argument(
+        "domain", help="a local domain")
+    x = a.add_parser("remove", help="retire a key (after rotation)")
+    x.add_argument("domain", help="a local domain")
+    x.add_argument("selector", help="the key's selector, as dkim show lists it")
+    s.set_defaults(func=cmd_dkim)
 
     s = sub.add_parser("queue", help="the outbound queue")
     a = s.add_subparsers(dest="action", required=True)

@@ -161,6 +161,9 @@ class DeliveryConfig:
     # How long a claim on queued messages lasts unless extended: the time
     # another process waits before taking over the work of one that died.
     lease_seconds: int = 300
+    # How long a new DKIM key waits (for its DNS record to be published and
+    # cached) before it replaces the older key of its algorithm in signing.
+    dkim_rotation_delay: int = 2 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ def _delivery(t: _Table) -> DeliveryConfig:
         max_received_headers=_positive(t, "max_received_headers", d.max_received_headers),
         active_window=_positive(t, "active_window", d.active_window),
         lease_seconds=_duration_key(t, "lease_seconds", d.lease_seconds),
+        dkim_rotation_delay=_duration_key(t, "dkim_rotation_delay", d.dkim_rotation_delay),
     )
     if delivery.lease_seconds < 1:
         raise ConfigError(f"{t.key('lease_seconds')}: must be at least one second")

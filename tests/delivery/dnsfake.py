@@ -79,12 +79,12 @@ class DNSServer:
                 await writer.drain()
         writer.close()
 
-    async def start(self) -> int:
-        """Bind UDP and TCP on the same free port; returns the port."""
+    async def start(self, port: int = 0) -> int:
+        """Bind UDP and TCP on the same port (a free one unless given); returns the port."""
         loop = asyncio.get_running_loop()
-        for _ in range(20):  # bounded: a free UDP port whose TCP twin is free too
+        for _ in range(20 if port == 0 else 1):  # bounded: a free UDP port whose TCP twin is free
             transport, _proto = await loop.create_datagram_endpoint(
-                lambda: _UDP(self), local_addr=("127.0.0.1", 0), family=socket.AF_INET
+                lambda: _UDP(self), local_addr=("127.0.0.1", port), family=socket.AF_INET
             )
             port = transport.get_extra_info("sockname")[1]
             try:

@@ -33,7 +33,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from dkim import DKIMException
+
 from postwarden.config import Config
+from postwarden.delivery.dkimsign import Signer
 from postwarden.delivery.notify import send_reports, wants, within_origin
 from postwarden.delivery.outbound import (
     HostUnavailable,
@@ -82,6 +85,7 @@ class _Tracker:
     msg: QueuedMessage
     jobs: int = 0
     data: bytes | None = None
+    head: bytes | None = None  # DKIM signatures, made once per message
     # (recipient, result, whether the peer took the DSN parameters)
     results: list[tuple[QueueRecipient, RcptResult, bool]] = field(default_factory=list)
 
@@ -115,6 +119,7 @@ class QueueManager:
         self._queue = queue
         self._blobs = blobs
         self._intake = intake
+        self._signer = Signer(cfg.data_dir, self._d.dkim_rotation_delay)
         self._resolver = MXResolver(cfg.dns.nameservers, self._d.mx_port, self._d.connect_timeout)
         self.owner = lease_owner(cfg.hostname)
         self._wake_event = asyncio.Event()
@@ -267,13 +272,33 @@ class QueueManager:
                 return self._logged(job, [down] * n, down.remote_mta or "-"), None, down
         assert session is not None
         msg = tracker.msg
+        if tracker.head is None:
+            tracker.head = await self._sign(msg, data)
         out = OutMessage(
             sender=msg.sender,
             recipients=tuple(OutRecipient(r.address, r.notify, r.orcpt) for r in job.recipients),
-            data=data, envid=msg.envid, ret=msg.ret, smtputf8=msg.smtputf8,
+            data=data, envid=msg.envid, ret=msg.ret, smtputf8=msg.smtputf8, head=tracker.head,
         )
         results = await session.send(out)
         return self._logged(job, results, session.hop.name), session, None
+
+    async def _sign(self, msg: QueuedMessage, data: bytes) -> bytes:
+        """DKIM signatures for mail we vouch for (never for a stranger's), made in a thread.
+
+        A message dkimpy cannot sign, or an unreadable key, goes out unsigned
+        with a warning rather than waiting: the receiver judges it as unsigned.
+        """
+        if not msg.trusted_origin:
+            return b""
+        try:
+            head, used = await asyncio.to_thread(self._signer.signature, data)
+        except (DKIMException, OSError, ValueError, KeyError) as exc:
+            log.warning(kv("dkim", queue_id=msg.queue_id, outcome="unsigned",
+                           reason=f"{type(exc).__name__}: {exc}"))
+            return b""
+        if used:
+            log.info(kv("dkim", queue_id=msg.queue_id, outcome="signed", keys=used))
+        return head
 
     async def _open(self, hop: NextHop) -> Session:
         hops: list[Hop] = await self._resolver.hops(hop)

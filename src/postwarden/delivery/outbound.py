@@ -49,7 +49,11 @@ class OutRecipient:
 
 @dataclass(frozen=True, slots=True)
 class OutMessage:
-    """One transaction: envelope with its DSN parameters, and the message bytes."""
+    """One transaction: envelope with its DSN parameters, and the message bytes.
+
+    ``head`` (DKIM signatures) goes on the wire before ``data``, so the stored
+    message is neither rewritten nor copied to add it.
+    """
 
     sender: str
     recipients: tuple[OutRecipient, ...]
@@ -57,6 +61,11 @@ class OutMessage:
     envid: str | None
     ret: str | None
     smtputf8: bool
+    head: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.data)
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -178,7 +187,7 @@ class Session:
             reply = f"554 5.6.7 {name} does not support SMTPUTF8, which this message needs"
             return [RcptResult(Outcome.FAILED, reply, None)] * n
         limit = self._conn.extensions.get("size", "")
-        if limit.isdigit() and 0 < int(limit) < len(msg.data):
+        if limit.isdigit() and 0 < int(limit) < msg.size:
             reply = f"552 5.3.4 Message size exceeds the limit of {name} ({limit} bytes)"
             return [RcptResult(Outcome.FAILED, reply, None)] * n
         results: list[RcptResult | None] = [None] * n
@@ -223,6 +232,8 @@ class Session:
                 results[i] = final
             await self._reset()
             return [r for r in results if r is not None]
+        if msg.head:  # header lines: nothing to dot-stuff
+            await self._conn.write(msg.head)
         await self._conn.write(dot_stuff(msg.data))
         reply = await self._conn.read_reply()
         final = RcptResult(_outcome(reply.code), reply.text, name)
@@ -233,7 +244,7 @@ class Session:
     def _mail_options(self, msg: OutMessage, utf8: bool) -> list[bytes]:
         options = []
         if self.supports("size"):
-            options.append(f"SIZE={len(msg.data)}")
+            options.append(f"SIZE={msg.size}")
         if self.supports("8bitmime") and not msg.data.isascii():
             options.append("BODY=8BITMIME")
         if utf8:
