@@ -74,6 +74,8 @@ class ServerProcess:
             "relay": {},
             "limits": {"shutdown_grace_seconds": 10},
             "delivery": {"retry_intervals": ["1s"]},
+            # Sender checks need DNS: off unless a test brings a loopback DNS server.
+            "auth_checks": {"enabled": False},
         }
         for name, table in overrides.items():
             sections.setdefault(name, {}).update(table)

@@ -18,6 +18,7 @@ from postwarden.config import Config, ConfigError
 from postwarden.delivery.manager import QueueManager
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
+from postwarden.intake.senderauth import SenderAuth
 from postwarden.log import kv
 from postwarden.mail import reply as R
 from postwarden.metrics import Metrics
@@ -81,7 +82,9 @@ class App:
             "http": limits.max_connections_http,
         })
         self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from, self.metrics)
-        smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls, self.metrics)
+        checks = SenderAuth(cfg, recipients) if cfg.auth_checks.enabled else None
+        smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls, self.metrics,
+                            sender_auth=checks)
         mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
                                   self.auth, self.tls, self.store.changes, self.intake,
                                   self.metrics)

@@ -12,6 +12,7 @@ import getpass
 import ipaddress
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,8 +23,10 @@ from postwarden import config as configmod
 from postwarden import log as logsetup
 from postwarden.config import Config, ConfigError
 from postwarden.intake.recipients import RecipientPolicy, catch_all_key
+from postwarden.intake.senderauth import SenderAuth
 from postwarden.log import kv
 from postwarden.mail.address import Address, AddressError, normalise_domain, parse_address
+from postwarden.policy.authchecks import AuthVerdict
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
 from postwarden.storage.factory import async_boundary, open_store
@@ -272,6 +275,44 @@ def cmd_alias(args: argparse.Namespace) -> None:
                 print(f"{name} -> {', '.join(targets)}")
 
 
+def cmd_auth_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    mail_from = "" if args.mail_from in ("", "<>") else str(_address(args.mail_from))
+    if args.message:
+        with open(args.message, "rb") as f:
+            data = f.read(cfg.limits.max_message_size + 1)
+        if len(data) > cfg.limits.max_message_size:
+            raise CLIError(f"{args.message}: larger than max_message_size")
+        data = re.sub(rb"\r?\n", b"\r\n", data)
+    else:
+        data = f"From: <{mail_from}>\r\n\r\n".encode()
+    store = async_boundary(open_store(cfg))
+    try:
+        verdict = asyncio.run(_auth_check(cfg, RecipientPolicy(store, cfg.relay, cfg.hostname),
+                                          args, mail_from, data))
+    finally:
+        store.close()
+    reply = verdict.reply.encode().decode().strip() if verdict.reply else "(message goes on)"
+    print(f"{verdict.action.name}  {reply}")
+    print(f"  rule: {verdict.rule}")
+    for reason in verdict.reasons:
+        print(f"  why:  {reason}")
+    print(verdict.header.replace("\r\n", "\n"), end="")
+    return 1 if verdict.reply is not None else 0
+
+
+async def _auth_check(cfg: Config, policy: RecipientPolicy, args: argparse.Namespace,
+                      mail_from: str, data: bytes) -> AuthVerdict:
+    """What the MX listener would decide for an unauthenticated client."""
+    client_ip = _ip(args.client, "client")
+    local = _ip("127.0.0.1", "local")
+    facts = await policy.client_facts(client_ip, local, tls=False, auth_user=None,
+                                      now=time.time())
+    trusted = "client may relay ([relay] rules)" if policy.vouches_for_sender(facts) else ""
+    return await SenderAuth(cfg, policy).check(client_ip=str(client_ip), helo=args.helo,
+                                               mail_from=mail_from, message=data, trusted=trusted)
+
+
 def _ip(text: str, what: str) -> configmod.IPAddress:
     try:
         return ipaddress.ip_address(text)
@@ -477,6 +518,16 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("domain", help="a local domain")
     x.add_argument("selector", help="the key's selector, as dkim show lists it")
     s.set_defaults(func=cmd_dkim)
+
+    s = sub.add_parser("auth", help="explain sender authentication (SPF, DKIM, DMARC, ARC)")
+    a = s.add_subparsers(dest="action", required=True)
+    x = a.add_parser("check")
+    x.add_argument("--client", required=True, help="client IP address")
+    x.add_argument("--helo", required=True, help="the name the client greets with")
+    x.add_argument("--from", dest="mail_from", required=True,
+                   help="MAIL FROM address (<> for the null sender)")
+    x.add_argument("--message", help="message file (default: only a From: of --from)")
+    s.set_defaults(func=cmd_auth_check)
 
     s = sub.add_parser("queue", help="the outbound queue")
     a = s.add_subparsers(dest="action", required=True)

@@ -81,6 +81,21 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthChecksConfig:
+    """``[auth_checks]``: SPF/DKIM/DMARC/ARC on mail from unauthenticated clients."""
+
+    enabled: bool = True
+    spoofing_protection: bool = True  # outsiders may not claim our domains unvouched
+    dmarc_reject: str = "reject"  # "reject" | "quarantine": what a failing p=reject gets
+    spf_fail: str = "header"  # "header" | "reject": what an SPF -all fail gets
+    dns_timeout_seconds: int = 5  # per lookup
+    check_timeout_seconds: int = 20  # all lookups of one message together
+    spf_lookup_limit: int = 10  # RFC 7208 §4.6.4
+    spf_void_limit: int = 2
+    max_signatures: int = 10  # DKIM signatures verified per message; the rest are ignored
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_message_size: int = 26214400
     max_recipients: int = 100
@@ -210,6 +225,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
+    auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
     routes: tuple[Route, ...] = ()
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -446,7 +462,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
     names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap",
-             "log")
+             "log", "auth_checks")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -476,6 +492,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         storage=_storage(_Table(sections["storage"], "storage")),
         imap=_imap(_Table(sections["imap"], "imap")),
         log=_log(_Table(sections["log"], "log"), base),
+        auth_checks=_auth_checks(_Table(sections["auth_checks"], "auth_checks")),
     )
 
 
@@ -486,6 +503,27 @@ def _log(t: _Table, base: Path) -> LogConfig:
     file = t.get("file", str, "")
     t.finish()
     return LogConfig(fmt, base / file if file else None)
+
+
+def _auth_checks(t: _Table) -> AuthChecksConfig:
+    d = AuthChecksConfig()
+    cfg = AuthChecksConfig(
+        enabled=t.get("enabled", bool, d.enabled),
+        spoofing_protection=t.get("spoofing_protection", bool, d.spoofing_protection),
+        dmarc_reject=t.get("dmarc_reject", str, d.dmarc_reject),
+        spf_fail=t.get("spf_fail", str, d.spf_fail),
+        dns_timeout_seconds=_positive(t, "dns_timeout_seconds", d.dns_timeout_seconds),
+        check_timeout_seconds=_positive(t, "check_timeout_seconds", d.check_timeout_seconds),
+        spf_lookup_limit=_positive(t, "spf_lookup_limit", d.spf_lookup_limit),
+        spf_void_limit=_positive(t, "spf_void_limit", d.spf_void_limit, minimum=0),
+        max_signatures=_positive(t, "max_signatures", d.max_signatures),
+    )
+    t.finish()
+    if cfg.dmarc_reject not in ("reject", "quarantine"):
+        raise ConfigError('auth_checks.dmarc_reject: "reject" or "quarantine"')
+    if cfg.spf_fail not in ("header", "reject"):
+        raise ConfigError('auth_checks.spf_fail: "header" or "reject"')
+    return cfg
 
 
 def _storage(t: _Table) -> StorageConfig:
@@ -573,6 +611,17 @@ delay_warning_after = "4h"
 
 [dns]
 nameservers = []
+
+[auth_checks]       # SPF, DKIM, DMARC, ARC on mail from unauthenticated clients
+enabled = true
+spoofing_protection = true   # outsiders claiming our domains unvouched: 550 5.7.1
+dmarc_reject = "reject"      # "reject" | "quarantine" for a failing p=reject
+spf_fail = "header"          # "header" | "reject" for an SPF fail
+dns_timeout_seconds = 5
+check_timeout_seconds = 20
+spf_lookup_limit = 10
+spf_void_limit = 2
+max_signatures = 10
 
 [storage]
 backend = "sqlite"

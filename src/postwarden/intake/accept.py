@@ -23,6 +23,7 @@ from postwarden.intake.headers import (
     TraceInfo,
     received_header,
 )
+from postwarden.intake.held import HeldWriter
 from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
@@ -94,10 +95,12 @@ class Intake:
         self.store = store
 
     def open_message(self, queue_id: str, trace: TraceInfo | None,
-                     add_submission_headers: bool) -> MessageBuilder:
+                     add_submission_headers: bool, hold: bool = False) -> MessageBuilder:
+        """``hold``: keep the bytes in memory for sender checks (see ``intake.held``)."""
         prefix = received_header(trace) if trace is not None else b""
+        blob = self.blobs.new_blob(queue_id)
         return MessageBuilder(
-            self.blobs.new_blob(queue_id), prefix, hostname=self.hostname,
+            HeldWriter(blob) if hold else blob, prefix, hostname=self.hostname,
             add_submission_headers=add_submission_headers, max_header_bytes=self.max_header_size,
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from postwarden.config import Config
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
+from postwarden.intake.senderauth import SenderAuth
 from postwarden.metrics import Metrics
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.storage.events import ChangeFeed
@@ -23,6 +24,7 @@ class SMTPServices:
     auth: Authenticator
     tls: ssl.SSLContext | None
     metrics: Metrics = field(default_factory=Metrics)
+    sender_auth: SenderAuth | None = None  # [auth_checks] on the MX listener
 
 
 @dataclass(frozen=True, slots=True)

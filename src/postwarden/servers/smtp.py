@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from postwarden.intake.accept import IntakeError, new_queue_id
 from postwarden.intake.headers import HeaderSectionTooLarge, MessageBuilder, TraceInfo
+from postwarden.intake.held import HeldWriter
 from postwarden.log import kv
 from postwarden.mail import reply as R
 from postwarden.mail.address import Address
@@ -58,6 +59,7 @@ class Transaction:
     decisions: list[str] = field(default_factory=list)
     message: MessageBuilder | None = None
     failed: Reply | None = None  # storing the data failed; the rest is read and dropped
+    checked: bool = False  # [auth_checks] apply: the message is held until its verdict
 
     def discard(self) -> None:
         if self.message is not None:
@@ -215,8 +217,13 @@ class SMTPConnection:
                         sender=sender, decision="reject", rule=refusal.rule))
             self.s.metrics.message_refused(self.kind, refusal.rule)
             return refusal.reply
-        self.txn = Transaction(new_queue_id(), mail)
+        self.txn = Transaction(new_queue_id(), mail, checked=await self._checks_apply())
         return R.SENDER_OK
+
+    async def _checks_apply(self) -> bool:
+        """Sender checks are for the MX listener's unauthenticated, untrusted clients."""
+        return (self.s.sender_auth is not None and self.kind == "smtp"
+                and not self.s.recipients.vouches_for_sender(await self._facts()))
 
     async def _rcpt_to(self, rcpt: RcptTo) -> Reply:
         txn = self.txn
@@ -247,7 +254,7 @@ class SMTPConnection:
             if txn.message is None:
                 txn.message = self.s.intake.open_message(
                     txn.queue_id, self._trace(txn),
-                    add_submission_headers=self.auth_user is not None,
+                    add_submission_headers=self.auth_user is not None, hold=txn.checked,
                 )
             txn.message.write(chunk)
         except HeaderSectionTooLarge:  # refused at the end; the rest is read and dropped
@@ -295,6 +302,10 @@ class SMTPConnection:
             self._end_transaction(f"refused {refusal.reply.code} {refusal.rule}",
                                   rule=refusal.rule)
             return refusal.reply
+        if txn.checked and (refused := await self._sender_checks(txn, txn.message)) is not None:
+            self._end_transaction(f"refused {refused.code} {refused.status}",
+                                  rule="auth_checks")
+            return refused
         mail = txn.mail
         envelope = Envelope(
             sender=mail.sender.address,
@@ -322,6 +333,19 @@ class SMTPConnection:
         self._end_transaction("queued", size=message.size, local=len(accepted.local_accounts),
                               remote=accepted.remote_count)
         return R.OK.with_text(f"Ok: queued as {txn.queue_id}")
+
+    async def _sender_checks(self, txn: Transaction, message: MessageBuilder) -> Reply | None:
+        """SPF/DKIM/DMARC/ARC: the refusal, or None with the A-R header written."""
+        assert self.s.sender_auth is not None and isinstance(message.writer, HeldWriter)
+        hello = self.machine.hello
+        verdict = await self.s.sender_auth.check(
+            client_ip=str(self.peer.client_ip), helo=hello.name if hello else "",
+            mail_from=str(txn.mail.sender.address or ""), message=message.writer.held(),
+            queue_id=txn.queue_id)
+        if verdict.reply is not None:
+            return verdict.reply
+        message.writer.release(verdict.header.encode(), self.s.cfg.hostname)
+        return None
 
     def _end_transaction(self, result: str, rule: str = "", **extra: object) -> None:
         """Log and count the transaction once (if a recipient was tried) and forget it.

@@ -1,0 +1,199 @@
+"""The async half of sender authentication: gather DNS answers and signature results.
+
+Everything that needs the network or the CPU happens here and ends in a
+frozen ``AuthFacts`` for ``policy.authchecks.decide``. DKIM and ARC are
+verified by dkimpy, whose DNS hook is synchronous: so the key records are
+fetched first (async, through ``AuthDNS`` and its cache) and the
+verification then runs in a worker thread against that table, keeping both
+blocking DNS and RSA work off the event loop. The organisational domain
+comes from the Public Suffix List snapshot shipped in ``publicsuffixlist``
+(no fetch at run time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import dkim
+from publicsuffixlist import PublicSuffixList
+
+from postwarden.config import AuthChecksConfig
+from postwarden.intake.authdns import AuthDNS, DNSTempError
+from postwarden.intake.headers import from_fields
+from postwarden.intake.spf import SPFLookups, check_host
+from postwarden.mail.addresslist import parse_address_list
+from postwarden.policy.authchecks import (
+    AuthFacts,
+    DKIMOutcome,
+    DMARCLookup,
+    Result,
+    SPFOutcome,
+    parse_dmarc,
+)
+
+_PSL = PublicSuffixList()
+_SIGNATURE = re.compile(rb"^(dkim-signature|arc-seal|arc-message-signature)[ \t]*:"
+                        rb"([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.MULTILINE | re.IGNORECASE)
+_TAG = re.compile(r"^\s*([a-zA-Z][a-zA-Z0-9_]*)\s*=\s*(.*?)\s*$", re.DOTALL)
+
+
+def org_domain(domain: str) -> str:
+    """RFC 7489 §3.2: the registrable domain by the PSL, or the name itself."""
+    domain = domain.lower().rstrip(".")
+    return _PSL.privatesuffix(domain) or domain if domain else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    kind: str  # "dkim-signature" | "arc-seal" | "arc-message-signature"
+    domain: str
+    selector: str
+
+
+def signatures(header_section: bytes) -> list[Signature]:
+    """The d= and s= of each signature field; unparsable ones get "" (still reported)."""
+    found = []
+    for m in _SIGNATURE.finditer(header_section):
+        tags: dict[str, str] = {}
+        for part in m.group(2).decode("utf-8", "replace").split(";"):
+            if t := _TAG.match(part):
+                tags.setdefault(t.group(1).lower(), re.sub(r"\s+", "", t.group(2)))
+        found.append(Signature(m.group(1).decode().lower(), tags.get("d", "").lower(),
+                               tags.get("s", "")))
+    return found
+
+
+def _key_name(sig: Signature) -> str:
+    return f"{sig.selector}._domainkey.{sig.domain}"
+
+
+async def _fetch_keys(dns: SPFLookups, sigs: list[Signature]) -> dict[str, list[str] | None]:
+    """TXT answers by name; None marks a lookup that failed (temperror)."""
+    keys: dict[str, list[str] | None] = {}
+    for sig in sigs:
+        name = _key_name(sig)
+        if name in keys or not sig.domain or not sig.selector:
+            continue
+        try:
+            keys[name] = await dns.txt(name)
+        except DNSTempError:
+            keys[name] = None
+    return keys
+
+
+def _dnsfunc(keys: dict[str, list[str] | None]) -> Callable[..., bytes | None]:
+    def lookup(name: bytes | str, timeout: int = 5) -> bytes | None:
+        text = name.decode() if isinstance(name, bytes) else name
+        answer = keys.get(text.rstrip(".").lower())
+        if answer is None and text.rstrip(".").lower() in keys:
+            raise dkim.DnsTimeoutError(f"lookup of {text} failed")
+        return answer[0].encode() if answer else None
+    return lookup
+
+
+def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | None],
+            limit: int) -> tuple[list[DKIMOutcome], Result]:
+    """Runs in a thread: every DKIM signature (up to ``limit``), then the ARC chain."""
+    dnsfunc = _dnsfunc({k.lower(): v for k, v in keys.items()})
+    outcomes: list[DKIMOutcome] = []
+    dkim_sigs = [s for s in sigs if s.kind == "dkim-signature"]
+    verifier = dkim.DKIM(message, minkey=1024)
+    for i, sig in enumerate(dkim_sigs[:limit]):
+        org = org_domain(sig.domain) if sig.domain else ""
+        if keys.get(_key_name(sig), []) is None:
+            outcomes.append(DKIMOutcome(Result.TEMPERROR, sig.domain, sig.selector, org,
+                                        "key lookup failed"))
+            continue
+        try:
+            ok = verifier.verify(idx=i, dnsfunc=dnsfunc)
+            reason = "" if ok else "signature did not verify"
+            result = Result.PASS if ok else Result.FAIL
+        except dkim.DnsTimeoutError as exc:
+            result, reason = Result.TEMPERROR, str(exc)
+        except dkim.DKIMException as exc:
+            result, reason = Result.PERMERROR if sig.domain else Result.NEUTRAL, str(exc)[:200]
+        except Exception as exc:  # dkimpy on hostile input: never a crash, never a pass
+            result, reason = Result.PERMERROR, f"{type(exc).__name__}"
+        outcomes.append(DKIMOutcome(result, sig.domain, sig.selector, org, reason))
+    arc = Result.NONE
+    if any(s.kind == "arc-seal" for s in sigs):
+        try:
+            cv, _results, _comment = dkim.arc_verify(message, dnsfunc=dnsfunc)
+            arc = {b"pass": Result.PASS, b"none": Result.NONE}.get(cv, Result.FAIL)
+        except dkim.DnsTimeoutError:
+            arc = Result.TEMPERROR
+        except Exception:
+            arc = Result.PERMERROR
+    return outcomes, arc
+
+
+def _from_domain(header_section: bytes) -> tuple[str, str]:
+    """The single RFC5322.From domain, or "" and why not (RFC 7489 §6.6.1)."""
+    fields = from_fields(header_section)
+    if not fields:
+        return "", "no From field"
+    if len(fields) > 1:
+        return "", "several From fields"
+    hosts = {a.host.lower().rstrip(".") for a in parse_address_list(fields[0])
+             if a.mailbox is not None and a.host}
+    if len(hosts) != 1:
+        return "", f"From names {len(hosts)} domains"
+    return hosts.pop(), ""
+
+
+async def _dmarc(dns: SPFLookups, domain: str, org: str) -> DMARCLookup:
+    for name in dict.fromkeys((domain, org)):
+        try:
+            texts = await dns.txt(f"_dmarc.{name}")
+        except DNSTempError as exc:
+            return DMARCLookup(Result.TEMPERROR, None, f"DMARC lookup failed: {exc}")
+        records = [r for r in (parse_dmarc(t, name) for t in texts) if r is not None]
+        if len(records) == 1:
+            return DMARCLookup(Result.PASS, records[0])
+        if len(records) > 1:
+            return DMARCLookup(Result.PERMERROR, None, f"several DMARC records at _dmarc.{name}")
+    return DMARCLookup(Result.NONE, None, f"no DMARC record for {domain}")
+
+
+async def gather(dns: AuthDNS | SPFLookups, cfg: AuthChecksConfig, *, client_ip: str, helo: str,
+                 mail_from: str, message: bytes, trusted: str,
+                 is_local: Callable[[str], Awaitable[bool]]) -> AuthFacts:
+    """All facts about one message; raises TimeoutError past ``check_timeout_seconds``."""
+    async with asyncio.timeout(cfg.check_timeout_seconds):
+        return await _gather(dns, cfg, client_ip, helo, mail_from, message, trusted, is_local)
+
+
+async def _gather(dns: SPFLookups, cfg: AuthChecksConfig, client_ip: str, helo: str,
+                  mail_from: str, message: bytes, trusted: str,
+                  is_local: Callable[[str], Awaitable[bool]]) -> AuthFacts:
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    helo_domain = helo.lower().rstrip(".")
+    mf_domain = mail_from.rpartition("@")[2].lower() if "@" in mail_from else ""
+    limits = {"lookup_limit": cfg.spf_lookup_limit, "void_limit": cfg.spf_void_limit}
+    spf_helo = await check_host(dns, client_ip, helo_domain, f"postmaster@{helo_domain}",
+                                helo, **limits)
+    if mf_domain:
+        spf_mf = await check_host(dns, client_ip, mf_domain, mail_from, helo, **limits)
+    else:  # null sender: the HELO identity stands in (RFC 7208 §2.4)
+        spf_mf = spf_helo
+    from_domain, from_problem = _from_domain(head)
+    sigs = signatures(head)
+    keys = await _fetch_keys(dns, sigs)
+    dkims, arc = await asyncio.to_thread(_verify, message, sigs, keys, cfg.max_signatures)
+    from_org = org_domain(from_domain) if from_domain else ""
+    dmarc = (await _dmarc(dns, from_domain, from_org) if from_domain
+             else DMARCLookup(Result.NONE, None, from_problem))
+    spf_domain = mf_domain or helo_domain
+    return AuthFacts(
+        client_ip=client_ip, helo=helo, mail_from=mail_from, trusted=trusted,
+        from_domain=from_domain, from_org=from_org,
+        from_is_local=bool(from_domain) and await is_local(from_domain),
+        mail_from_is_local=bool(mf_domain) and await is_local(mf_domain),
+        spf_mailfrom=SPFOutcome(spf_mf[0], spf_domain, org_domain(spf_domain), spf_mf[1]),
+        spf_helo=SPFOutcome(spf_helo[0], helo_domain, org_domain(helo_domain), spf_helo[1]),
+        dkim=tuple(dkims), arc=arc, dmarc=dmarc, from_problem=from_problem,
+    )

@@ -1,0 +1,45 @@
+"""Sender authentication for one message: gather facts, decide, log the verdict.
+
+The server and ``postwarden auth check`` both come through ``SenderAuth.check``,
+so what the CLI explains is what the server does.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from postwarden.config import Config
+from postwarden.intake.authdns import AuthDNS
+from postwarden.intake.authfacts import gather
+from postwarden.intake.recipients import RecipientPolicy
+from postwarden.log import kv
+from postwarden.mail.address import Address
+from postwarden.policy.authchecks import AuthVerdict, decide, timed_out
+
+log = logging.getLogger("postwarden.authchecks")
+
+
+class SenderAuth:
+    def __init__(self, cfg: Config, recipients: RecipientPolicy) -> None:
+        self.cfg = cfg
+        self.recipients = recipients
+        self.dns = AuthDNS(cfg.dns.nameservers, cfg.auth_checks.dns_timeout_seconds)
+
+    async def _is_local(self, domain: str) -> bool:
+        return await self.recipients.is_local(Address("postmaster", domain))
+
+    async def check(self, *, client_ip: str, helo: str, mail_from: str, message: bytes,
+                    trusted: str = "", queue_id: str = "-") -> AuthVerdict:
+        checks = self.cfg.auth_checks
+        try:
+            facts = await gather(self.dns, checks, client_ip=client_ip, helo=helo,
+                                 mail_from=mail_from, message=message, trusted=trusted,
+                                 is_local=self._is_local)
+        except TimeoutError:
+            verdict = timed_out(checks.check_timeout_seconds)
+        else:
+            verdict = decide(facts, checks, self.cfg.hostname)
+        log.info(kv("auth verdict", queue_id=queue_id, ip=client_ip, sender=f"<{mail_from}>",
+                    action=verdict.action.value, rule=verdict.rule, dmarc=verdict.dmarc.value,
+                    reasons="; ".join(verdict.reasons)))
+        return verdict

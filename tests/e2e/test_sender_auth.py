@@ -1,0 +1,267 @@
+"""Sender authentication over SMTP: SPF, DKIM and DMARC against a loopback DNS server.
+
+The server runs as a child process with ``[dns] nameservers`` pointing at
+``tests/delivery/dnsfake.py`` (in a thread of its own here); clients are
+smtplib on 127.0.0.1, whose SPF result every domain below decides by its
+record. Verdicts are read from the SMTP replies and the delivered headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import smtplib
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "delivery"))
+from dnsfake import DNSServer
+
+USER = f"alice@{DOMAIN}"
+SPF_US = "v=spf1 ip4:127.0.0.1 -all"
+SPF_NOT_US = "v=spf1 ip4:192.0.2.1 -all"
+
+
+def _key() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    text = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    quoted = " ".join(f'"{text[i:i + 200]}"' for i in range(0, len(text), 200))
+    return pem, quoted
+
+
+KEY, KEY_RECORD = _key()
+
+RECORDS: dict[tuple[str, str], list[str]] = {
+    ("pass.test", "TXT"): [f'"{SPF_US}"'],
+    ("_dmarc.pass.test", "TXT"): ['"v=DMARC1; p=reject"'],
+    ("none.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.none.test", "TXT"): ['"v=DMARC1; p=none"'],
+    ("quar.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.quar.test", "TXT"): ['"v=DMARC1; p=quarantine"'],
+    ("rej.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.rej.test", "TXT"): ['"v=DMARC1; p=reject"'],
+    ("rej2.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("sub.rej2.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.rej2.test", "TXT"): ['"v=DMARC1; p=none; sp=reject"'],
+    ("mail.rel.test", "TXT"): [f'"{SPF_US}"'],
+    ("_dmarc.rel.test", "TXT"): ['"v=DMARC1; p=reject"'],
+    ("mail.strict.test", "TXT"): [f'"{SPF_US}"'],
+    ("_dmarc.strict.test", "TXT"): ['"v=DMARC1; p=reject; aspf=s"'],
+    ("signed.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.signed.test", "TXT"): ['"v=DMARC1; p=reject"'],
+    ("sel._domainkey.signed.test", "TXT"): [KEY_RECORD],
+    (f"sel._domainkey.{DOMAIN}", "TXT"): [KEY_RECORD],
+}
+
+
+class ThreadedDNS:
+    """dnsfake's server on an event loop in a daemon thread, for a synchronous test."""
+
+    def __init__(self, records: dict[tuple[str, str], list[str]]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = DNSServer(records)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    dns = ThreadedDNS(RECORDS)
+    srv = ServerProcess(tmp_path_factory.mktemp("senderauth"),
+                        dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+                        auth_checks={"enabled": True, "dns_timeout_seconds": 3})
+    srv.add_user(USER)
+    srv.start()
+    yield srv
+    srv.stop()
+    dns.close()
+
+
+def message(from_addr: str, subject: str, sign_domain: str = "") -> bytes:
+    data = (f"From: <{from_addr}>\r\nTo: <{USER}>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@x>\r\n\r\nHello.\r\n").encode()
+    if sign_domain:
+        data = dkim.sign(data, b"sel", sign_domain.encode(), KEY,
+                         include_headers=[b"from", b"to", b"subject"]) + data
+    return data
+
+
+def send(server: ServerProcess, mail_from: str, data: bytes, *,
+         login: bool = False) -> tuple[int, bytes]:
+    host, port = server.addr("smtp")
+    with smtplib.SMTP(host, port, timeout=30) as client:
+        client.ehlo("client.test")
+        if login:
+            client.login(USER, PASSWORD)
+        code, _ = client.mail(mail_from)
+        assert code == 250
+        assert client.rcpt(USER)[0] == 250
+        return client.data(data)
+
+
+def delivered(server: ServerProcess, subject: str) -> bytes:
+    found = [m for m in server.inbox(USER) if f"Subject: {subject}\r\n".encode() in m]
+    assert len(found) == 1
+    return found[0]
+
+
+def auth_results(data: bytes) -> str:
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    fields = [f for f in head.replace("\r\n\t", " ").split("\r\n")
+              if f.lower().startswith("authentication-results:")]
+    assert len(fields) == 1, fields
+    return fields[0]
+
+
+class TestSpoofing:
+    def test_stranger_sending_as_a_local_domain_is_refused(self, server: ServerProcess) -> None:
+        code, text = send(server, f"ceo@{DOMAIN}", message(f"ceo@{DOMAIN}", "spoof1"))
+        assert (code, text[:5]) == (550, b"5.7.1")
+        server.wait_for_log("auth verdict", "rule=spoofing_protection")
+
+    def test_local_domain_only_in_from_header_is_refused(self, server: ServerProcess) -> None:
+        code, _ = send(server, "x@pass.test", message(f"ceo@{DOMAIN}", "spoof2"))
+        assert code == 550
+
+    def test_the_same_from_an_authenticated_user_is_accepted(self, server: ServerProcess) -> None:
+        code, _ = send(server, USER, message(USER, "spoof3"), login=True)
+        assert code == 250
+        assert b"Authentication-Results:" not in delivered(server, "spoof3")
+
+    def test_a_valid_dkim_signature_for_the_local_domain_vouches(
+            self, server: ServerProcess) -> None:
+        code, _ = send(server, f"ceo@{DOMAIN}", message(f"ceo@{DOMAIN}", "spoof4", DOMAIN))
+        assert code == 250
+        assert "dkim=pass header.d=example.test" in auth_results(delivered(server, "spoof4"))
+
+
+class TestDMARC:
+    def test_pass_by_aligned_spf(self, server: ServerProcess) -> None:
+        assert send(server, "a@pass.test", message("a@pass.test", "d-pass"))[0] == 250
+        ar = auth_results(delivered(server, "d-pass"))
+        assert ar.startswith(f"Authentication-Results: {HOSTNAME};")
+        assert "spf=pass smtp.mailfrom=a@pass.test" in ar
+        assert "dmarc=pass policy.dmarc=reject header.from=pass.test" in ar
+
+    def test_fail_with_p_none_is_delivered_and_marked(self, server: ServerProcess) -> None:
+        assert send(server, "a@none.test", message("a@none.test", "d-none"))[0] == 250
+        ar = auth_results(delivered(server, "d-none"))
+        assert "spf=fail" in ar and "dmarc=fail policy.dmarc=none" in ar
+
+    def test_fail_with_p_quarantine_is_delivered_and_marked(self, server: ServerProcess) -> None:
+        assert send(server, "a@quar.test", message("a@quar.test", "d-quar"))[0] == 250
+        assert "dmarc=fail policy.dmarc=quarantine" in auth_results(delivered(server, "d-quar"))
+        server.wait_for_log("auth verdict", "action=quarantine")
+
+    def test_fail_with_p_reject_is_refused_after_data(self, server: ServerProcess) -> None:
+        code, text = send(server, "a@rej.test", message("a@rej.test", "d-rej"))
+        assert (code, text[:5]) == (550, b"5.7.1")
+        server.wait_for_log("auth verdict", "rule=dmarc_reject")
+
+    def test_subdomain_policy_applies_to_subdomains_only(self, server: ServerProcess) -> None:
+        code, _ = send(server, "a@sub.rej2.test", message("a@sub.rej2.test", "d-sub"))
+        assert code == 550  # sp=reject
+        assert send(server, "a@rej2.test", message("a@rej2.test", "d-org"))[0] == 250  # p=none
+
+    def test_relaxed_spf_alignment_accepts_a_subdomain(self, server: ServerProcess) -> None:
+        assert send(server, "b@mail.rel.test", message("a@rel.test", "d-rel"))[0] == 250
+        assert "dmarc=pass" in auth_results(delivered(server, "d-rel"))
+
+    def test_strict_spf_alignment_refuses_a_subdomain(self, server: ServerProcess) -> None:
+        assert send(server, "b@mail.strict.test", message("a@strict.test", "d-strict"))[0] == 550
+
+    def test_aligned_dkim_passes_where_spf_fails(self, server: ServerProcess) -> None:
+        data = message("a@signed.test", "d-dkim", "signed.test")
+        assert send(server, "a@signed.test", data)[0] == 250
+        ar = auth_results(delivered(server, "d-dkim"))
+        assert "spf=fail" in ar and "dkim=pass header.d=signed.test" in ar and "dmarc=pass" in ar
+
+    def test_a_broken_signature_fails_dmarc(self, server: ServerProcess) -> None:
+        data = message("a@signed.test", "d-broken", "signed.test").replace(b"Hello.", b"Bye.")
+        assert send(server, "a@signed.test", data)[0] == 550
+
+    def test_forged_results_claiming_our_name_are_removed(self, server: ServerProcess) -> None:
+        forged = (f"Authentication-Results: {HOSTNAME}; dmarc=pass header.from=pass.test\r\n"
+                  "Authentication-Results: other.example; spf=pass\r\n").encode()
+        data = forged + message("a@pass.test", "d-forged")
+        assert send(server, "a@pass.test", data)[0] == 250
+        got = delivered(server, "d-forged")
+        assert got.count(f"Authentication-Results: {HOSTNAME};".encode()) == 1
+        assert b"Authentication-Results: other.example; spf=pass" in got
+
+
+class TestBadInput:
+    def test_five_thousand_headers_and_malformed_signatures(self, server: ServerProcess) -> None:
+        junk = b"".join(b"X-Filler-%d: v\r\n" % i for i in range(5000))
+        bad = (b"DKIM-Signature: v=1; a=rsa-sha256; d=signed.test; s=sel; b=!!!; bh=;\r\n"
+               b"DKIM-Signature: garbage without tags\r\n"
+               b"DKIM-Signature: v=1; d=; s=\r\n")
+        data = bad + junk + message("a@pass.test", "bad-1")
+        assert send(server, "a@pass.test", data)[0] == 250  # SPF still aligns: DMARC pass
+        ar = auth_results(delivered(server, "bad-1"))
+        assert "dkim=permerror header.d=signed.test" in ar
+        assert "dmarc=pass" in ar
+
+
+def test_dns_timeout_is_a_temporary_refusal(make_server: object, tmp_path: Path) -> None:
+    """A nameserver that never answers: 451 4.7.x, not a pass."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        srv = make_server(dns={"nameservers": [f"127.0.0.1:{silent.getsockname()[1]}"]},  # type: ignore[operator]
+                          auth_checks={"enabled": True, "dns_timeout_seconds": 1,
+                                       "check_timeout_seconds": 2})
+        srv.add_user(USER)
+        srv.start()
+        code, text = send(srv, "a@pass.test", message("a@pass.test", "t-out"))
+        assert code == 451 and text.startswith(b"4.7.")
+    finally:
+        silent.close()
+
+
+class TestCLI:
+    """``postwarden auth check`` reaches the same verdicts through the same code."""
+
+    def test_explains_a_dmarc_reject(self, server: ServerProcess) -> None:
+        out = server.cli("auth", "check", "--client", "127.0.0.1", "--helo", "client.test",
+                         "--from", "a@rej.test")
+        assert out.returncode == 1
+        assert out.stdout.startswith("REJECT  550 5.7.1")
+        assert "rule: dmarc_reject" in out.stdout
+        assert "dmarc=fail policy.dmarc=reject header.from=rej.test" in out.stdout
+
+    def test_explains_spoofing_and_a_pass(self, server: ServerProcess, tmp_path: Path) -> None:
+        out = server.cli("auth", "check", "--client", "127.0.0.1", "--helo", "client.test",
+                         "--from", f"ceo@{DOMAIN}")
+        assert (out.returncode, "rule: spoofing_protection" in out.stdout) == (1, True)
+        path = tmp_path / "m.eml"
+        path.write_bytes(message("a@signed.test", "cli", "signed.test"))
+        out = server.cli("auth", "check", "--client", "127.0.0.1", "--helo", "client.test",
+                         "--from", "a@signed.test", "--message", str(path))
+        assert out.returncode == 0 and out.stdout.startswith("ACCEPT")
+        assert "dkim=pass header.d=signed.test" in out.stdout
+
+    def test_bad_client_address_is_a_one_line_error(self, server: ServerProcess) -> None:
+        out = server.cli("auth", "check", "--client", "nope", "--helo", "h", "--from", "a@b.test")
+        assert out.returncode == 2
+        assert out.stderr.strip() == "postwarden: error: bad client address 'nope'"
