@@ -19,6 +19,7 @@ import dns.rdatatype
 import dns.resolver
 
 from postwarden.config import HostPort
+from postwarden.intake.authdns import make_resolver
 from postwarden.policy.routing import HopKind, NextHop
 
 
@@ -62,16 +63,7 @@ def dns_reason(exc: dns.exception.DNSException) -> str:
 
 class MXResolver:
     def __init__(self, nameservers: Sequence[HostPort], mx_port: int, timeout: float) -> None:
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in nameservers
-            ]
-        else:
-            resolver = dns.asyncresolver.Resolver()
-        resolver.lifetime = timeout
-        resolver.cache = dns.resolver.LRUCache()
-        self._resolver = resolver
+        self._resolver = make_resolver(nameservers, timeout)
         self._mx_port = mx_port
 
     async def hops(self, hop: NextHop) -> list[Hop]:

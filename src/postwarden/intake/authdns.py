@@ -25,19 +25,23 @@ class DNSTempError(Exception):
     """The question got no usable answer (timeout, SERVFAIL, refused)."""
 
 
+def make_resolver(nameservers: Sequence[HostPort], timeout: float) -> dns.asyncresolver.Resolver:
+    """``[dns] nameservers`` (or the system's when empty), ``timeout`` per question, a TTL cache."""
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in nameservers
+        ]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = timeout
+    resolver.cache = dns.resolver.LRUCache()
+    return resolver
+
+
 class AuthDNS:
     def __init__(self, nameservers: Sequence[HostPort], timeout: float) -> None:
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in nameservers
-            ]
-        else:
-            resolver = dns.asyncresolver.Resolver()
-        resolver.lifetime = timeout
-        resolver.timeout = timeout
-        resolver.cache = dns.resolver.LRUCache()
-        self._resolver = resolver
+        self._resolver = make_resolver(nameservers, timeout)
 
     async def _ask(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[object]:
         try:
