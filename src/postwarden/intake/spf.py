@@ -65,15 +65,17 @@ class _Term:
 
 _QUALIFIED = {"+": Result.PASS, "-": Result.FAIL, "~": Result.SOFTFAIL, "?": Result.NEUTRAL}
 _MECHANISMS = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"}
-_MODIFIER = re.compile(r"^([a-z][a-z0-9_.\-]*)=(.*)$", re.IGNORECASE)
-_MECH = re.compile(r"^([+\-~?]?)([a-z][a-z0-9_.\-]*)(?::([^/]*))?((?:/\d+)?(?://\d+)?)$",
-                   re.IGNORECASE)
-_CIDR = re.compile(r"^(?:/(\d+))?(?://(\d+))?$")
+_MODIFIER = re.compile(r"([a-z][a-z0-9_.\-]*)=(.*)\Z", re.IGNORECASE | re.DOTALL)
+_MECH = re.compile(r"([+\-~?]?)([a-z][a-z0-9_.\-]*)(?::(.*?))?((?:/\d*)?(?://\d*)?)\Z",
+                   re.IGNORECASE | re.DOTALL)
+_CIDR = re.compile(r"(?:/(0|[1-9]\d?))?(?://(0|[1-9]\d{0,2}))?")
 _MACRO = re.compile(r"%(?:\{([slodiphvcrt])(\d*)(r?)([.\-+,/_=]*)\}|(.))", re.IGNORECASE)
 
 
 def _parse(record: str) -> list[_Term]:
     """Every term, or _Stop(permerror) on any syntax error (§4.6)."""
+    if not record.isascii():
+        raise _Stop(Result.PERMERROR, "non-ASCII SPF record")
     terms: list[_Term] = []
     seen: set[str] = set()
     for word in record.split(" ")[1:]:
@@ -84,33 +86,59 @@ def _parse(record: str) -> list[_Term]:
             if name in ("redirect", "exp") and name in seen:
                 raise _Stop(Result.PERMERROR, f"duplicate {name}= modifier")
             seen.add(name)
-            _check_macros(m.group(2))
+            if name in ("redirect", "exp"):
+                _domain_spec(m.group(2), word)
+            else:
+                _check_macros(m.group(2))
             terms.append(_Term("", name, m.group(2)))
             continue
-        m = _MECH.match(word)
-        if m is None or m.group(2).lower() not in _MECHANISMS:
-            raise _Stop(Result.PERMERROR, f"bad term {word!r}")
-        qualifier, name, arg, cidr = m.group(1) or "+", m.group(2).lower(), m.group(3), m.group(4)
-        c = _CIDR.match(cidr or "")
-        assert c is not None
-        c4, c6 = (int(c.group(1)) if c.group(1) else None, int(c.group(2)) if c.group(2) else None)
-        if (c4 is not None and c4 > 32) or (c6 is not None and c6 > 128):
-            raise _Stop(Result.PERMERROR, f"bad prefix length in {word!r}")
-        needs_arg = name in ("include", "exists", "ip4", "ip6")
-        if (needs_arg and not arg) or (name == "all" and (arg is not None or cidr)):
-            raise _Stop(Result.PERMERROR, f"bad term {word!r}")
-        if arg is not None and name not in ("ip4", "ip6"):
-            _check_macros(arg)
-        if name in ("ip4", "ip6"):
-            try:
-                net = ipaddress.ip_network(f"{arg}{cidr.replace('//', '/')}", strict=False)
-            except ValueError:
-                raise _Stop(Result.PERMERROR, f"bad address in {word!r}") from None
-            if (name == "ip4") != (net.version == 4):
-                raise _Stop(Result.PERMERROR, f"bad address in {word!r}")
-            c4 = c6 = net.prefixlen
-        terms.append(_Term(qualifier, name, arg or "", c4, c6))
+        terms.append(_mechanism(word))
     return terms
+
+
+def _mechanism(word: str) -> _Term:
+    m = _MECH.match(word)
+    if m is None or m.group(2).lower() not in _MECHANISMS:
+        raise _Stop(Result.PERMERROR, f"bad term {word!r}")
+    qualifier, name, arg, cidr = m.group(1) or "+", m.group(2).lower(), m.group(3), m.group(4)
+    if name in ("ip4", "ip6"):
+        bad_cidr = (name == "ip4" and "//" in cidr) or (name == "ip6" and cidr.count("/") > 1)
+        if bad_cidr or not re.fullmatch(r"[0-9A-Fa-f.:]+", arg or ""):
+            raise _Stop(Result.PERMERROR, f"bad address in {word!r}")
+        try:
+            net = ipaddress.ip_network(f"{arg}{cidr}", strict=False)
+        except ValueError:
+            raise _Stop(Result.PERMERROR, f"bad address in {word!r}") from None
+        if (name == "ip4") != (net.version == 4) or re.search(r"/0\d", cidr):
+            raise _Stop(Result.PERMERROR, f"bad address in {word!r}")
+        return _Term(qualifier, name, arg, net.prefixlen, net.prefixlen)
+    c = _CIDR.fullmatch(cidr or "")
+    if c is None or (cidr and name not in ("a", "mx")):
+        raise _Stop(Result.PERMERROR, f"bad prefix length in {word!r}")
+    c4, c6 = (int(c.group(1)) if c.group(1) else None, int(c.group(2)) if c.group(2) else None)
+    if (c4 is not None and c4 > 32) or (c6 is not None and c6 > 128):
+        raise _Stop(Result.PERMERROR, f"bad prefix length in {word!r}")
+    if (name in ("include", "exists") and arg is None) or (name == "all" and arg is not None):
+        raise _Stop(Result.PERMERROR, f"bad term {word!r}")
+    if arg is not None:
+        _domain_spec(arg, word)
+    return _Term(qualifier, name, arg or "", c4, c6)
+
+
+def _domain_spec(spec: str, word: str) -> None:
+    """RFC 7208 §7.1: visible ASCII macro-string ending in a macro or ``.toplabel``."""
+    _check_macros(spec)
+    if re.search(r"%\{[crt]", spec, re.IGNORECASE):  # §7.1: only in explanation text
+        raise _Stop(Result.PERMERROR, f"macro only allowed in explanations in {word!r}")
+    body = spec[:-1] if spec.endswith(".") else spec
+    if not re.fullmatch(r"[\x21-\x7e]+", spec) or not body:
+        raise _Stop(Result.PERMERROR, f"bad domain in {word!r}")
+    if body.endswith("}"):
+        return
+    _, dot, top = body.rpartition(".")
+    ok = bool(dot) and bool(re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?", top, re.I))
+    if not ok or top.isdigit():
+        raise _Stop(Result.PERMERROR, f"bad domain in {word!r}")
 
 
 def _check_macros(spec: str) -> None:
@@ -247,7 +275,7 @@ async def _matches(t: _Term, ctx: _Ctx, domain: str) -> bool:
                 ctx.budget.void(str(ctx.ip))
             for name in names[:10]:
                 if (name.lower() == target.lower() or name.lower().endswith("." + target.lower())) \
-                        and str(ctx.ip) in await _ask(ctx, "a", name):
+                        and ctx.ip in map(ipaddress.ip_address, await _ask(ctx, "a", name)):
                     return True
             return False
 
