@@ -61,9 +61,12 @@ def reset_peak_rss(pid: int) -> bool:
 LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
 
 
-def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = ("smtp",)) -> Path:
+def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = ("smtp",),
+                nameserver: str = "") -> Path:
     """``postwarden init`` in ``root``, then only ``listeners`` on port 0 and raised limits.
 
+    Sender checks (``[auth_checks]``) need DNS: they are on only when a
+    ``nameserver`` ("127.0.0.1:PORT", a loopback DNS server) is given.
     Creates the local domain and one user (``USER``) through the CLI.
     """
     cfg = root / "postwarden.toml"
@@ -81,6 +84,11 @@ def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = (
                 "max_connections_imap", "max_sessions_per_user", "max_sessions_per_ip"):
         text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {max_connections}", text)
         assert n == 1, f"init wrote no {key}"
+    checks = "true" if nameserver else "false"
+    text, n = re.subn(r"(?m)^(\[auth_checks\].*\n)enabled = true", rf"\1enabled = {checks}", text)
+    assert n == 1, "init wrote no [auth_checks] enabled"
+    text = re.sub(r"(?m)^nameservers = \[\]", f"nameservers = [\"{nameserver}\"]"
+                  if nameserver else "nameservers = []", text)
     cfg.write_text(text, encoding="utf-8")
     subprocess.run([*run, "user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
                    text=True, check=True, capture_output=True, timeout=60)
@@ -172,9 +180,9 @@ class Server:
 
 
 def start_postwarden(root: Path, max_connections: int,
-                     listeners: tuple[str, ...] = ("smtp",)) -> Server:
+                     listeners: tuple[str, ...] = ("smtp",), nameserver: str = "") -> Server:
     """Configure and start ``postwarden serve`` in ``root``."""
-    cfg = make_config(root, max_connections, listeners)
+    cfg = make_config(root, max_connections, listeners, nameserver)
     return Server([POSTWARDEN, "-c", str(cfg), "serve"], root, "postwarden ready").start()
 
 

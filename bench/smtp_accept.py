@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "delivery"))
 
 from common import (
     USER,
@@ -293,6 +294,20 @@ def start_baseline(root: Path) -> Server:
                   "baseline ready").start()
 
 
+def auth_dns(stack: contextlib.ExitStack, args: argparse.Namespace) -> str:
+    """With --auth-checks: a loopback DNS server where the sender's SPF passes and
+    DMARC is p=reject, so every message runs SPF (MAIL FROM, HELO), DKIM (none)
+    and DMARC; "" leaves the checks off."""
+    if not args.auth_checks:
+        return ""
+    from dnsfake import ThreadedDNS
+    domain = SENDER.rpartition("@")[2]
+    dns = ThreadedDNS({(domain, "TXT"): ['"v=spf1 ip4:127.0.0.0/8 -all"'],
+                       (f"_dmarc.{domain}", "TXT"): ['"v=DMARC1; p=reject"']})
+    stack.callback(dns.close)
+    return f"127.0.0.1:{dns.port}"
+
+
 def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -> list[Result]:
     """Start the servers in temp dirs, load them, stop them, count what they stored."""
     with contextlib.ExitStack() as stack:
@@ -302,7 +317,8 @@ def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"pw-{name}-")))
             match name:
                 case "postwarden":
-                    server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions))
+                    server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions),
+                                              nameserver=auth_dns(stack, args))
                 case "aiosmtpd+fsync":
                     server = start_baseline(root)
                 case _:
@@ -405,6 +421,8 @@ def main() -> None:
     parser.add_argument("--no-postfix", action="store_true", help="leave Postfix out")
     parser.add_argument("--warmup", type=int, default=2000,
                         help="uncounted messages first, on the fresh data dir (default 2000)")
+    parser.add_argument("--auth-checks", action="store_true",
+                        help="postwarden with [auth_checks] on (SPF/DKIM/DMARC, loopback DNS)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput passes per server, interleaved (default 3)")
     args = parser.parse_args()

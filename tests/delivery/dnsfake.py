@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import threading
 from typing import cast
 
 import dns.flags
@@ -103,3 +104,19 @@ class DNSServer:
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
+
+
+class ThreadedDNS:
+    """A DNSServer on an event loop in a daemon thread, for synchronous tests and benches."""
+
+    def __init__(self, records: Records) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = DNSServer(records)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

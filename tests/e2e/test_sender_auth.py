@@ -8,12 +8,10 @@ record. Verdicts are read from the SMTP replies and the delivered headers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import smtplib
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "delivery"))
-from dnsfake import DNSServer
+from dnsfake import ThreadedDNS
 
 USER = f"alice@{DOMAIN}"
 SPF_US = "v=spf1 ip4:127.0.0.1 -all"
@@ -66,22 +64,6 @@ RECORDS: dict[tuple[str, str], list[str]] = {
     ("sel._domainkey.signed.test", "TXT"): [KEY_RECORD],
     (f"sel._domainkey.{DOMAIN}", "TXT"): [KEY_RECORD],
 }
-
-
-class ThreadedDNS:
-    """dnsfake's server on an event loop in a daemon thread, for a synchronous test."""
-
-    def __init__(self, records: dict[tuple[str, str], list[str]]) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server = DNSServer(records)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
