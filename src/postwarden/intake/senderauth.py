@@ -14,7 +14,7 @@ from postwarden.intake.authfacts import gather
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.log import kv
 from postwarden.mail.address import Address
-from postwarden.policy.authchecks import AuthVerdict, decide, timed_out
+from postwarden.policy.authchecks import AuthVerdict, check_failed, decide, timed_out
 
 log = logging.getLogger("postwarden.authchecks")
 
@@ -37,6 +37,9 @@ class SenderAuth:
                                  is_local=self._is_local)
         except TimeoutError:
             verdict = timed_out(checks.check_timeout_seconds)
+        except Exception:  # a bug or hostile input we did not foresee: retry later, not pass
+            log.exception(kv("auth check-error", queue_id=queue_id, ip=client_ip))
+            verdict = check_failed()
         else:
             verdict = decide(facts, checks, self.cfg.hostname)
         log.info(kv("auth verdict", queue_id=queue_id, ip=client_ip, sender=f"<{mail_from}>",

@@ -20,6 +20,7 @@ SPOOFED = Reply(550, "5.7.1", "Sender claims a local domain but is not authentic
 DMARC_REJECTED = Reply(550, "5.7.1", "Rejected by the sender domain's DMARC policy")
 SPF_REJECTED = Reply(550, "5.7.23", "SPF validation failed")
 DNS_TEMPFAIL = Reply(451, "4.7.5", "Sender authentication DNS lookup failed, try again later")
+CHECK_TEMPFAIL = Reply(451, "4.7.0", "Sender authentication failed, try again later")
 
 
 class Result(enum.Enum):
@@ -256,3 +257,9 @@ def timed_out(seconds: int) -> AuthVerdict:
     """The checks did not finish in time: try again later, never a silent pass."""
     return AuthVerdict(Action.TEMPFAIL, DNS_TEMPFAIL, "dns_timeout",
                        (f"sender checks took longer than {seconds}s",), Result.TEMPERROR, "")
+
+
+def check_failed() -> AuthVerdict:
+    """The checks themselves failed (logged with a traceback): try again later."""
+    return AuthVerdict(Action.TEMPFAIL, CHECK_TEMPFAIL, "check_error",
+                       ("sender checks failed; see the log",), Result.TEMPERROR, "")
