@@ -63,6 +63,8 @@ RECORDS: dict[tuple[str, str], list[str]] = {
     ("_dmarc.signed.test", "TXT"): ['"v=DMARC1; p=reject"'],
     ("sel._domainkey.signed.test", "TXT"): [KEY_RECORD],
     (f"sel._domainkey.{DOMAIN}", "TXT"): [KEY_RECORD],
+    ("bad._domainkey.signed.test", "TXT"): ['"v=DKIM1; k=rsa; p=!!notbase64!!"'],
+    ("odd._domainkey.signed.test", "TXT"): ['"k=frob; p="'],
 }
 
 
@@ -79,11 +81,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     dns.close()
 
 
-def message(from_addr: str, subject: str, sign_domain: str = "") -> bytes:
+def message(from_addr: str, subject: str, sign_domain: str = "", selector: str = "sel") -> bytes:
     data = (f"From: <{from_addr}>\r\nTo: <{USER}>\r\nSubject: {subject}\r\n"
             f"Message-ID: <{subject}@x>\r\n\r\nHello.\r\n").encode()
     if sign_domain:
-        data = dkim.sign(data, b"sel", sign_domain.encode(), KEY,
+        data = dkim.sign(data, selector.encode(), sign_domain.encode(), KEY,
                          include_headers=[b"from", b"to", b"subject"]) + data
     return data
 
@@ -203,6 +205,14 @@ class TestBadInput:
         ar = auth_results(delivered(server, "bad-1"))
         assert "dkim=permerror header.d=signed.test" in ar
         assert "dmarc=pass" in ar
+
+    @pytest.mark.parametrize("selector", ["bad", "odd", "missing"])
+    def test_malformed_or_missing_key_records_fail_dmarc_cleanly(
+            self, server: ServerProcess, selector: str) -> None:
+        data = message("a@signed.test", f"key-{selector}", "signed.test", selector)
+        code, text = send(server, "a@signed.test", data)
+        assert (code, text[:5]) == (550, b"5.7.1")  # no DKIM pass, SPF fails: p=reject
+        server.wait_for_log("auth verdict", "rule=dmarc_reject")
 
 
 def test_dns_timeout_is_a_temporary_refusal(make_server: object, tmp_path: Path) -> None:
