@@ -521,7 +521,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("auth", help="explain sender authentication (SPF, DKIM, DMARC, ARC)")
     a = s.add_subparsers(dest="action", required=True)
-    x = a.add_parser("check")
+    x = a.add_parser("check", help="what the MX listener would decide for this sender")
     x.add_argument("--client", required=True, help="client IP address")
     x.add_argument("--helo", required=True, help="the name the client greets with")
     x.add_argument("--from", dest="mail_from", required=True,
