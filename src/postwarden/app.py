@@ -22,6 +22,7 @@ from postwarden.intake.senderauth import SenderAuth
 from postwarden.log import kv
 from postwarden.mail import reply as R
 from postwarden.metrics import Metrics
+from postwarden.policy.srs import from_config as srs_from_config
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.common import Authenticator, ConnectionLimiter
 from postwarden.servers.gate import Door, Gate, Handler, bind
@@ -67,7 +68,8 @@ class App:
                                 failure_delay=limits.auth_failure_delay_seconds)
         hashes = HashPool(limits.auth_workers, limits.auth_queue_timeout_seconds)
         self.auth = Authenticator(self.aio, throttle, hashes, limits.auth_cache_entries)
-        self.recipients = recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname)
+        self.recipients = recipients = RecipientPolicy(self.aio, cfg.relay, cfg.hostname,
+                                                       srs_from_config(cfg))
         self.intake = Intake(self.store.blobs, self.aio, recipients, cfg.hostname,
                              cfg.delivery.max_received_headers, on_queued=self._wake_queue,
                              max_header_size=cfg.limits.max_header_size,

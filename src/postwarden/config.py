@@ -179,6 +179,12 @@ class DeliveryConfig:
     # How long a new DKIM key waits (for its DNS record to be published and
     # cached) before it replaces the older key of its algorithm in signing.
     dkim_rotation_delay: int = 2 * 86400
+    # Sender rewriting for mail an alias forwards off-site: on/off, the domain
+    # of the rewritten addresses ("" = hostname), and how long a bounce to one
+    # is still taken back.
+    srs: bool = True
+    srs_domain: str = ""
+    srs_max_age: int = 21 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +420,9 @@ def _delivery(t: _Table) -> DeliveryConfig:
         active_window=_positive(t, "active_window", d.active_window),
         lease_seconds=_duration_key(t, "lease_seconds", d.lease_seconds),
         dkim_rotation_delay=_duration_key(t, "dkim_rotation_delay", d.dkim_rotation_delay),
+        srs=t.get("srs", bool, d.srs),
+        srs_domain=t.get("srs_domain", str, d.srs_domain),
+        srs_max_age=_duration_key(t, "srs_max_age", d.srs_max_age),
     )
     if delivery.lease_seconds < 1:
         raise ConfigError(f"{t.key('lease_seconds')}: must be at least one second")

@@ -275,12 +275,23 @@ class QueueManager:
         if tracker.head is None:
             tracker.head = await self._sign(msg, data)
         out = OutMessage(
-            sender=msg.sender,
+            sender=self._envelope_sender(msg),
             recipients=tuple(OutRecipient(r.address, r.notify, r.orcpt) for r in job.recipients),
             data=data, envid=msg.envid, ret=msg.ret, smtputf8=msg.smtputf8, head=tracker.head,
         )
         results = await session.send(out)
         return self._logged(job, results, session.hop.name), session, None
+
+    def _envelope_sender(self, msg: QueuedMessage) -> str:
+        """A stranger's mail leaving us can only be alias forwarding: it gets an SRS sender.
+
+        So SPF at the next hop checks us, and its bounces come back through us
+        (``policy.srs``). Our own users' and reports' senders go out as they are.
+        """
+        srs = self._intake.recipients.srs
+        if srs is None or msg.trusted_origin or not msg.sender:
+            return msg.sender
+        return srs.forward(msg.sender, time.time())
 
     async def _sign(self, msg: QueuedMessage, data: bytes) -> bytes:
         """DKIM signatures for mail we vouch for (never for a stranger's), made in a thread.

@@ -9,6 +9,7 @@ event loop never waits on the directory; the decisions stay pure.
 from __future__ import annotations
 
 import email.utils
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from postwarden.policy.relay import (
     decide_sender,
     normalise_ip,
 )
+from postwarden.policy.srs import Srs
 from postwarden.storage.boundary import AsyncDirectory
 
 MAX_ALIAS_DEPTH = 10
@@ -47,9 +49,11 @@ class Resolved:
 
 
 class RecipientPolicy:
-    def __init__(self, directory: AsyncDirectory, relay: RelayConfig, hostname: str) -> None:
+    def __init__(self, directory: AsyncDirectory, relay: RelayConfig, hostname: str,
+                 srs: Srs | None = None) -> None:
         self.directory = directory
         self.relay = relay
+        self.srs = srs  # bounces to our SRS addresses go back to the original senders
         # The server's own name is a local domain (Postfix's mydestination):
         # mail to postmaster there is ours, anything else there is unknown,
         # never relayed back to ourselves.
@@ -93,6 +97,9 @@ class RecipientPolicy:
         # <postmaster> (and postmaster@hostname) is always ours (RFC 5321 §4.5.1)
         if not address.domain or await self._hostname_postmaster(address):
             return RecipientFacts(address, True, True)
+        if self.srs is not None and self.srs.owns(address.local, address.domain):
+            valid = self.srs.reverse(address.local, address.domain, time.time()) is not None
+            return RecipientFacts(address, True, valid)  # forged or expired: unknown user
         local = await self.is_local(address)
         exists = local and (
             await self.directory.account_exists(address.key)
@@ -171,6 +178,11 @@ class RecipientPolicy:
         key = address.key
         if key in path or len(path) > MAX_ALIAS_DEPTH:
             raise AliasLoop(" -> ".join((*path, key)))
+        if self.srs is not None and self.srs.owns(address.local, address.domain):
+            original = self.srs.reverse(address.local, address.domain, time.time())
+            if original is not None:  # None: expired since RCPT; nothing to deliver
+                remote.append(parse_address(original))
+            return
         if not await self.is_local(address):
             remote.append(address)
             return
