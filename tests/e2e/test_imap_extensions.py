@@ -100,6 +100,22 @@ class TestListExtended:
         assert all(b"\\Subscribed" in line for line in lines[:-1])
         session.close()
 
+    def test_recursivematch_names_the_parent_of_a_subscribed_child(
+            self, imap_world: IMAPWorld) -> None:
+        """RFC 5258 §3.5: LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" lists an unsubscribed
+        parent whose child is subscribed, with ("CHILDINFO" ("SUBSCRIBED")) and without
+        \\Subscribed; "*" reaches the child itself, so no CHILDINFO there."""
+        session = Session(imap_world, imap_world.new_account())
+        for tag, command in (("b", "CREATE Par/Kid"), ("c", "SUBSCRIBE Par/Kid")):
+            assert session.run(tag, command)[-1].startswith(tag.encode() + b" OK")
+        lines = session.run("d", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+        assert b'* LIST (\\HasChildren) "/" Par ("CHILDINFO" ("SUBSCRIBED"))' in lines, lines
+        assert not any(b"Par/Kid" in line for line in lines)
+        lines = session.run("e", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"')
+        assert b'* LIST (\\HasNoChildren \\Subscribed) "/" Par/Kid' in lines, lines
+        assert not any(b"CHILDINFO" in line for line in lines)
+        session.close()
+
     def test_return_children_and_special_use(self, imap_world: IMAPWorld) -> None:
         """RETURN (CHILDREN SPECIAL-USE): \\HasChildren / \\HasNoChildren on every name and
         the use attributes (RFC 6154 §2) on the special mailboxes."""

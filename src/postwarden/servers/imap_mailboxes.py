@@ -84,17 +84,23 @@ class MailboxCommands(SessionCore):
         patterns = [_pattern(command.reference, p) for p in command.patterns]
         only_subscribed = command.lsub or c.ListSelect.SUBSCRIBED in command.select
         special_only = c.ListSelect.SPECIAL_USE in command.select
+        recursive = c.ListSelect.RECURSIVEMATCH in command.select
         candidates = sorted(subscribed | set(names)) if only_subscribed else names
         for name in candidates:
             if not any(p.match(name) for p in patterns):
                 continue
-            if only_subscribed and name not in subscribed:
+            # RFC 5258 §3.5: a parent the pattern matches is listed with CHILDINFO when a
+            # subscribed descendant is one the pattern itself does not reach.
+            child_info = recursive and any(
+                d.startswith(name + DELIMITER) and not any(p.match(d) for p in patterns)
+                for d in subscribed)
+            if only_subscribed and name not in subscribed and not child_info:
                 continue
             box = boxes.get(name)
             if special_only and (box is None or not box.special_use):
                 continue
             attributes = self._attributes(name, box, names, subscribed, command)
-            send(r.ListData(name, attributes, lsub=command.lsub))
+            send(r.ListData(name, attributes, lsub=command.lsub, child_info=child_info))
             if command.status and box is not None:
                 send(await self._status_data(box, command.status))
         send(r.Done(r.Status.OK, f"{'LSUB' if command.lsub else 'LIST'} completed"))
