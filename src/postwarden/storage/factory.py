@@ -1,22 +1,79 @@
 """The one place that knows which backend a configuration names.
 
 Everything above ``storage/`` (app, CLI, queue CLI) gets its store from
-here, so adding a backend touches this module and the backend's package.
+here, typed against the Protocols below, so adding a backend touches this
+module and the backend's package only; the SQLite classes satisfy them
+structurally.
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Iterable
+from typing import Protocol
 
 from postwarden.config import Config
+from postwarden.storage.boundary import (
+    AsyncDirectory,
+    AsyncIntakeStore,
+    AsyncMailboxStore,
+    AsyncQueue,
+)
+from postwarden.storage.events import ChangeFeed
+from postwarden.storage.interfaces import (
+    BlobStore,
+    DeliveryStore,
+    Directory,
+    QueueStore,
+    UnknownFile,
+)
+from postwarden.storage.mailbox import MailboxStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.store import SqliteStore
 
-# What callers hold: the composed store (directory, blobs, delivery,
-# mailboxes, queue parts) and its async boundary. With one backend these are
-# its classes; a second backend turns them into Protocols.
-Store: TypeAlias = SqliteStore
-AsyncStore: TypeAlias = AsyncSqliteStore
+
+class StoreBlobs(BlobStore, Protocol):
+    """Message files, plus the ``fsck`` command's scans for orphans."""
+
+    def unknown_files(self) -> list[UnknownFile]: ...
+    def missing_files(self) -> list[str]: ...
+    def remove_unknown(self, names: Iterable[str]) -> int: ...
+
+
+class StoreMailboxes(MailboxStore, Protocol):
+    """Mailboxes, plus ``fsck --attach``: unknown files delivered into an INBOX."""
+
+    def attach_unknown(self, account: str, names: Iterable[str]) -> int: ...
+
+
+class StoreChanges(ChangeFeed, Protocol):
+    """Change hints for IDLE/NOOP; ``listen`` also hears other processes' commits."""
+
+    def listen(self) -> None: ...
+
+
+class Store(Protocol):
+    """What callers hold: the composed store, one part per interface."""
+
+    @property
+    def directory(self) -> Directory: ...
+    @property
+    def blobs(self) -> StoreBlobs: ...
+    @property
+    def mailboxes(self) -> StoreMailboxes: ...
+    @property
+    def delivery(self) -> DeliveryStore: ...  # the conformance tests' way in; app uses the boundary
+    @property
+    def queue(self) -> QueueStore: ...
+    @property
+    def changes(self) -> StoreChanges: ...
+    def upkeep(self, now: float, grace_seconds: float, index_batch: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class AsyncStore(AsyncDirectory, AsyncIntakeStore, AsyncMailboxStore, AsyncQueue, Protocol):
+    """The async boundary the servers and the queue manager use."""
+
+    def close(self) -> None: ...
 
 
 def open_store(cfg: Config) -> Store:
@@ -30,4 +87,8 @@ def open_store(cfg: Config) -> Store:
 
 def async_boundary(store: Store) -> AsyncStore:
     """The async boundary the servers use in front of ``store``."""
-    return AsyncSqliteStore(store)
+    match store:
+        case SqliteStore():
+            return AsyncSqliteStore(store)
+        case _:
+            raise TypeError(f"no async boundary for {type(store).__name__}")

@@ -51,6 +51,15 @@ class BlobRef:
     facts: BlobFacts | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownFile:
+    """A message file the database has no row for (a crash, or an older database)."""
+
+    name: str
+    size: int
+    modified: float
+
+
 class BlobWriter(Protocol):
     """Streams one message into a temporary file; commit() fsyncs it."""
 

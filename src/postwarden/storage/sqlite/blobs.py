@@ -7,11 +7,10 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from postwarden.storage.blobmeter import BlobMeter, measure_file
-from postwarden.storage.interfaces import BlobRef, NotFound
+from postwarden.storage.interfaces import BlobRef, NotFound, UnknownFile
 from postwarden.storage.sqlite.db import Database
 
 
@@ -59,15 +58,6 @@ class FileBlobWriter:
         self._file.close()
         with suppress(FileNotFoundError):
             os.unlink(self._path)
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownFile:
-    """A message file the database has no row for (a crash, or an older database)."""
-
-    name: str
-    size: int
-    modified: float
 
 
 class BlobFiles:
