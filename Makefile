@@ -29,8 +29,16 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv lint
-	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+# The openspf RFC 7208 suite is third-party data, so it is not in the repository:
+# it is taken from pyspf's source distribution on PyPI, like any test dependency.
+SPF_SUITE := $(VENV)/spf-suite/rfc7208-tests.yml
+$(SPF_SUITE): | $(BIN)/pytest
+	rm -rf $(VENV)/spf-suite && mkdir -p $(VENV)/spf-suite
+	$(BIN)/pip download -q --no-deps --no-binary :all: pyspf==2.0.14 -d $(VENV)/spf-suite
+	tar -xzf $(VENV)/spf-suite/pyspf-2.0.14.tar.gz -C $(VENV)/spf-suite --strip-components=2 pyspf-2.0.14/test/rfc7208-tests.yml
+
+test: venv lint $(SPF_SUITE)
+	SPF_SUITE_YAML=$(abspath $(SPF_SUITE)) $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
