@@ -1,13 +1,15 @@
-"""Shared fixtures: a real postwarden server process on loopback."""
+"""Shared fixtures: a real postwarden server process on loopback, a real PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pgcluster import PgCluster, find_bindir, running_cluster
 from serverproc import ServerProcess
 
 
@@ -26,3 +28,20 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for server in made:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL for the whole run, started on first use.
+
+    Without the server binaries the PostgreSQL tests are skipped with the
+    reason, except in CI (``CI`` set, as ``.ci/run`` does), where they fail:
+    a backend must never go untested silently.
+    """
+    if find_bindir() is None:
+        why = "PostgreSQL server not installed: apt-get install postgresql (.ci/run does this)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with running_cluster() as cluster:
+        yield cluster
