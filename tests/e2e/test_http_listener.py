@@ -6,8 +6,11 @@ import asyncio
 import base64
 import http.client
 import plistlib
+import signal
 import smtplib
 import socket
+import sqlite3
+import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +22,13 @@ from test_outbound import submit
 
 from delivery.smtppeers import Peer
 from postwarden.mail import reply as R
-from serverproc import DOMAIN, HOSTNAME, ServerProcess
+from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
 USER = f"bob@{DOMAIN}"
 HOSTILE = f'"a<b>&\'c"@{DOMAIN}'  # a valid quoted local part, full of XML metacharacters
 MAX_HEADER = 2048
 MAX_BODY = 1024
+MAX_MESSAGE = 4096
 AUTODISCOVER_NS = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
 
 
@@ -33,7 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root: Path = tmp_path_factory.mktemp("http")
     srv = ServerProcess(root, listen={"http": ["127.0.0.1:0"]},
                         limits={"http_max_header_size": MAX_HEADER, "http_max_body_size": MAX_BODY,
-                                "http_timeout_seconds": 1, "auth_failure_delay_seconds": 1})
+                                "http_timeout_seconds": 1, "auth_failure_delay_seconds": 1,
+                                "max_message_size": MAX_MESSAGE})
     srv.add_user(USER)
     srv.start()
     yield srv
@@ -101,6 +106,38 @@ class TestMetrics:
         assert grew("postwarden_connections_total", listener="smtp", service="smtp") == 1
         assert grew("postwarden_store_latency_seconds_count", operation="commit") == 1
 
+    def test_refused_messages_are_counted_per_rule(self, server: ServerProcess) -> None:
+        """Each refused message counts once under the rule that refused it, none as accepted."""
+        before = samples(server)
+        big = b"Subject: big\r\n\r\n" + b"x" * MAX_MESSAGE + b"\r\n"
+        with smtplib.SMTP(*server.addr("smtp"), timeout=30) as c:
+            with pytest.raises(smtplib.SMTPSenderRefused) as declared:  # MAIL ... SIZE= too big
+                c.sendmail("alice@remote.test", [USER], big)
+            assert declared.value.smtp_code == R.MESSAGE_TOO_BIG.code
+            c.rset()
+            assert c.docmd("MAIL", "FROM:<alice@remote.test>")[0] == 250  # no SIZE declared
+            assert c.rcpt(USER)[0] == 250
+            assert c.data(big)[0] == R.MESSAGE_TOO_BIG.code
+        with smtplib.SMTP(*server.addr("submission"), timeout=30) as c:
+            c.starttls(context=ssl._create_unverified_context())  # our self-signed certificate
+            c.login(USER, PASSWORD)
+            assert c.mail(f"someone-else@{DOMAIN}")[0] == R.SENDER_NOT_OWNED.code
+            c.rset()
+            assert c.mail(USER)[0] == 250 and c.rcpt(USER)[0] == 250
+            code, _ = c.data(f"From: ceo@{DOMAIN}\r\nSubject: x\r\n\r\nhi\r\n".encode())
+            assert code == R.FROM_NOT_OWNED.code
+        after = samples(server)
+
+        def grew(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert grew("postwarden_messages_refused_total", listener="smtp",
+                    rule=f"status-{R.MESSAGE_TOO_BIG.status}") == 2
+        assert grew("postwarden_messages_refused_total", listener="submission",
+                    rule="sender_must_match_login") == 2
+        assert grew("postwarden_messages_accepted_total", listener="smtp") == 0
+        assert grew("postwarden_messages_accepted_total", listener="submission") == 0
+
     def test_queue_gauges_and_latency_histogram_are_exported(self, server: ServerProcess) -> None:
         """Queue size and age are read at scrape time; histograms carry their buckets."""
         found = samples(server)
@@ -119,6 +156,20 @@ class TestHealth:
 
     def test_readyz_checks_listeners_and_store(self, server: ServerProcess) -> None:
         """Every listener bound and the store answering: 200 ready."""
+        assert get(server, "/readyz")[::2] == (200, b"ready\n")
+
+    def test_readyz_is_503_while_the_store_fails(self, server: ServerProcess) -> None:
+        """A store whose queries fail is not ready, with why; once it answers again, ready."""
+        db = sqlite3.connect(server.root / "var" / "postwarden.sqlite3", isolation_level=None)
+        try:
+            db.execute("ALTER TABLE domains RENAME TO domains_away")  # the probe's table
+            try:
+                status, _, body = get(server, "/readyz")
+            finally:
+                db.execute("ALTER TABLE domains_away RENAME TO domains")
+        finally:
+            db.close()
+        assert (status, body) == (503, b"not ready: store not answering: OperationalError\n")
         assert get(server, "/readyz")[::2] == (200, b"ready\n")
 
 
@@ -223,6 +274,66 @@ class TestBadRequests:
         assert get(server, "/healthz")[0] == 200
         with smtplib.SMTP(*server.addr("smtp"), timeout=30) as c:
             assert c.noop()[0] == 250
+
+
+def test_readyz_is_503_while_draining(make_server: Callable[..., ServerProcess]) -> None:
+    """After SIGTERM the server drains: a probe already connected is told it is not ready."""
+    server = make_server(listen={"http": ["127.0.0.1:0"]}, limits={"http_timeout_seconds": 30})
+    server.start()
+    with socket.create_connection(server.addr("http"), timeout=30) as sock:
+        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")  # admitted, not yet complete
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_log("shutdown", "sessions=")
+        sock.sendall(b"\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert answer.endswith(b"\r\n\r\nnot ready: shutting down\n")
+    assert server.stop() == 0
+
+
+def greeting(server: ServerProcess, kind: str, source: str) -> tuple[socket.socket, bytes]:
+    """A connection to ``kind`` from the loopback address ``source``, and its first line."""
+    sock = socket.create_connection(server.addr(kind), timeout=30, source_address=(source, 0))
+    line = b""
+    while not line.endswith(b"\n") and (chunk := sock.recv(1)):  # bounded by the line's end
+        line += chunk
+    return sock, line
+
+
+def test_connections_refused_by_limits_are_counted(
+        make_server: Callable[..., ServerProcess]) -> None:
+    """One refusal by a service budget and one by the per-IP limit, each counted once."""
+    server = make_server(listen={"http": ["127.0.0.1:0"]},
+                         limits={"max_connections_smtp": 1, "max_connections_per_ip": 3})
+    server.start()
+    held: list[socket.socket] = []
+    try:
+        sock, line = greeting(server, "smtp", "127.0.0.2")
+        held.append(sock)
+        assert line.startswith(b"220 ")
+        sock, line = greeting(server, "smtp", "127.0.0.3")  # the smtp budget is spent
+        sock.close()
+        assert line == R.TOO_MANY_CONNECTIONS.encode()
+        for _ in range(3):
+            sock, line = greeting(server, "pop3", "127.0.0.4")
+            held.append(sock)
+            assert line.startswith(b"+OK")
+        sock, line = greeting(server, "pop3", "127.0.0.4")  # 127.0.0.4 has its three
+        sock.close()
+        assert line == b"-ERR [SYS/TEMP] too many connections\r\n"
+        found = samples(server)
+    finally:
+        for sock in held:
+            sock.close()
+    assert value(found, "postwarden_connections_refused_total",
+                 listener="smtp", service="smtp") == 1
+    assert value(found, "postwarden_connections_refused_total",
+                 listener="pop3", service="pop3") == 1
+    assert value(found, "postwarden_connections_total", listener="smtp", service="smtp") == 1
+    assert value(found, "postwarden_connections_total", listener="pop3", service="pop3") == 3
 
 
 def test_http_listener_is_off_by_default(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ from postwarden.protocol.smtp import (
     Event,
     Hello,
     MailFrom,
+    MailRefused,
     Quit,
     RcptTo,
     Reset,
@@ -445,6 +446,7 @@ class TestParameters:
             MESSAGE_TOO_BIG.encode()
         )
         assert driver.of(MailFrom) == []
+        assert driver.of(MailRefused) == [MailRefused(MESSAGE_TOO_BIG)]
 
 
 class TestData:

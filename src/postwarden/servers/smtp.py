@@ -32,6 +32,7 @@ from postwarden.protocol.smtp import (
     DataEnd,
     Hello,
     MailFrom,
+    MailRefused,
     Quit,
     RcptTo,
     Reset,
@@ -194,6 +195,8 @@ class SMTPConnection:
                                           rule=f"status-{reply.status}")
                 case DataEnd():
                     machine.send(await self._data_end())
+                case MailRefused(reply=reply):  # SIZE= over the limit: no transaction began
+                    self.s.metrics.message_refused(self.kind, f"status-{reply.status}")
                 case StartTLS():
                     await self._start_tls()
                 case AuthCredentials():

@@ -76,6 +76,14 @@ class DataAborted:
 
 
 @dataclass(frozen=True, slots=True)
+class MailRefused:
+    """MAIL refused by the machine's own limit (a declared SIZE too big), already
+    answered with ``reply``: the server only counts it, as it counts its own refusals."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
 class StartTLS:
     """220 queued: flush, upgrade the socket, then call ``tls_started``."""
 
@@ -110,6 +118,7 @@ Event = (
     | DataChunk
     | DataEnd
     | DataAborted
+    | MailRefused
     | StartTLS
     | AuthCredentials
     | Quit

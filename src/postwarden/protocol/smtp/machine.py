@@ -66,6 +66,7 @@ from postwarden.protocol.smtp.events import (
     Event,
     Hello,
     MailFrom,
+    MailRefused,
     Quit,
     RcptTo,
     Reset,
@@ -462,6 +463,7 @@ class SMTPSession:
             return
         if params.size is not None and params.size > self._settings.max_message_size:
             self._refuse(MESSAGE_TOO_BIG)
+            self._events.append(MailRefused(MESSAGE_TOO_BIG))
             return
         if not path.isascii() and not params.smtputf8:
             self._refuse(SMTPUTF8_REQUIRED)
