@@ -83,9 +83,10 @@ class DNSServer:
     async def start(self, port: int = 0) -> int:
         """Bind UDP and TCP on the same port (a free one unless given); returns the port."""
         loop = asyncio.get_running_loop()
-        for _ in range(20 if port == 0 else 1):  # bounded: a free UDP port whose TCP twin is free
-            transport, _proto = await loop.create_datagram_endpoint(
-                lambda: _UDP(self), local_addr=("127.0.0.1", port), family=socket.AF_INET
+        wanted = port
+        for _ in range(20 if wanted == 0 else 1):  # bounded: a free UDP port whose TCP twin is free
+            transport, _proto = await loop.create_datagram_endpoint(  # a new port each round
+                lambda: _UDP(self), local_addr=("127.0.0.1", wanted), family=socket.AF_INET
             )
             port = transport.get_extra_info("sockname")[1]
             try:
