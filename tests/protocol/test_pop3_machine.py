@@ -208,6 +208,13 @@ class TestAuthorization:
         assert out == b"+OK postwarden POP3 server signing off\r\n"
         assert event == Closed(CloseReason.QUIT)
 
+    def test_input_after_close_is_dropped_unread(self) -> None:
+        """Once closed, what a client pipelined after QUIT is neither answered nor kept."""
+        m = new()
+        say(m, b"QUIT\r\n")
+        out, event = say(m, b"CAPA\r\n" + b"x" * 100)
+        assert (out, event, m.buffered) == (b"", Closed(CloseReason.QUIT), 0)
+
 
 class TestSTLS:
     def test_stls_hands_over_and_discards_pipelined_plaintext(self) -> None:

@@ -24,6 +24,7 @@ from collections import deque
 from typing import Final
 
 from postwarden.protocol import sasl
+from postwarden.protocol.connection import SansIOConnection
 from postwarden.protocol.imap import commands as c
 from postwarden.protocol.imap import encoder
 from postwarden.protocol.imap.events import (
@@ -59,7 +60,7 @@ from postwarden.protocol.imap.responses import (
 )
 from postwarden.protocol.imap.search import uses_modseq
 from postwarden.protocol.imap.settings import LITERAL_MINUS_LIMIT, IMAPSettings
-from postwarden.protocol.linebuffer import LineBuffer, LineError
+from postwarden.protocol.linebuffer import LineError
 
 CHUNK_SIZE: Final = 64 * 1024  # the largest AppendData
 _TAG_PEEK: Final = 128  # octets kept to name the tag of a line too long to keep
@@ -136,22 +137,20 @@ def _misplaced(verb: str, state: State) -> str:
     return f"{verb} is not allowed with a mailbox selected"
 
 
-class IMAPSession:
+class IMAPSession(SansIOConnection):
     """One IMAP connection, server side. See the module docstring."""
 
     def __init__(self, settings: IMAPSettings) -> None:
+        super().__init__()
         self._settings = settings
         self.state = State.NOT_AUTHENTICATED
         self.tls_active = settings.tls_active
         self.compressed = False
         self.readonly = False  # the selected mailbox was EXAMINEd
         self.enabled: set[str] = set()  # "IMAP4rev2", "CONDSTORE", "QRESYNC"
-        self._lines = LineBuffer()
-        self._out = bytearray()
         self._events: deque[tuple[Event, bool]] = deque()
         self._pending: Event | None = None  # the event whose answer is outstanding
         self._mode = _Mode.COMMAND
-        self._eof = False
         self._bad_count = 0
         self._close_reason = CloseReason.EOF
         # The command being framed.
@@ -185,24 +184,8 @@ class IMAPSession:
         """Mailbox names are UTF-8 on the wire (IMAP4rev2), not modified UTF-7."""
         return self.imap4rev2
 
-    @property
-    def buffered(self) -> int:
-        """Input octets held; bounded by the line and literal limits."""
-        return len(self._lines)
-
-    def receive_data(self, data: bytes) -> None:
-        """Input from the client; ``b""`` means the client closed its side."""
-        if self._mode is _Mode.CLOSED:
-            return
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def _is_closed(self) -> bool:
+        return self._mode is _Mode.CLOSED
 
     def next_event(self) -> Event | type[NEED_DATA] | type[PAUSED]:
         """The next event, NEED_DATA, or PAUSED while an answer is outstanding."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 import enum
 
 from postwarden.protocol import sasl
-from postwarden.protocol.linebuffer import LineBuffer, LineError
+from postwarden.protocol.connection import SansIOConnection
+from postwarden.protocol.linebuffer import LineError
 from postwarden.protocol.pop3.dotstuff import DotStuffer
 from postwarden.protocol.pop3.events import (
     NEED_DATA,
@@ -98,7 +99,7 @@ def _number(text: str) -> int | None:
     return int(text)
 
 
-class POP3Machine:
+class POP3Machine(SansIOConnection):
     """One POP3 server session.
 
     ``plaintext_auth``: may USER/PASS and AUTH PLAIN be used now (the
@@ -110,15 +111,14 @@ class POP3Machine:
         self, *, plaintext_auth: bool, tls_active: bool, tls_available: bool,
         max_bad_commands: int,
     ) -> None:
+        super().__init__()
+        self._out += GREETING
         self.state = State.AUTHORIZATION
         self.plaintext_auth = plaintext_auth
         self.tls_active = tls_active
         self._tls_available = tls_available
         self._max_bad = max_bad_commands
         self._bad = 0
-        self._lines = LineBuffer()
-        self._eof = False
-        self._out = bytearray(GREETING)
         self._waiting = _Waiting.NOTHING
         self._closed: Closed | None = None
         self._user: str | None = None
@@ -128,24 +128,10 @@ class POP3Machine:
         self._stuffer: DotStuffer | None = None
         self._retrieving: Retrieve | None = None
 
-    @property
-    def lines_read(self) -> int:
-        """Command lines read so far: the glue's deadline bounds each whole line."""
-        return self._lines.lines
-
     # --- the four sans-IO calls -----------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Input from the client; ``b""`` means the client closed its side."""
-        if data:
-            self._lines.feed(data)
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def _is_closed(self) -> bool:
+        return self._closed is not None
 
     def next_event(self) -> Event | type[NEED_DATA] | type[PAUSED]:
         """The next thing the server must act on, handling all it can itself."""

@@ -53,7 +53,8 @@ from postwarden.mail.reply import (
     Reply,
 )
 from postwarden.protocol import sasl
-from postwarden.protocol.linebuffer import LineBuffer, LineError
+from postwarden.protocol.connection import SansIOConnection
+from postwarden.protocol.linebuffer import LineError
 from postwarden.protocol.smtp.events import (
     NEED_DATA,
     PAUSED,
@@ -154,18 +155,16 @@ def _clean(segment: bytes) -> bool:
     return segment.count(b"\r") == pairs == segment.count(b"\n")
 
 
-class SMTPSession:
+class SMTPSession(SansIOConnection):
     """One SMTP connection, server side. See the module docstring."""
 
     def __init__(self, settings: SMTPSettings) -> None:
+        super().__init__()
         self._settings = settings
-        self._input = LineBuffer()
-        self._output = bytearray()
         self._events: deque[Event] = deque()
         self._pending: Decision | None = None
         self._state = State.GREETED
         self._close_reason = ""
-        self._eof = False
         self._tls_active = settings.tls_active
         # What the client told us about itself: the session's one record of
         # it, so forgetting it at STARTTLS (RFC 3207 §4.2) forgets it everywhere.
@@ -219,29 +218,12 @@ class SMTPSession:
         return self._state in (State.DATA, State.BDAT)
 
     @property
-    def lines_read(self) -> int:
-        """Command and SASL lines read so far; with ``in_message``, tells the
-        glue when the client has finished what it was sending."""
-        return self._input.lines
-
-    @property
     def delay_replies(self) -> bool:
         """True once refused recipients pass the soft limit: a prober, so tarpit it."""
         return self._rcpt_errors > self._settings.rcpt_error_soft_limit
 
-    @property
-    def buffered(self) -> int:
-        """Input octets held; bounded by the line limit and what one call fed."""
-        return len(self._input)
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed input; ``b""`` means the client closed its side."""
-        if self._state is State.CLOSED:
-            return
-        if data:
-            self._input.feed(data)
-        else:
-            self._eof = True
+    def _is_closed(self) -> bool:
+        return self._state is State.CLOSED
 
     def next_event(self) -> Event | type[NEED_DATA] | type[PAUSED]:
         """The next event, NEED_DATA, or PAUSED while a decision is outstanding."""
@@ -303,18 +285,13 @@ class SMTPSession:
             self._reply(TOO_MANY_ERRORS)
             self._close("too many refused recipients")
 
-    def data_to_send(self) -> bytes:
-        data = bytes(self._output)
-        self._output.clear()
-        return data
-
     def tls_started(self) -> None:
         """The TLS handshake after StartTLS is done: forget everything said in
         plaintext (RFC 3207 §4.2), including input pipelined after STARTTLS,
         which an attacker may have injected."""
         if self._state is not State.TLS_HANDSHAKE:
             raise RuntimeError("tls_started() without a StartTLS event")
-        self._input.clear()
+        self._lines.clear()
         self._tls_active = True
         self._greeting = None
         self._login = None
@@ -324,7 +301,7 @@ class SMTPSession:
     # -- output and bookkeeping -----------------------------------------
 
     def _reply(self, reply: Reply) -> None:
-        self._output += reply.encode()
+        self._out += reply.encode()
 
     def _refuse(self, reply: Reply) -> None:
         """Send a reply the machine decided; too many syntax errors end the session."""
@@ -339,7 +316,7 @@ class SMTPSession:
     def _close(self, reason: str) -> None:
         self._state = State.CLOSED
         self._close_reason = reason
-        self._input.clear()
+        self._lines.clear()
 
     def _reset_transaction(self) -> None:
         self._recipients = 0
@@ -356,10 +333,10 @@ class SMTPSession:
     # -- commands -------------------------------------------------------
 
     def _step_command(self) -> bool:
-        head = self._input.peek(5).upper()
+        head = self._lines.peek(5).upper()
         settings = self._settings
         limit = settings.max_auth_line_length if head == b"AUTH " else settings.max_line_length
-        line = self._input.read_line(limit)
+        line = self._lines.read_line(limit)
         match line:
             case None:
                 return False
@@ -586,7 +563,7 @@ class SMTPSession:
                 self._refuse(AUTH_BAD_BASE64)
 
     def _step_auth(self) -> bool:
-        line = self._input.read_line(self._settings.max_auth_line_length)
+        line = self._lines.read_line(self._settings.max_auth_line_length)
         match line:
             case None:
                 return False
@@ -619,30 +596,30 @@ class SMTPSession:
         together and ``replace`` unstuffs exactly one dot per line.
         """
         if self._first_line:
-            head = self._input.peek(3)
+            head = self._lines.peek(3)
             if head == b".\r\n":  # an empty message
-                self._input.consume(3)
+                self._lines.consume(3)
                 self._end_data()
                 return True
             if len(head) < 3 and b".\r\n".startswith(head):
                 return False
             if head.startswith(b"."):
-                self._input.consume(1)
+                self._lines.consume(1)
             self._first_line = False
             return True
-        window = min(len(self._input), CHUNK_SIZE)
-        end = self._input.find(_TERMINATOR, window)
+        window = min(len(self._lines), CHUNK_SIZE)
+        end = self._lines.find(_TERMINATOR, window)
         if end >= 0:
             length = end + 2  # the CRLF before the dot belongs to the message
         else:
-            tail = self._input.peek(4, start=max(0, window - 4))
+            tail = self._lines.peek(4, start=max(0, window - 4))
             held = next((k for k in (4, 3, 2, 1) if tail.endswith(_TERMINATOR[:k])), 0)
             length = window - held
             if not length:
                 return False
-        self._accept_data(self._input.take(length))
+        self._accept_data(self._lines.take(length))
         if end >= 0:
-            self._input.consume(3)
+            self._lines.consume(3)
             self._end_data()
         return True
 
@@ -670,9 +647,9 @@ class SMTPSession:
 
     def _step_bdat(self) -> bool:
         if self._chunk_left:
-            if not self._input:
+            if not self._lines:
                 return False
-            piece = self._input.take(min(self._chunk_left, CHUNK_SIZE))
+            piece = self._lines.take(min(self._chunk_left, CHUNK_SIZE))
             self._chunk_left -= len(piece)
             if self._discard is None:
                 if self._bdat_clean(piece):
