@@ -9,8 +9,10 @@ record. Verdicts are read from the SMTP replies and the delivered headers.
 from __future__ import annotations
 
 import base64
+import shutil
 import smtplib
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +259,63 @@ class TestCLI:
         out = server.cli("auth", "check", "--client", "nope", "--helo", "h", "--from", "a@b.test")
         assert out.returncode == 2
         assert out.stderr.strip() == "postwarden: error: bad client address 'nope'"
+
+
+def opendkim_sign(tmp_path: Path, data: bytes, domain: str, selector: str) -> bytes:
+    """``data`` with a DKIM-Signature made by the OpenDKIM filter itself.
+
+    The signer is Debian's ``opendkim`` (libopendkim, C) in its test mode
+    (``-t FILE``: one message through the filter's own code, no MTA), not
+    dkimpy: so this checks our verifier against an independent signer.
+    ``RequireSafeKeys no``: the key sits in a pytest folder under /tmp.
+    """
+    (tmp_path / "key.pem").write_bytes(KEY)
+    (tmp_path / "opendkim.conf").write_text("Syslog no\nRequireSafeKeys no\n"
+                                            "SignatureAlgorithm rsa-sha256\n")
+    (tmp_path / "msg.eml").write_bytes(data)
+    out = subprocess.run(
+        ["opendkim", "-x", str(tmp_path / "opendkim.conf"), "-b", "s", "-d", domain,
+         "-s", selector, "-k", str(tmp_path / "key.pem"), "-c", "relaxed/relaxed",
+         "-t", str(tmp_path / "msg.eml")],
+        capture_output=True, timeout=30, check=True)
+    # Prints "opendkim: FILE:", LF, then the field (folded with CRLF) and LF.
+    field = out.stdout.decode().split(":\n", 1)[1].rstrip("\n").replace("\r\n", "\n")
+    assert field.startswith("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;"), field
+    return field.replace("\n", "\r\n").encode() + b"\r\n" + data
+
+
+@pytest.mark.skipif(shutil.which("opendkim") is None or shutil.which("opendkim-testmsg") is None,
+                    reason="Debian opendkim or opendkim-tools missing (.ci/run installs them)")
+class TestOpenDKIMSignatures:
+    def test_a_signature_made_by_opendkim_verifies(self, server: ServerProcess,
+                                                   tmp_path: Path) -> None:
+        """OpenDKIM signs for signed.test (key in the loopback DNS); over SMTP: dkim=pass."""
+        data = message("a@signed.test", "odk-pass").replace(
+            b"\r\n\r\n", b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n", 1)
+        signed = opendkim_sign(tmp_path, data, "signed.test", "sel")
+        assert send(server, "a@signed.test", signed)[0] == 250  # SPF fails: DKIM carries DMARC
+        ar = auth_results(delivered(server, "odk-pass"))
+        assert "dkim=pass header.d=signed.test header.s=sel" in ar and "dmarc=pass" in ar
+
+    def test_an_opendkim_signature_broken_in_transit_fails(self, server: ServerProcess,
+                                                           tmp_path: Path) -> None:
+        """The same signature over an edited body: dkim=fail, so p=reject refuses it."""
+        data = message("a@signed.test", "odk-fail").replace(
+            b"\r\n\r\n", b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n", 1)
+        signed = opendkim_sign(tmp_path, data, "signed.test", "sel").replace(b"Hello.", b"Hullo")
+        code, text = send(server, "a@signed.test", signed)
+        assert (code, text[:5]) == (550, b"5.7.1")
+
+    def test_an_rsa_sha1_signature_is_not_a_pass(self, server: ServerProcess,
+                                                 tmp_path: Path) -> None:
+        """opendkim-testmsg signs rsa-sha1 only; RFC 8301 forbids counting it: dkim=policy."""
+        data = message("a@none.test", "odk-sha1").replace(
+            b"\r\n\r\n", b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n", 1)
+        (tmp_path / "key.pem").write_bytes(KEY)
+        out = subprocess.run(["opendkim-testmsg", "-C", "-d", "signed.test", "-s", "sel", "-k",
+                              str(tmp_path / "key.pem")],
+                             input=data, capture_output=True, timeout=30, check=True)
+        assert b"a=rsa-sha1;" in out.stdout  # a valid signature, by dkimpy's lights
+        assert send(server, "a@none.test", out.stdout)[0] == 250  # p=none
+        ar = auth_results(delivered(server, "odk-sha1"))
+        assert "dkim=policy header.d=signed.test header.s=sel" in ar

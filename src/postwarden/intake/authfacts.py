@@ -51,6 +51,7 @@ class Signature:
     kind: str  # "dkim-signature" | "arc-seal" | "arc-message-signature"
     domain: str
     selector: str
+    algorithm: str  # a=, lower-cased
 
 
 def signatures(header_section: bytes) -> list[Signature]:
@@ -62,7 +63,7 @@ def signatures(header_section: bytes) -> list[Signature]:
             if t := _TAG.match(part):
                 tags.setdefault(t.group(1).lower(), re.sub(r"\s+", "", t.group(2)))
         found.append(Signature(m.group(1).decode().lower(), tags.get("d", "").lower(),
-                               tags.get("s", "")))
+                               tags.get("s", ""), tags.get("a", "").lower()))
     return found
 
 
@@ -103,6 +104,10 @@ def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | N
     verifier = dkim.DKIM(message, minkey=1024)
     for i, sig in enumerate(dkim_sigs[:limit]):
         org = org_domain(sig.domain) if sig.domain else ""
+        if sig.algorithm == "rsa-sha1":  # dkimpy would still pass it
+            outcomes.append(DKIMOutcome(Result.POLICY, sig.domain, sig.selector, org,
+                                        "rsa-sha1 is not accepted (RFC 8301)"))
+            continue
         if keys.get(_key_name(sig), []) is None:
             outcomes.append(DKIMOutcome(Result.TEMPERROR, sig.domain, sig.selector, org,
                                         "key lookup failed"))
