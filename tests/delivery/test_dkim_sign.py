@@ -66,6 +66,10 @@ def table_lookup(keys: list[DkimKey]) -> Callable[..., bytes | None]:
     return lookup
 
 
+def signing(keys: list[DkimKey]) -> list[dkimsign.SigningKey]:
+    return [dkimsign.SigningKey(k, dkimsign.parse_private(k)) for k in keys]
+
+
 def verify_all(signed: bytes, dnsfunc: Callable[..., bytes | None]) -> list[bool]:
     """dkimpy's verdict on every DKIM-Signature of a message, top first."""
     d = dkim.DKIM(signed)
@@ -194,18 +198,34 @@ class TestSignature:
         self, keys: dict[str, DkimKey]
     ) -> None:
         """Dual-signed: one signature per key type, c=relaxed/relaxed, both verify."""
-        head = dkimsign.sign(AWKWARD, list(keys.values()))
+        head = dkimsign.sign(AWKWARD, signing(list(keys.values())))
         assert head.count(b"DKIM-Signature:") == 2 and head.endswith(b"\r\n")
         assert b"c=relaxed/relaxed" in head
         assert verify_all(head + AWKWARD, table_lookup(list(keys.values()))) == [True, True]
 
     def test_a_changed_body_or_added_from_fails(self, keys: dict[str, DkimKey]) -> None:
         """The check above can fail: an edited body, or a From added in front, breaks it."""
-        head = dkimsign.sign(AWKWARD, list(keys.values()))
+        head = dkimsign.sign(AWKWARD, signing(list(keys.values())))
         lookup = table_lookup(list(keys.values()))
         edited = AWKWARD.replace("Zürich".encode(), b"Zurich")
         assert verify_all(head + edited, lookup) == [False, False]
         assert verify_all(head + b"From: mallory@evil.test\r\n" + AWKWARD, lookup) == [False, False]
+
+    def test_parsed_keys_are_reused_until_a_key_file_changes(self, tmp_path: Path) -> None:
+        """The cache serves unchanged files; a key another process adds or removes is seen."""
+        data_dir = tmp_path / "var"
+        first = dkimsign.generate(data_dir, DOMAIN, "one", "rsa-sha256", time.time() - DAY)
+        signer = dkimsign.Signer(data_dir, 0)
+        assert signer.keys(DOMAIN)[0] is signer.keys(DOMAIN)[0]  # parsed once
+        assert signer.signature(AWKWARD)[1] == f"one._domainkey.{DOMAIN}"
+        second = dkimsign.generate(data_dir, DOMAIN, "two", "rsa-sha256", time.time())
+        head, used = signer.signature(AWKWARD)
+        assert used == f"two._domainkey.{DOMAIN}"
+        assert verify_all(head + AWKWARD, table_lookup([first, second])) == [True]
+        assert dkimsign.remove(data_dir, DOMAIN, "two")
+        assert signer.signature(AWKWARD)[1] == f"one._domainkey.{DOMAIN}"
+        assert dkimsign.remove(data_dir, DOMAIN, "one")
+        assert signer.signature(AWKWARD) == (b"", "")
 
     def test_author_domain_is_the_single_from_mailbox(self) -> None:
         """No From, two From fields or two mailboxes: no author domain, nothing to sign with."""
@@ -316,7 +336,7 @@ class TestOpenDKIM:
         messages = {}
         for alg, key in keys.items():
             for label, msg in (("plain", plain), ("awkward", AWKWARD)):
-                signed = dkimsign.sign(msg, [key]) + msg
+                signed = dkimsign.sign(msg, signing([key])) + msg
                 messages[f"{alg}-{label}.eml"] = signed
                 messages[f"{alg}-{label}-edited.eml"] = signed.replace(b"Hi there", b"Hi where")\
                     .replace("Zürich".encode(), b"Zurich")

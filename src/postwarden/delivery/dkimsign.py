@@ -1,9 +1,14 @@
 """DKIM keys under ``data_dir`` and signatures for outbound mail (RFC 6376, RFC 8463).
 
 A key is one file, ``data_dir/dkim/<domain>/<selector>.json`` (mode 0600),
-holding its algorithm, creation time and private key in the form dkimpy
-takes (PEM for RSA, the base64 seed for Ed25519). ``cryptography`` makes the
-keys; dkimpy canonicalises and signs, so no DKIM arithmetic is hand-written.
+holding its algorithm, creation time and private key (PEM for RSA, the
+base64 seed for Ed25519). ``cryptography`` makes the keys and the signatures
+(OpenSSL: an RSA-2048 signature costs a fraction of a millisecond, where
+dkimpy's pure-Python RSA holds the GIL for ~6 ms); dkimpy's parser, relaxed
+canonicalisation, header selection and folding build what is signed, so only
+the assembly of the ``DKIM-Signature`` field (RFC 6376 §3.5, §3.7) is ours.
+Parsed keys are cached by their files' names, sizes and mtimes: a key that
+``dkim generate`` adds in another process is seen at the next message.
 
 Rotation: several selectors of one algorithm may live at once. The one that
 signs is the newest that is at least ``rotation_delay`` old (time for its DNS
@@ -13,17 +18,20 @@ record to be published and cached); while none is that old, the oldest one.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from dkim.canonicalization import CanonicalizationPolicy
 
 from postwarden.intake.headers import field_names, from_fields
 from postwarden.mail.address import AddressError, normalise_domain
@@ -184,39 +192,115 @@ def signed_fields(message: bytes) -> list[bytes]:
     return fields
 
 
-def sign(message: bytes, keys: Sequence[DkimKey]) -> bytes:
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_FIELD_NAME = b"DKIM-Signature"
+_B64_LINE = 64  # characters of b= per folded line
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A key file's contents with its private key parsed, once per file version."""
+
+    key: DkimKey
+    private: PrivateKey
+
+
+def parse_private(key: DkimKey) -> PrivateKey:
+    """The private key object; ValueError for a damaged key file."""
+    if key.algorithm == "ed25519-sha256":
+        return ed25519.Ed25519PrivateKey.from_private_bytes(base64.b64decode(key.private))
+    try:
+        loaded = serialization.load_pem_private_key(key.private, password=None)
+    except TypeError as exc:  # an encrypted key: we keep none such
+        raise ValueError(f"{key.selector}: {exc}") from None
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise ValueError(f"{key.selector}: not an RSA key")
+    return loaded
+
+
+def _signature_field(headers: list[tuple[bytes, bytes]], body_hash: bytes,
+                     fields: Sequence[bytes], signer: SigningKey, now: int) -> bytes:
+    """One ``DKIM-Signature`` field, relaxed/relaxed, CRLF-ended.
+
+    The field is written with an empty ``b=`` and hashed after the signed
+    header fields, as a verifier will rebuild it (RFC 6376 §3.7); then the
+    signature is folded in behind ``b=``, which verifiers strip before hashing.
+    """
+    key = signer.key
+    tags = (b"v=1; a=" + key.algorithm.encode("ascii") + b"; c=relaxed/relaxed; d="
+            + key.domain.encode("ascii") + b"; s=" + key.selector.encode("ascii")
+            + b"; t=" + str(now).encode("ascii") + b"; h=" + b" : ".join(fields)
+            + b"; bh=" + body_hash + b"; b=")
+    value: bytes = dkim.fold(tags, namelen=len(_FIELD_NAME))
+    [(_, canonical)] = _RELAXED.canonicalize_headers([(_FIELD_NAME, b" " + value)])
+    signed = b"".join(n + b":" + v for n, v in dkim.select_headers(headers, list(fields)))
+    data = signed + _FIELD_NAME.lower() + b":" + canonical.rstrip()
+    match signer.private:
+        case rsa.RSAPrivateKey() as private:
+            raw = private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        case ed25519.Ed25519PrivateKey() as private:  # RFC 8463: Ed25519 over the SHA-256
+            raw = private.sign(hashlib.sha256(data).digest())
+    b64 = base64.b64encode(raw)
+    folded = b"".join(b"\r\n\t " + b64[i:i + _B64_LINE] for i in range(0, len(b64), _B64_LINE))
+    return _FIELD_NAME + b": " + value + folded + b"\r\n"
+
+
+def sign(message: bytes, keys: Sequence[SigningKey], now: float | None = None) -> bytes:
     """``DKIM-Signature`` fields to put in front of ``message``, one per key (CRLF-ended).
 
     CPU work: call it off the event loop. Raises ``dkim.DKIMException`` for a
     message dkimpy cannot parse.
     """
     fields = signed_fields(message)
-    out = []
-    for key in keys:
-        out.append(dkim.sign(
-            message, key.selector.encode("ascii"), key.domain.encode("ascii"), key.private,
-            canonicalize=(b"relaxed", b"relaxed"),
-            signature_algorithm=key.algorithm.encode("ascii"), include_headers=fields,
-        ))
-    return b"".join(out)
+    parsed, body = dkim.rfc822_parse(message)
+    headers = _RELAXED.canonicalize_headers(parsed)
+    body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+    stamp = int(time.time() if now is None else now)
+    return b"".join(_signature_field(headers, body_hash, fields, k, stamp) for k in keys)
 
 
 class Signer:
-    """Signs a message with its author domain's active keys, reading them from ``data_dir``.
+    """Signs a message with its author domain's active keys, read from ``data_dir``.
 
-    Keys are read per message, so ``dkim generate`` in another process takes
-    effect without a restart; the key files are small next to the signing work.
+    Each message lists the domain's key folder (a few stat calls) and reuses
+    the parsed keys while no file was added, removed or changed, so ``dkim
+    generate`` or ``dkim remove`` in another process applies without a restart
+    and without reading and parsing the keys for every message.
     """
 
     def __init__(self, data_dir: Path, rotation_delay: float) -> None:
         self._data_dir = data_dir
         self._delay = rotation_delay
+        self._cache: dict[str, tuple[tuple[tuple[str, int, int], ...], list[SigningKey]]] = {}
+        self._lock = threading.Lock()  # signing runs in worker threads
+
+    def keys(self, domain: str) -> list[SigningKey]:
+        """The domain's keys, parsed; from the cache while the files are unchanged."""
+        folder = key_dir(self._data_dir, domain)
+        try:
+            with os.scandir(folder) as entries:
+                version = tuple(sorted(
+                    (e.name, st.st_mtime_ns, st.st_size) for e in entries
+                    if e.name.endswith(".json") and (st := e.stat())))
+        except (FileNotFoundError, NotADirectoryError):
+            version = ()
+        with self._lock:
+            cached = self._cache.get(domain)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        keys = [SigningKey(k, parse_private(k)) for k in load_keys(self._data_dir, domain)]
+        with self._lock:
+            self._cache[domain] = (version, keys)
+        return keys
 
     def signature(self, message: bytes) -> tuple[bytes, str]:
         """(fields to prepend, the selectors used); empty when the author domain has no key."""
         domain = author_domain(message)
         if domain is None:
             return b"", ""
-        keys = active_keys(load_keys(self._data_dir, domain), time.time(), self._delay)
-        used = ",".join(f"{k.selector}._domainkey.{domain}" for k in keys)
-        return (sign(message, keys) if keys else b""), used
+        loaded = self.keys(domain)
+        chosen = active_keys([k.key for k in loaded], time.time(), self._delay)
+        signers = [k for k in loaded if k.key in chosen]
+        used = ",".join(f"{k.key.selector}._domainkey.{domain}" for k in signers)
+        return (sign(message, signers) if signers else b""), used
