@@ -21,6 +21,7 @@ from pathlib import Path
 from postwarden import __version__
 from postwarden import config as configmod
 from postwarden import log as logsetup
+from postwarden.admin import AdminError
 from postwarden.config import Config, ConfigError
 from postwarden.intake.recipients import RecipientPolicy, catch_all_key
 from postwarden.intake.senderauth import SenderAuth
@@ -439,6 +440,22 @@ def cmd_blobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> None:
+    from postwarden.admin import backup
+
+    r = backup.backup(_config(args), Path(args.dest))
+    print(f"backed up {r.messages} messages ({r.files} files, {r.octets} octets) to {args.dest}")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from postwarden.admin import backup
+
+    cfg = _config(args)
+    r = backup.restore(cfg, Path(args.src), args.force)
+    print(f"restored {r.messages} messages ({r.files} files, {r.octets} octets)"
+          f" into {cfg.data_dir}")
+
+
 # --- parser -------------------------------------------------------------------
 
 
@@ -554,6 +571,15 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("names", nargs="*", default=[], metavar="NAME", help="file name")
         g.add_argument("--all", action="store_true", help="every unknown file")
     s.set_defaults(func=cmd_blobs)
+
+    s = sub.add_parser("backup", help="consistent copy of the (running) server's data_dir")
+    s.add_argument("dest", help="new or empty directory for the copy")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="bring a backup back into a stopped server's data_dir")
+    s.add_argument("src", help="a directory made by `postwarden backup`")
+    s.add_argument("--force", action="store_true",
+                   help="replace the mail store found in a non-empty data_dir")
+    s.set_defaults(func=cmd_restore)
     return p
 
 
@@ -561,9 +587,10 @@ ADMIN_ACTIONS = {  # commands that change something: each is logged, one line
     ("init", None), ("domain", "add"), ("domain", "remove"), ("user", "add"),
     ("user", "passwd"), ("user", "remove"), ("user", "quota"), ("alias", "add"),
     ("alias", "remove"), ("queue", "retry"), ("queue", "remove"), ("blobs", "attach"),
-    ("blobs", "remove"),
+    ("blobs", "remove"), ("restore", None),
 }
-ADMIN_FIELDS = ("domain", "address", "targets", "id", "all", "limit", "user", "names")
+ADMIN_FIELDS = ("domain", "address", "targets", "id", "all", "limit", "user", "names",
+                "src", "force")
 
 
 def _log_admin_action(args: argparse.Namespace) -> None:
@@ -595,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == 0:
             _log_admin_action(args)
         return code
-    except (CLIError, ConfigError, StoreError) as exc:
+    except (CLIError, AdminError, ConfigError, StoreError) as exc:
         print(f"postwarden: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -9,6 +9,7 @@ structurally.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from postwarden.config import Config
@@ -27,7 +28,9 @@ from postwarden.storage.interfaces import (
     UnknownFile,
 )
 from postwarden.storage.mailbox import MailboxStore
+from postwarden.storage.sqlite import backup as sqlite_backup
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
+from postwarden.storage.sqlite.backup import CopyReport as CopyReport
 from postwarden.storage.sqlite.store import SqliteStore
 
 
@@ -92,3 +95,41 @@ def async_boundary(store: Store) -> AsyncStore:
             return AsyncSqliteStore(store)
         case _:
             raise TypeError(f"no async boundary for {type(store).__name__}")
+
+
+def backup(store: Store, dest: Path) -> CopyReport:
+    """A consistent copy of the running store in the empty directory ``dest``."""
+    match store:
+        case SqliteStore():
+            return sqlite_backup.backup(store, dest)
+        case _:
+            raise TypeError(f"no backup for {type(store).__name__}")
+
+
+def restore(cfg: Config, src: Path, replace: bool) -> CopyReport:
+    """Put a backup back into ``cfg.data_dir``; ``replace`` drops the store found there."""
+    match cfg.storage.backend:
+        case "sqlite":
+            if replace:
+                sqlite_backup.remove(cfg.data_dir)
+            return sqlite_backup.restore(src, cfg.data_dir)
+        case other:
+            raise ValueError(f"unknown storage backend {other!r}")
+
+
+def in_use(cfg: Config) -> bool:
+    """Whether a server is running on the store of ``cfg`` (restore must not go under it)."""
+    match cfg.storage.backend:
+        case "sqlite":
+            return sqlite_backup.in_use(cfg.data_dir)
+        case other:
+            raise ValueError(f"unknown storage backend {other!r}")
+
+
+def store_names(cfg: Config) -> frozenset[str]:
+    """The entries of ``data_dir`` the store owns (and a backup copies its own way)."""
+    match cfg.storage.backend:
+        case "sqlite":
+            return sqlite_backup.OWN_NAMES
+        case other:
+            raise ValueError(f"unknown storage backend {other!r}")
