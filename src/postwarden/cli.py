@@ -456,6 +456,19 @@ def cmd_restore(args: argparse.Namespace) -> None:
           f" into {cfg.data_dir}")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from postwarden.admin import importer
+
+    cfg = _config(args)
+    account = _address(args.user).key
+    if args.mbox:
+        report = importer.import_mbox(cfg, Path(args.mbox), account, args.mailbox)
+    else:
+        report = importer.import_maildir(cfg, Path(args.maildir), account, args.mailbox)
+    counts = ", ".join(f"{name} {n}" for name, n in report.per_mailbox.items())
+    print(f"imported {report.total} messages into {account}" + (f" ({counts})" if counts else ""))
+
+
 # --- parser -------------------------------------------------------------------
 
 
@@ -580,6 +593,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="replace the mail store found in a non-empty data_dir")
     s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser("import", help="bring existing mail (mbox or Maildir) into a mailbox")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--mbox", metavar="FILE", help="an mbox file (mboxrd or mboxo)")
+    g.add_argument("--maildir", metavar="DIR",
+                   help="a Maildir; its Maildir++ subfolders .A.B become mailboxes A/B")
+    s.add_argument("user", help="user@local.domain")
+    s.add_argument("--mailbox", default="INBOX", help="where the messages go (default INBOX)")
+    s.set_defaults(func=cmd_import)
     return p
 
 
@@ -587,10 +609,10 @@ ADMIN_ACTIONS = {  # commands that change something: each is logged, one line
     ("init", None), ("domain", "add"), ("domain", "remove"), ("user", "add"),
     ("user", "passwd"), ("user", "remove"), ("user", "quota"), ("alias", "add"),
     ("alias", "remove"), ("queue", "retry"), ("queue", "remove"), ("blobs", "attach"),
-    ("blobs", "remove"), ("restore", None),
+    ("blobs", "remove"), ("restore", None), ("import", None),
 }
 ADMIN_FIELDS = ("domain", "address", "targets", "id", "all", "limit", "user", "names",
-                "src", "force")
+                "src", "force", "mbox", "maildir", "mailbox")
 
 
 def _log_admin_action(args: argparse.Namespace) -> None:
