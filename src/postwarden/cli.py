@@ -440,6 +440,16 @@ def cmd_blobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from postwarden.admin import check
+
+    nameservers = [configmod.parse_host_port(ns, "--dns") for ns in args.dns]
+    lines = check.run(_config(args), nameservers, args.timeout)
+    for line in lines:
+        print(line.render())
+    return check.exit_code(lines)
+
+
 def cmd_backup(args: argparse.Namespace) -> None:
     from postwarden.admin import backup
 
@@ -584,6 +594,13 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("names", nargs="*", default=[], metavar="NAME", help="file name")
         g.add_argument("--all", action="store_true", help="every unknown file")
     s.set_defaults(func=cmd_blobs)
+
+    s = sub.add_parser("check", help="setup checker: DNS, certificate, listeners, open relay")
+    s.add_argument("--dns", action="append", default=[], metavar="HOST:PORT",
+                   help="ask this DNS server (repeatable; default: [dns] nameservers)")
+    s.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="per DNS question and per listener (default 5)")
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("backup", help="consistent copy of the (running) server's data_dir")
     s.add_argument("dest", help="new or empty directory for the copy")
