@@ -180,6 +180,8 @@ class TestConfigErrorsNameTheKey:
             ("relay", 'trusted_networks = ["192.168.1.5/24"]', "relay.trusted_networks[0]"),
             ("log", 'format = "xml"', "log.format"),
             ("log", "file = 5", "log.file"),
+            ("auth_checks", 'dmarc_reject = "junk"', "auth_checks.dmarc_reject"),
+            ("auth_checks", 'dmarc_quarantine = "trash"', "auth_checks.dmarc_quarantine"),
         ],
     )
     def test_bad_value_is_refused_naming_its_key(

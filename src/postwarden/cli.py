@@ -296,6 +296,9 @@ def cmd_auth_check(args: argparse.Namespace) -> int:
     reply = verdict.reply.encode().decode().strip() if verdict.reply else "(message goes on)"
     print(f"{verdict.action.name}  {reply}")
     print(f"  rule: {verdict.rule}")
+    if verdict.sender_proof:
+        print(f"  reports to the sender: {'no' if verdict.sender_proof == 'none' else 'yes'}"
+              f" (sender proof: {verdict.sender_proof})")
     for reason in verdict.reasons:
         print(f"  why:  {reason}")
     print(verdict.header.replace("\r\n", "\n"), end="")

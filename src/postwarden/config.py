@@ -87,6 +87,7 @@ class AuthChecksConfig:
     enabled: bool = True
     spoofing_protection: bool = True  # outsiders may not claim our domains unvouched
     dmarc_reject: str = "reject"  # "reject" | "quarantine": what a failing p=reject gets
+    dmarc_quarantine: str = "junk"  # "junk" | "inbox": where a failing p=quarantine goes
     spf_fail: str = "header"  # "header" | "reject": what an SPF -all fail gets
     dns_timeout_seconds: int = 5  # per lookup
     check_timeout_seconds: int = 20  # all lookups of one message together
@@ -520,6 +521,7 @@ def _auth_checks(t: _Table) -> AuthChecksConfig:
         enabled=t.get("enabled", bool, d.enabled),
         spoofing_protection=t.get("spoofing_protection", bool, d.spoofing_protection),
         dmarc_reject=t.get("dmarc_reject", str, d.dmarc_reject),
+        dmarc_quarantine=t.get("dmarc_quarantine", str, d.dmarc_quarantine),
         spf_fail=t.get("spf_fail", str, d.spf_fail),
         dns_timeout_seconds=_positive(t, "dns_timeout_seconds", d.dns_timeout_seconds),
         check_timeout_seconds=_positive(t, "check_timeout_seconds", d.check_timeout_seconds),
@@ -530,6 +532,8 @@ def _auth_checks(t: _Table) -> AuthChecksConfig:
     t.finish()
     if cfg.dmarc_reject not in ("reject", "quarantine"):
         raise ConfigError('auth_checks.dmarc_reject: "reject" or "quarantine"')
+    if cfg.dmarc_quarantine not in ("junk", "inbox"):
+        raise ConfigError('auth_checks.dmarc_quarantine: "junk" or "inbox"')
     if cfg.spf_fail not in ("header", "reject"):
         raise ConfigError('auth_checks.spf_fail: "header" or "reject"')
     return cfg
@@ -624,7 +628,8 @@ nameservers = []
 [auth_checks]       # SPF, DKIM, DMARC, ARC on mail from unauthenticated clients
 enabled = true
 spoofing_protection = true   # outsiders claiming our domains unvouched: 550 5.7.1
-dmarc_reject = "reject"      # "reject" | "quarantine" for a failing p=reject
+dmarc_reject = "reject"      # "reject" | "quarantine" (to Junk) for a failing p=reject
+dmarc_quarantine = "junk"    # "junk" | "inbox" for a failing p=quarantine
 spf_fail = "header"          # "header" | "reject" for an SPF fail
 dns_timeout_seconds = 5
 check_timeout_seconds = 20

@@ -3,7 +3,9 @@
 A stranger may write any victim's address in MAIL FROM and send to one of our
 aliases that forwards off-site. Reports about such a message carry its
 headers only (whatever RET says) and no success notice goes out for it; an
-authenticated sender keeps RET=FULL and NOTIFY=SUCCESS. Real server process,
+authenticated sender keeps RET=FULL and NOTIFY=SUCCESS. With sender checks
+on, a stranger whose domain passed neither SPF nor aligned DKIM gets no
+report at all. Real server process,
 real receiving peers on loopback, the reports delivered over SMTP.
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import aiosmtplib
 import pytest
 
+from delivery.dnsfake import ThreadedDNS
 from delivery.smtppeers import Peer
 from serverproc import DOMAIN, PASSWORD, ServerProcess
 
@@ -40,6 +43,7 @@ class Site:
     fine: Peer  # fine.example: accepts, no DSN (so we would report "relayed")
     dsn: Peer  # dsnpeer.example: accepts and offers DSN (we pass RET/NOTIFY on)
     victim: Peer  # elsewhere.example: where reports to the victim arrive
+    vouched: Peer | None = None  # vouched.example: a sender whose SPF passes
 
 
 @pytest.fixture
@@ -151,3 +155,71 @@ class TestReportsToAnAuthenticatedSender:
         [tx] = await site.dsn.wait_messages(1, timeout=30)
         assert "RET=FULL" in tx.mail_params
         assert tx.rcpt_params[0][0] == "NOTIFY=SUCCESS"
+
+
+SPF_FAILS = "v=spf1 ip4:192.0.2.1 -all"  # the test client is 127.0.0.1
+SPF_PASSES = "v=spf1 ip4:127.0.0.0/8 -all"
+VOUCHED = "someone@vouched.example"
+
+
+@pytest.fixture
+async def checked_site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]:
+    """As ``site``, with [auth_checks] on and a loopback DNS server publishing SPF records:
+    elsewhere.example (the victim's domain) fails for our test client, vouched.example passes."""
+    peers = [
+        Peer("partner.example", on_rcpt=lambda _: REFUSED),
+        Peer("fine.example"),
+        Peer("dsnpeer.example", extensions=("PIPELINING", "8BITMIME", "DSN")),
+        Peer("elsewhere.example"),
+        Peer("vouched.example"),
+    ]
+    ports = [await p.start() for p in peers]
+    domains = ("partner.example", "fine.example", "dsnpeer.example", "elsewhere.example",
+               "vouched.example")
+    dns = ThreadedDNS({("elsewhere.example", "TXT"): [f'"{SPF_FAILS}"'],
+                       ("vouched.example", "TXT"): [f'"{SPF_PASSES}"']})
+    server = make_server(routes=[{"domain": d, "to": f"127.0.0.1:{port}"}
+                                 for d, port in zip(domains, ports, strict=True)],
+                         dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+                         auth_checks={"enabled": True, "dns_timeout_seconds": 3})
+    server.store.directory.add_alias(f"fwd-gone@{DOMAIN}", ["x@partner.example"])
+    server.store.directory.add_alias(f"fwd-dsn@{DOMAIN}", ["z@dsnpeer.example"])
+    server.start()
+    try:
+        yield Site(server, peers[0], peers[1], peers[2], peers[3], vouched=peers[4])
+    finally:
+        await asyncio.to_thread(server.stop)
+        for peer in peers:
+            await peer.close()
+        dns.close()
+
+
+class TestReportsOnlyToAuthenticatedSenders:
+    async def test_no_report_to_a_sender_that_failed_spf(self, checked_site: Site) -> None:
+        """The forwarded copy is refused; the victim, whose SPF failed, gets no NDR (logged)."""
+        site = checked_site
+        await send(site, VICTIM, {f"fwd-gone@{DOMAIN}": "FAILURE"}, login=False)
+        line = await asyncio.to_thread(site.server.wait_for_log, "report-suppressed",
+                                       f"to={VICTIM}")
+        assert "neither SPF nor DKIM" in line
+        await queue_drained(site.server)
+        assert site.victim.messages == []
+        verdict = site.server.wait_for_log("auth verdict", f"sender=<{VICTIM}>")
+        assert "proof=none" in verdict
+
+    async def test_a_sender_whose_spf_passed_gets_its_report(self, checked_site: Site) -> None:
+        """Same path from a domain whose SPF passes: the NDR (headers only) reaches it."""
+        site = checked_site
+        assert site.vouched is not None
+        await send(site, VOUCHED, {f"fwd-gone@{DOMAIN}": "FAILURE"}, login=False)
+        [report] = await site.vouched.wait_messages(1, timeout=30)
+        assert report.sender == "" and report.recipients == [VOUCHED]
+        assert action_of(report.data) == "failed"
+        assert "text/rfc822-headers" in parts(report.data)
+
+    async def test_the_next_hop_is_asked_for_no_report_either(self, checked_site: Site) -> None:
+        """A DSN-capable next hop gets NOTIFY=NEVER for the unvouched sender's message."""
+        site = checked_site
+        await send(site, VICTIM, {f"fwd-dsn@{DOMAIN}": "FAILURE,DELAY"}, login=False)
+        [tx] = await site.dsn.wait_messages(1, timeout=30)
+        assert tx.rcpt_params[0][0] == "NOTIFY=NEVER"

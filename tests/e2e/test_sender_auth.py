@@ -9,6 +9,8 @@ record. Verdicts are read from the SMTP replies and the delivered headers.
 from __future__ import annotations
 
 import base64
+import imaplib
+import poplib
 import shutil
 import smtplib
 import socket
@@ -71,16 +73,55 @@ RECORDS: dict[tuple[str, str], list[str]] = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    dns = ThreadedDNS(RECORDS)
-    srv = ServerProcess(tmp_path_factory.mktemp("senderauth"),
-                        dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
-                        auth_checks={"enabled": True, "dns_timeout_seconds": 3})
+def dns() -> Iterator[ThreadedDNS]:
+    server = ThreadedDNS(RECORDS)
+    yield server
+    server.close()
+
+
+def checking_server(root: Path, dns: ThreadedDNS, **checks: object) -> ServerProcess:
+    srv = ServerProcess(root, dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+                        auth_checks={"enabled": True, "dns_timeout_seconds": 3, **checks},
+                        listen={"imap": ["127.0.0.1:0"]})
     srv.add_user(USER)
-    srv.start()
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, dns: ThreadedDNS) -> Iterator[ServerProcess]:
+    srv = checking_server(tmp_path_factory.mktemp("senderauth"), dns).start()
     yield srv
     srv.stop()
-    dns.close()
+
+
+def imap_mailbox(server: ServerProcess, mailbox: str, subject: str) -> list[bytes]:
+    """The messages in ``mailbox`` with that subject, fetched over IMAP."""
+    host, port = server.addr("imap")
+    with imaplib.IMAP4(host, port, timeout=30) as client:
+        client.login(USER, PASSWORD)
+        assert client.select(mailbox, readonly=True)[0] == "OK"
+        _, [found] = client.search(None, "SUBJECT", subject)
+        out = []
+        for num in found.split():
+            _, data = client.fetch(num, "(BODY.PEEK[])")
+            item = data[0]
+            assert isinstance(item, tuple)
+            out.append(item[1])
+        return out
+
+
+def pop3_subjects(server: ServerProcess) -> list[str]:
+    """Subject lines of every message POP3 offers (it sees INBOX only)."""
+    host, port = server.addr("pop3")
+    client = poplib.POP3(host, port, timeout=30)
+    try:
+        client.user(USER)
+        client.pass_(PASSWORD)
+        count, _ = client.stat()
+        return [line.decode() for i in range(1, count + 1)
+                for line in client.top(i, 0)[1] if line.startswith(b"Subject:")]
+    finally:
+        client.quit()
 
 
 def message(from_addr: str, subject: str, sign_domain: str = "", selector: str = "sel") -> bytes:
@@ -154,10 +195,16 @@ class TestDMARC:
         ar = auth_results(delivered(server, "d-none"))
         assert "spf=fail" in ar and "dmarc=fail policy.dmarc=none" in ar
 
-    def test_fail_with_p_quarantine_is_delivered_and_marked(self, server: ServerProcess) -> None:
+    def test_fail_with_p_quarantine_is_delivered_to_junk(self, server: ServerProcess) -> None:
+        """dmarc_quarantine = "junk" (the default): IMAP finds it in Junk; INBOX and POP3 do not."""
         assert send(server, "a@quar.test", message("a@quar.test", "d-quar"))[0] == 250
-        assert "dmarc=fail policy.dmarc=quarantine" in auth_results(delivered(server, "d-quar"))
         server.wait_for_log("auth verdict", "action=quarantine")
+        [junk] = imap_mailbox(server, "Junk", "d-quar")
+        assert "dmarc=fail policy.dmarc=quarantine" in auth_results(junk)
+        assert imap_mailbox(server, "INBOX", "d-quar") == []
+        assert send(server, "a@pass.test", message("a@pass.test", "q-control"))[0] == 250
+        subjects = pop3_subjects(server)
+        assert "Subject: q-control" in subjects and "Subject: d-quar" not in subjects
 
     def test_fail_with_p_reject_is_refused_after_data(self, server: ServerProcess) -> None:
         code, text = send(server, "a@rej.test", message("a@rej.test", "d-rej"))
@@ -194,6 +241,42 @@ class TestDMARC:
         got = delivered(server, "d-forged")
         assert got.count(f"Authentication-Results: {HOSTNAME};".encode()) == 1
         assert b"Authentication-Results: other.example; spf=pass" in got
+
+
+@pytest.fixture(scope="module")
+def lenient(tmp_path_factory: pytest.TempPathFactory, dns: ThreadedDNS) -> Iterator[ServerProcess]:
+    """dmarc_reject = "quarantine", dmarc_quarantine = "inbox", and no Junk mailbox yet."""
+    srv = checking_server(tmp_path_factory.mktemp("lenient"), dns,
+                          dmarc_reject="quarantine", dmarc_quarantine="inbox")
+    srv.store.mailboxes.delete_mailbox(USER, "Junk")  # made again when first needed
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+class TestQuarantineSettings:
+    """dmarc_reject = "quarantine" and dmarc_quarantine = "inbox", on a second server."""
+
+    def test_p_reject_failing_goes_to_a_junk_mailbox_made_for_it(
+            self, lenient: ServerProcess) -> None:
+        """Accepted, not refused; Junk is created with its \\Junk special use; INBOX stays empty."""
+        assert send(lenient, "a@rej.test", message("a@rej.test", "l-rej"))[0] == 250
+        lenient.wait_for_log("auth verdict", "rule=dmarc_quarantine")
+        [junk] = imap_mailbox(lenient, "Junk", "l-rej")
+        assert "dmarc=fail policy.dmarc=reject" in auth_results(junk)
+        host, port = lenient.addr("imap")
+        with imaplib.IMAP4(host, port, timeout=30) as client:
+            client.login(USER, PASSWORD)
+            _, listed = client.list('""', "Junk")
+        assert listed == [b'(\\HasNoChildren \\Junk) "/" Junk']
+        assert imap_mailbox(lenient, "INBOX", "l-rej") == []
+
+    def test_p_quarantine_failing_goes_to_inbox_when_so_configured(
+            self, lenient: ServerProcess) -> None:
+        """dmarc_quarantine = "inbox": delivered to INBOX, marked by the header only."""
+        assert send(lenient, "a@quar.test", message("a@quar.test", "l-quar"))[0] == 250
+        assert "dmarc=fail policy.dmarc=quarantine" in auth_results(delivered(lenient, "l-quar"))
+        assert imap_mailbox(lenient, "Junk", "l-quar") == []
 
 
 class TestBadInput:

@@ -46,6 +46,29 @@ def test_dmarc_reject_can_be_turned_into_quarantine() -> None:
     assert decide(facts(), cfg, "mx.test").action is Action.QUARANTINE
 
 
+def test_dmarc_quarantine_goes_to_junk_unless_configured_for_inbox() -> None:
+    v = decide(facts(p="quarantine"), CFG, "mx.test")
+    assert (v.action, v.rule) == (Action.QUARANTINE, "dmarc_quarantine")
+    cfg = dataclasses.replace(CFG, dmarc_quarantine="inbox")
+    v = decide(facts(p="quarantine"), cfg, "mx.test")
+    assert v.action is Action.ACCEPT and 'dmarc_quarantine = "inbox"' in " ".join(v.reasons)
+
+
+@pytest.mark.parametrize(("spf", "dkim_domain", "mail_from", "proof"), [
+    (Result.PASS, "", "a@ex.test", "spf"),
+    (Result.FAIL, "mail.ex.test", "a@ex.test", "dkim"),  # relaxed: same organisational domain
+    (Result.SOFTFAIL, "other.test", "a@ex.test", "none"),  # a pass, but not for the sender
+    (Result.NONE, "", "a@ex.test", "none"),
+    (Result.FAIL, "", "", ""),  # the null sender gets no reports anyway
+])
+def test_sender_proof_is_spf_or_dkim_aligned_with_the_mail_from_domain(
+        spf: Result, dkim_domain: str, mail_from: str, proof: str) -> None:
+    org = dkim_domain.removeprefix("mail.")
+    dkim = (DKIMOutcome(Result.PASS, dkim_domain, "s", org),) if dkim_domain else ()
+    v = decide(facts(spf=spf, dkim=dkim, p="none", mail_from=mail_from), CFG, "mx.test")
+    assert v.sender_proof == proof
+
+
 def test_dns_trouble_never_passes() -> None:
     v = decide(facts(spf=Result.TEMPERROR), CFG, "mx.test")
     assert (v.action, v.reply and v.reply.code) == (Action.TEMPFAIL, 451)

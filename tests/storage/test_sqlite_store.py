@@ -20,6 +20,7 @@ from postwarden.storage.interfaces import (
     NewRecipient,
     NotFound,
     RecipientState,
+    SenderProof,
 )
 from postwarden.storage.mailbox import Field, MessageMeta, SearchBody, UidSet
 from postwarden.storage.sqlite import SqliteStore
@@ -112,7 +113,29 @@ class TestMigrations:
         )
         new = store.queue.get_queued("new1")
         assert new is not None and new.trusted_origin is True
+        assert old.sender_proof is SenderProof.UNCHECKED  # migration 5: not known before
         store.close()
+
+    def test_sender_proof_is_kept_with_the_queue_entry(self, store: SqliteStore) -> None:
+        """What vouched for a stranger's sender comes back with the entry (migration 5)."""
+        for qid, proof in (("p1", SenderProof.SPF), ("p2", SenderProof.NONE)):
+            store.delivery.commit_acceptances([Acceptance(
+                qid, blob(store, qid), "x@remote.test", (), (NewRecipient(BOB),),
+                sender_proof=proof)])
+            got = store.queue.get_queued(qid)
+            assert got is not None and got.sender_proof is proof
+
+    def test_junk_delivery_goes_to_the_junk_mailbox_made_if_missing(
+            self, store: SqliteStore) -> None:
+        """A quarantined local copy lands in \\Junk, never INBOX; a deleted Junk is made again."""
+        store.mailboxes.delete_mailbox(ALICE, "Junk")
+        store.delivery.commit_acceptances([Acceptance(
+            "j1", blob(store, "j1"), "x@remote.test", (ALICE,), (), junk=True)])
+        junk = store.mailboxes.get_mailbox(ALICE, "Junk")
+        inbox = store.mailboxes.get_mailbox(ALICE, "INBOX")
+        assert junk is not None and inbox is not None and junk.special_use == "\\Junk"
+        assert store.mailboxes.status(junk.id).messages == 1
+        assert store.mailboxes.status(inbox.id).messages == 0
 
     def test_sqlite_database_uses_wal(self, tmp_path: Path) -> None:
         """SPEC §7: one SQLite database in WAL mode."""

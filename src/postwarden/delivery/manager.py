@@ -37,7 +37,7 @@ from dkim import DKIMException
 
 from postwarden.config import Config
 from postwarden.delivery.dkimsign import Signer
-from postwarden.delivery.notify import send_reports, wants, within_origin
+from postwarden.delivery.notify import next_hop_notify, send_reports, wants, within_origin
 from postwarden.delivery.outbound import (
     HostUnavailable,
     Outcome,
@@ -276,7 +276,8 @@ class QueueManager:
             tracker.head = await self._sign(msg, data)
         out = OutMessage(
             sender=self._envelope_sender(msg),
-            recipients=tuple(OutRecipient(r.address, r.notify, r.orcpt) for r in job.recipients),
+            recipients=tuple(OutRecipient(r.address, next_hop_notify(msg, r), r.orcpt)
+                             for r in job.recipients),
             data=data, envid=msg.envid, ret=msg.ret, smtputf8=msg.smtputf8, head=tracker.head,
         )
         results = await session.send(out)

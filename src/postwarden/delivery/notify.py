@@ -16,7 +16,7 @@ from postwarden.intake.accept import Intake, IntakeError
 from postwarden.log import kv
 from postwarden.mail.address import AddressError, parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
-from postwarden.storage.interfaces import QueuedMessage, QueueRecipient
+from postwarden.storage.interfaces import QueuedMessage, QueueRecipient, SenderProof
 
 log = logging.getLogger("postwarden.delivery")
 
@@ -28,6 +28,9 @@ def within_origin(msg: QueuedMessage) -> QueuedMessage:
     neither authenticated nor may relay (say, a stranger writing to an alias
     that forwards off-site) gets reports with the headers only, whatever RET
     says, and no success notice: neither from us nor asked of the next hop.
+    When the sender checks found that neither SPF nor aligned DKIM vouched
+    for its domain, ``send_reports`` sends nothing and ``next_hop_notify``
+    asks the next hop for no report at all.
     """
     if msg.trusted_origin:
         return msg
@@ -37,6 +40,13 @@ def within_origin(msg: QueuedMessage) -> QueuedMessage:
         for r in msg.recipients
     )
     return dataclasses.replace(msg, ret="HDRS", recipients=recipients)
+
+
+def next_hop_notify(msg: QueuedMessage, rcpt: QueueRecipient) -> tuple[str, ...]:
+    """The NOTIFY to ask of the next hop: none at all for a sender nothing vouched for."""
+    if not msg.trusted_origin and msg.sender_proof is SenderProof.NONE:
+        return ("NEVER",)
+    return rcpt.notify
 
 
 def wants(rcpt: QueueRecipient, kind: str) -> bool:
@@ -57,6 +67,11 @@ async def send_reports(
     """One report per action to the envelope sender; returns how many were accepted."""
     if not msg.sender:
         return 0  # never a report to <>
+    if not msg.trusted_origin and msg.sender_proof is SenderProof.NONE:
+        log.info(kv("report-suppressed", queue_id=msg.queue_id, to=msg.sender,
+                    reason="neither SPF nor DKIM aligned with the sender's domain passed"
+                           " when it came in (a forged sender gets no backscatter)"))
+        return 0
     try:
         to = parse_address(msg.sender)
     except AddressError:

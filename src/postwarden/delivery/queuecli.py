@@ -20,7 +20,13 @@ from postwarden.delivery.reports import Action, RecipientReport
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.storage.factory import Store, async_boundary
-from postwarden.storage.interfaces import NotFound, QueuedMessage, QueueStore, RecipientState
+from postwarden.storage.interfaces import (
+    NotFound,
+    QueuedMessage,
+    QueueStore,
+    RecipientState,
+    SenderProof,
+)
 
 REMOVED = "Removed from the queue by the administrator"
 
@@ -85,7 +91,7 @@ def _show(msg: QueuedMessage, now: float) -> None:
     print(f"ret:         {msg.ret or '-'}")
     print(f"smtputf8:    {'yes' if msg.smtputf8 else 'no'}")
     print(f"origin:      {'vouched for' if msg.trusted_origin else 'stranger'}"
-          f"{'' if msg.trusted_origin else ' (reports: headers only, no success)'}")
+          f"{'' if msg.trusted_origin else _stranger_reports(msg.sender_proof)}")
     print(f"delay note:  {'sent' if msg.delay_notified else 'not sent'}")
     held = msg.lease_owner is not None and msg.lease_until > now
     lease = f"by {msg.lease_owner} until {_when(msg.lease_until)} UTC" if held else "no"
@@ -97,6 +103,13 @@ def _show(msg: QueuedMessage, now: float) -> None:
         print(f"  notify:    {','.join(r.notify) or '-'}  orcpt: {r.orcpt or '-'}")
         print(f"  remote:    {r.remote_mta or '-'}")
         print(f"  error:     {r.last_error or '-'}")
+
+
+def _stranger_reports(proof: SenderProof) -> str:
+    if proof is SenderProof.NONE:
+        return " (no SPF or aligned DKIM pass: no reports)"
+    vouched = f", {proof.value} passed" if proof.value else ""
+    return f" (reports: headers only, no success{vouched})"
 
 
 async def _report_removal(cfg: Config, store: Store, msg: QueuedMessage, now: float) -> int:

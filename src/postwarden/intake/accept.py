@@ -28,6 +28,7 @@ from postwarden.intake.recipients import AliasLoop, RecipientPolicy
 from postwarden.mail.address import AddressError
 from postwarden.mail.envelope import Envelope
 from postwarden.metrics import Metrics
+from postwarden.policy.authchecks import Action, AuthVerdict
 from postwarden.storage.boundary import AsyncIntakeStore
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -35,6 +36,7 @@ from postwarden.storage.interfaces import (
     BlobStore,
     BlobWriter,
     NewRecipient,
+    SenderProof,
 )
 from postwarden.storage.mailbox import NO_FLAGS, Appended, Flag
 
@@ -105,15 +107,19 @@ class Intake:
         )
 
     async def accept(self, queue_id: str, envelope: Envelope, message: MessageBuilder, *,
-                     trusted_origin: bool) -> Accepted:
+                     trusted_origin: bool, verdict: AuthVerdict | None = None) -> Accepted:
         """Commit the message durably; raises IntakeError (and discards it) on refusal.
 
         ``trusted_origin``: the client authenticated or may relay, so the
         envelope sender is believed (it decides what reports may carry).
+        ``verdict``: the sender checks' answer on a stranger's message: a
+        quarantine sends the local copies to Junk, and whether SPF or aligned
+        DKIM vouched for the sender is kept with the queue entry.
         """
         try:
             message.finish()
-            acceptance = await self._acceptance(queue_id, envelope, message, trusted_origin)
+            acceptance = await self._acceptance(queue_id, envelope, message, trusted_origin,
+                                                verdict)
         except BaseException:
             message.writer.abort()
             raise
@@ -126,8 +132,8 @@ class Intake:
             self.on_queued()
         return Accepted(queue_id, acceptance.local_accounts, len(acceptance.remote))
 
-    async def _acceptance(self, queue_id: str, envelope: Envelope,
-                          message: MessageBuilder, trusted_origin: bool) -> Acceptance:
+    async def _acceptance(self, queue_id: str, envelope: Envelope, message: MessageBuilder,
+                          trusted_origin: bool, verdict: AuthVerdict | None) -> Acceptance:
         if message.received_count >= self.max_received_headers:
             raise IntakeError("Too many hops (mail loop?)", permanent=True)
         local: list[str] = []
@@ -157,6 +163,8 @@ class Intake:
             smtputf8=envelope.smtputf8,
             received_at=time.time(),
             trusted_origin=trusted_origin,
+            sender_proof=SenderProof(verdict.sender_proof if verdict else ""),
+            junk=verdict is not None and verdict.action is Action.QUARANTINE,
         )
 
     def open_append(self) -> BlobWriter:

@@ -44,5 +44,6 @@ class SenderAuth:
             verdict = decide(facts, checks, self.cfg.hostname)
         log.info(kv("auth verdict", queue_id=queue_id, ip=client_ip, sender=f"<{mail_from}>",
                     action=verdict.action.value, rule=verdict.rule, dmarc=verdict.dmarc.value,
+                    proof=verdict.sender_proof or "-",
                     reasons="; ".join(verdict.reasons)))
         return verdict

@@ -38,7 +38,7 @@ class Result(enum.Enum):
 
 class Action(enum.Enum):
     ACCEPT = "accept"
-    QUARANTINE = "quarantine"
+    QUARANTINE = "quarantine"  # accepted; local copies go to the Junk mailbox
     REJECT = "reject"
     TEMPFAIL = "tempfail"
 
@@ -108,6 +108,9 @@ class AuthVerdict:
     reasons: tuple[str, ...]
     dmarc: Result
     header: str  # the Authentication-Results field, CRLF-terminated
+    # What vouches for the envelope sender, so that reports may go to it:
+    # "spf", "dkim" (a pass aligned with its domain), "none"; "" if unknown.
+    sender_proof: str = ""
 
 
 _DMARC_TAG = re.compile(r"^\s*([a-zA-Z]+)\s*=\s*(.*?)\s*$")
@@ -176,6 +179,22 @@ def _vouched_for(domain: str, facts: AuthFacts) -> bool:
     return any(d.result is Result.PASS and d.domain == domain for d in facts.dkim)
 
 
+def sender_proof(facts: AuthFacts) -> str:
+    """What vouches for the MAIL FROM domain: SPF, or DKIM aligned with it (relaxed).
+
+    Only such a sender may get our reports (no backscatter to forgeries);
+    the null sender gets none anyway.
+    """
+    if not facts.mail_from:
+        return ""
+    spf = facts.spf_mailfrom
+    if spf.result is Result.PASS:
+        return "spf"
+    if any(d.result is Result.PASS and d.org and d.org == spf.org for d in facts.dkim):
+        return "dkim"
+    return "none"
+
+
 def decide(facts: AuthFacts, cfg: AuthChecksConfig, authserv_id: str) -> AuthVerdict:
     """The verdict on one message from an unauthenticated client.
 
@@ -188,7 +207,8 @@ def decide(facts: AuthFacts, cfg: AuthChecksConfig, authserv_id: str) -> AuthVer
     header = authentication_results(authserv_id, facts, dmarc, policy)
 
     def verdict(action: Action, reply: Reply | None, rule: str, *why: str) -> AuthVerdict:
-        return AuthVerdict(action, reply, rule, tuple(w for w in why if w), dmarc, header)
+        return AuthVerdict(action, reply, rule, tuple(w for w in why if w), dmarc, header,
+                           sender_proof(facts))
 
     if facts.trusted:
         return verdict(Action.ACCEPT, None, "trusted", facts.trusted)
@@ -210,8 +230,14 @@ def decide(facts: AuthFacts, cfg: AuthChecksConfig, authserv_id: str) -> AuthVer
         match policy:
             case "reject" if cfg.dmarc_reject == "reject":
                 return verdict(Action.REJECT, DMARC_REJECTED, "dmarc_reject", *dmarc_why)
-            case "reject" | "quarantine":
-                return verdict(Action.QUARANTINE, None, "dmarc_quarantine", *dmarc_why)
+            case "reject":
+                return verdict(Action.QUARANTINE, None, "dmarc_quarantine", *dmarc_why,
+                               'dmarc_reject = "quarantine": delivered to Junk')
+            case "quarantine" if cfg.dmarc_quarantine == "junk":
+                return verdict(Action.QUARANTINE, None, "dmarc_quarantine", *dmarc_why,
+                               "delivered to Junk")
+            case "quarantine":
+                dmarc_why.append('dmarc_quarantine = "inbox": delivered to INBOX')
     spf = facts.spf_mailfrom
     if spf.result is Result.TEMPERROR and dmarc is not Result.PASS:
         return verdict(Action.TEMPFAIL, DNS_TEMPFAIL, "dns_error",

@@ -21,6 +21,7 @@ from postwarden.mail import reply as R
 from postwarden.mail.address import Address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.mail.reply import Reply
+from postwarden.policy.authchecks import AuthVerdict
 from postwarden.policy.relay import ClientFacts, Decision
 from postwarden.protocol.smtp import (
     NEED_DATA,
@@ -61,6 +62,7 @@ class Transaction:
     message: MessageBuilder | None = None
     failed: Reply | None = None  # storing the data failed; the rest is read and dropped
     checked: bool = False  # [auth_checks] apply: the message is held until its verdict
+    verdict: AuthVerdict | None = None  # theirs, once made
 
     def discard(self) -> None:
         if self.message is not None:
@@ -323,6 +325,7 @@ class SMTPConnection:
             accepted = await self.s.intake.accept(
                 txn.queue_id, envelope, message,
                 trusted_origin=self.s.recipients.vouches_for_sender(await self._facts()),
+                verdict=txn.verdict,
             )
         except IntakeError as exc:
             reply = (Reply(554, exc.status, exc.public) if exc.permanent
@@ -345,6 +348,7 @@ class SMTPConnection:
             client_ip=str(self.peer.client_ip), helo=hello.name if hello else "",
             mail_from=str(txn.mail.sender.address or ""), message=message.writer.held(),
             queue_id=txn.queue_id)
+        txn.verdict = verdict
         if verdict.reply is not None:
             return verdict.reply
         message.writer.release(verdict.header.encode(), self.s.cfg.hostname)

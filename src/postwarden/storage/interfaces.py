@@ -76,6 +76,20 @@ class RecipientState(enum.Enum):
     FAILED = "failed"
 
 
+class SenderProof(enum.Enum):
+    """What vouched for a stranger's envelope sender when the message came in.
+
+    Reports go only to a sender some check vouched for (no backscatter to
+    forged senders): SPF passed for its domain, or a DKIM signature aligned
+    with it did.
+    """
+
+    UNCHECKED = ""  # a trusted client, checks off, or queued before this was kept
+    SPF = "spf"
+    DKIM = "dkim"
+    NONE = "none"  # checked, and neither passed
+
+
 @dataclass(frozen=True, slots=True)
 class QueueRecipient:
     id: int
@@ -105,6 +119,7 @@ class QueuedMessage:
     # The client that handed it over had authenticated or may relay, so the
     # envelope sender is believed (see ``Acceptance.trusted_origin``).
     trusted_origin: bool = False
+    sender_proof: SenderProof = SenderProof.UNCHECKED
     # The queue manager holding it for delivery, and until when (0: nobody).
     lease_owner: str | None = None
     lease_until: float = 0.0
@@ -136,6 +151,10 @@ class Acceptance:
     # then may reports carry the whole message or announce success (a
     # stranger's envelope sender may be a forged victim: backscatter).
     trusted_origin: bool = False
+    sender_proof: SenderProof = SenderProof.UNCHECKED
+    # The local copies go to each account's \\Junk mailbox (created if
+    # missing), not INBOX: sender checks quarantined the message.
+    junk: bool = False
 
 
 class Directory(Protocol):

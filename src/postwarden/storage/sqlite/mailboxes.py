@@ -364,8 +364,9 @@ class SqliteMailboxes:
     # --- writing -------------------------------------------------------------------------
 
     def deliver(self, db: sqlite3.Connection, account: str, blob_id: int, size: int,
-                when: float) -> int:
-        """SMTP delivery into INBOX inside the caller's transaction; the UID.
+                when: float, *, junk: bool = False) -> int:
+        """SMTP delivery into INBOX (or with ``junk`` the \\Junk mailbox) inside the
+        caller's transaction; the UID.
 
         Not refused over quota: the message was accepted already; the usage
         still counts it, so IMAP APPEND and COPY see the account as full.
@@ -375,9 +376,22 @@ class SqliteMailboxes:
         ).fetchone()
         if row is None:
             self.create_mailboxes(db, account)
-            return self.deliver(db, account, blob_id, size, when)
-        uid, _ = self._add(db, row[0], account, [(blob_id, size, 0, 0, when)])[0]
+            return self.deliver(db, account, blob_id, size, when, junk=junk)
+        target = self._junk(db, account) if junk else row[0]
+        uid, _ = self._add(db, target, account, [(blob_id, size, 0, 0, when)])[0]
         return uid
+
+    def _junk(self, db: sqlite3.Connection, account: str) -> int:
+        """The account's \\Junk mailbox, else one named Junk; made if neither exists."""
+        row = db.execute(
+            "SELECT id FROM mailboxes WHERE account = ? AND (special_use = '\\Junk'"
+            " OR name = 'Junk') ORDER BY special_use IS '\\Junk' DESC, id LIMIT 1", (account,)
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        mailbox_id = self._insert(db, account, "Junk", "\\Junk")
+        db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?, ?)", (account, "Junk"))
+        return mailbox_id
 
     def append(self, account: str, mailbox: str, blob: BlobRef, flags: Flag = NO_FLAGS,
                keywords: frozenset[str] = frozenset(), internaldate: float | None = None

@@ -19,6 +19,7 @@ from postwarden.storage.interfaces import (
     QueuedMessage,
     QueueRecipient,
     RecipientState,
+    SenderProof,
 )
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
@@ -35,7 +36,8 @@ class SqliteQueue:
         """Queue an accepted message's remote recipients inside the caller's transaction."""
         db.execute(
             "INSERT INTO queue_messages (queue_id, blob, size, sender, created,"
-            " envid, ret, smtputf8, trusted_origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " envid, ret, smtputf8, trusted_origin, sender_proof)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 acc.queue_id,
                 acc.blob.name,
@@ -46,6 +48,7 @@ class SqliteQueue:
                 acc.ret,
                 int(acc.smtputf8),
                 int(acc.trusted_origin),
+                acc.sender_proof.value,
             ),
         )
         db.executemany(
@@ -64,7 +67,8 @@ class SqliteQueue:
     def get_queued(self, queue_id: str) -> QueuedMessage | None:
         row = self._db.conn.execute(
             "SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
-            " trusted_origin, lease_owner, lease_until FROM queue_messages WHERE queue_id = ?",
+            " trusted_origin, lease_owner, lease_until, sender_proof FROM queue_messages"
+            " WHERE queue_id = ?",
             (queue_id,),
         ).fetchone()
         if row is None:
@@ -83,6 +87,7 @@ class SqliteQueue:
         return QueuedMessage(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), bool(row[8]),
             recipients, trusted_origin=bool(row[9]), lease_owner=row[10], lease_until=row[11],
+            sender_proof=SenderProof(row[12]),
         )
 
     def claim_due(

@@ -102,4 +102,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # message rows with flag bits, an expunge log, mailbox counters,
     # subscriptions, quota, the parsed cache and full-text index.
     mailbox_store_v2,
+    # 5: what vouched for a stranger's envelope sender at intake (SenderProof:
+    # "" not checked, "spf", "dkim", "none"); "none" gets no reports.
+    """
+    ALTER TABLE queue_messages ADD COLUMN sender_proof TEXT NOT NULL DEFAULT '';
+    """,
 )
