@@ -87,9 +87,8 @@ class App:
         checks = SenderAuth(cfg, recipients) if cfg.auth_checks.enabled else None
         smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls, self.metrics,
                             sender_auth=checks)
-        mailbox = MailboxServices(cfg, self.store.directory, self.store.mailboxes, self.store.blobs,
-                                  self.auth, self.tls, self.store.changes, self.intake,
-                                  self.metrics)
+        mailbox = MailboxServices(cfg, self.aio, self.aio, self.auth, self.tls,
+                                  self.store.changes, self.intake, self.metrics)
         self.smtp_servers = {
             kind: SMTPServer(smtp, kind, self.shutdown)
             for kind in ("smtp", "submission", "submissions")

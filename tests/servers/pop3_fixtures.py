@@ -123,6 +123,7 @@ class POP3Harness:
             self.store.directory.add_account(user, hash_password(PASSWORD))
             self.store.mailboxes.ensure_mailboxes(user)
         self.server: ServerThread | None = None
+        self.aio: AsyncSqliteStore | None = None
 
     @property
     def port(self) -> int:
@@ -138,17 +139,19 @@ class POP3Harness:
         """A fresh store object and fresh server instances on the same data directory."""
         store = SqliteStore(self.cfg.data_dir)
         limits = self.cfg.limits
-        auth = Authenticator(AsyncSqliteStore(store), AuthThrottle(
+        self.aio = aio = AsyncSqliteStore(store)
+        auth = Authenticator(aio, AuthThrottle(
             limits.auth_failures_per_ip, limits.auth_failure_window_seconds))
         tls = server_context(self.cfg.tls.cert, self.cfg.tls.key)
-        self.server = ServerThread(MailboxServices(
-            self.cfg, store.directory, store.mailboxes, store.blobs, auth, tls, store.changes
-        ))
+        self.server = ServerThread(MailboxServices(self.cfg, aio, aio, auth, tls, store.changes))
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.aio is not None:
+            self.aio.close()
+            self.aio = None
 
     def wait_idle(self) -> None:
         assert self.server is not None

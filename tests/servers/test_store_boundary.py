@@ -1,11 +1,14 @@
 """The event loop never waits on the store.
 
 A real server (the whole ``App``, on the test's event loop) on a store whose
-directory calls can be held at a gate: one client's RCPT is stuck in the
-store, and 20 new clients must still get their banners before that call
-completes. A store call made on the event loop would hold the loop itself:
-nothing would move until the gate gave up (it is bounded, so such a build
-fails rather than hangs), and by then the held call would have completed.
+directory (or mailbox) calls can be held at a gate: one client's RCPT is
+stuck in the store, and 20 new clients must still get their banners before
+that call completes. A store call made on the event loop would hold the loop
+itself: nothing would move until the gate gave up (it is bounded, so such a
+build fails rather than hangs), and by then the held call would have
+completed. POP3 and IMAP are held the same way, and the held calls must run
+on the async boundary's own threads (``store-*``), not on a thread of their
+own (``asyncio.to_thread``'s are named ``asyncio_N``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class Gate:
         self._changed = threading.Condition()
         self.waiting = 0
         self.completed = 0  # calls that waited at the closed gate and then finished
+        self.threads: list[str] = []  # where each held call ran
 
     def close(self) -> None:
         self._open.clear()
@@ -49,9 +53,9 @@ class Gate:
     def open(self) -> None:
         self._open.set()
 
-    def wait_for_a_held_call(self) -> None:
+    def wait_for_a_held_call(self, count: int = 1) -> None:
         with self._changed:
-            assert self._changed.wait_for(lambda: self.waiting > 0, TIMEOUT)
+            assert self._changed.wait_for(lambda: self.waiting >= count, TIMEOUT)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(self._part, name)
@@ -61,6 +65,7 @@ class Gate:
                 return method(*args, **kwargs)
             with self._changed:
                 self.waiting += 1
+                self.threads.append(threading.current_thread().name)
                 self._changed.notify_all()
             self._open.wait(GATE_LIMIT)
             try:
@@ -109,25 +114,39 @@ class StuckClient:
         self.sock.close()
 
 
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[tuple[App, Gate]]:
+async def gated_app(tmp_path: Path, listeners: tuple[str, ...], part: str
+                    ) -> AsyncIterator[tuple[App, Gate]]:
+    """An App listening on ``listeners``, every call to store part ``part`` gated."""
+    listen = {kind: ["127.0.0.1:0"] if kind in listeners else []
+              for kind in ("smtp", "submission", "submissions", "pop3", "pop3s", "imap",
+                           "imaps")}
     cfg = from_dict({
-        "hostname": "mail.example.test", "data_dir": "var",
-        "listen": {"smtp": ["127.0.0.1:0"], "submission": [], "submissions": [],
-                   "pop3": [], "pop3s": [], "imap": [], "imaps": []},
+        "hostname": "mail.example.test", "data_dir": "var", "listen": listen,
         "limits": {"max_connections_per_ip": 100},
     }, tmp_path / "postwarden.toml")
     write_self_signed(cfg.tls.cert, cfg.tls.key, cfg.hostname)  # serving needs a TLS pair
     store = SqliteStore(cfg.data_dir)
     store.directory.add_domain("example.test")
     store.directory.add_account(USER, hash_password("pw"))
-    gate = Gate(store.directory)
-    store.directory = gate  # type: ignore[assignment]  # every directory call passes the gate
+    gate = Gate(getattr(store, part))
+    setattr(store, part, gate)  # every call to that part passes the gate
     server = App(cfg, store=store)
     await server.start()
     yield server, gate
     gate.open()
     await server.stop()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[tuple[App, Gate]]:
+    async for pair in gated_app(tmp_path, ("smtp",), "directory"):
+        yield pair
+
+
+@pytest.fixture
+async def mail_app(tmp_path: Path) -> AsyncIterator[tuple[App, Gate]]:
+    async for pair in gated_app(tmp_path, ("pop3", "imap"), "mailboxes"):
+        yield pair
 
 
 class TestSlowStore:
@@ -152,3 +171,68 @@ class TestSlowStore:
         finally:
             gate.open()
             stuck.close()
+
+
+class LineClient:
+    """POP3 or IMAP by hand: send a line, read lines."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(addr, timeout=GATE_LIMIT + TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.file.readline()
+
+    def send(self, line: str) -> None:
+        self.sock.sendall(line.encode() + b"\r\n")
+
+    def until(self, prefix: bytes) -> bytes:
+        """Lines up to the first that starts with ``prefix`` (bounded by the socket timeout)."""
+        while (line := self.file.readline()) and not line.startswith(prefix):
+            pass
+        return line
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def greeting(addr: tuple[str, int]) -> bytes:
+    client = LineClient(addr)
+    client.close()
+    return client.greeting
+
+
+class TestSlowMailboxStore:
+    async def test_pop3_and_imap_greet_while_their_store_calls_are_held(
+        self, mail_app: tuple[App, Gate]
+    ) -> None:
+        """A POP3 login and an IMAP SELECT wait in the store on the boundary's threads;
+        20 new POP3/IMAP clients are greeted meanwhile; both commands complete on release."""
+        server, gate = mail_app
+        pop3 = next((h, p) for kind, h, p in server.bound if kind == "pop3")
+        imap = next((h, p) for kind, h, p in server.bound if kind == "imap")
+        imap_client = await asyncio.to_thread(LineClient, imap)
+        pop3_client = await asyncio.to_thread(LineClient, pop3)
+        try:
+            imap_client.send(f"a LOGIN {USER} pw")
+            assert (await asyncio.to_thread(imap_client.until, b"a ")).startswith(b"a OK")
+            pop3_client.send(f"USER {USER}")
+            assert (await asyncio.to_thread(pop3_client.until, b"+OK")).startswith(b"+OK")
+            gate.close()
+            imap_client.send("b SELECT INBOX")
+            await asyncio.to_thread(gate.wait_for_a_held_call)
+            pop3_client.send("PASS pw")  # takes the maildrop lock: a store write
+            await asyncio.to_thread(gate.wait_for_a_held_call, 2)
+            greetings = await asyncio.gather(
+                *(asyncio.to_thread(greeting, addr)
+                  for addr in [pop3, imap] * (SESSIONS // 2)))
+            assert gate.completed == 0  # both calls are still held
+            assert sum(g.startswith(b"+OK ") for g in greetings) == SESSIONS // 2, greetings
+            assert sum(g.startswith(b"* OK ") for g in greetings) == SESSIONS // 2, greetings
+            assert all(name.startswith("store-") for name in gate.threads), gate.threads
+            gate.open()
+            assert (await asyncio.to_thread(imap_client.until, b"b ")).startswith(b"b OK")
+            assert (await asyncio.to_thread(pop3_client.until, b"")).startswith(b"+OK")
+        finally:
+            gate.open()
+            imap_client.close()
+            pop3_client.close()

@@ -2,8 +2,8 @@
 
 Every byte of IMAP syntax and every ordering rule lives in the sans-IO
 machine; this module does what its events ask: checking passwords, asking
-the store (always from a worker thread, never on the event loop), reading
-message bytes by range, the STARTTLS handshake, DEFLATE after COMPRESS, and
+the store (always through the async boundary, never on the event loop),
+reading message bytes by range, the STARTTLS handshake, DEFLATE after COMPRESS, and
 waiting for news while IDLE. Mailbox-level commands are in
 ``imap_mailboxes``, the selected-state ones in ``imap_selected``.
 """
@@ -272,7 +272,7 @@ class _Session(MailboxCommands, SelectedCommands):
         ok = done.status is r.Status.OK
         if ok:
             try:
-                await asyncio.to_thread(self._logged_in, account)
+                await self._logged_in(account)
             except Exception:
                 log.exception(kv("imap-login-setup-failed", user=account))
                 ok, done = False, r.Done(r.Status.NO, "Mailbox unavailable", r.Code.UNAVAILABLE)
@@ -287,10 +287,11 @@ class _Session(MailboxCommands, SelectedCommands):
         self.services.metrics.auth("imap", outcome)
         self.machine.send(done)
 
-    def _logged_in(self, account: str) -> None:
-        """Worker thread: the special-use mailboxes, and IMAP-before-SMTP's record."""
-        self.services.mailboxes.ensure_mailboxes(account)
+    async def _logged_in(self, account: str) -> None:
+        """The special-use mailboxes, and IMAP-before-SMTP's record."""
+        await self.services.mailboxes.ensure_mailboxes(account)
         now = time.time()
         directory = self.services.directory
-        directory.record_login(self.ip, now)
-        directory.expire_logins(now - self.services.cfg.relay.pop_before_smtp_minutes * 60)
+        await directory.record_login(self.ip, now)
+        await directory.expire_logins(
+            now - self.services.cfg.relay.pop_before_smtp_minutes * 60)

@@ -2,24 +2,20 @@
 
 ``imap`` (I/O, login, IDLE), ``imap_mailboxes`` (LIST, CREATE, APPEND...)
 and ``imap_selected`` (SELECT, FETCH, STORE...) are parts of one session
-class; this base holds their common state and the two calls they all use:
-``store`` (a store method on a worker thread, so the event loop never
-waits on the database) and ``flush``.
+class; this base holds their common state and the call they all use,
+``flush``. The store is ``services.mailboxes``, the async boundary: the
+event loop never waits on the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Callable
-from typing import TypeVar
 
 from postwarden.config import IMAPConfig
 from postwarden.protocol.imap import IMAPSession
 from postwarden.servers.common import PeerDeadline
 from postwarden.servers.services import MailboxServices
-
-T = TypeVar("T")
 
 
 class SessionCore:
@@ -31,9 +27,6 @@ class SessionCore:
     deflate: zlib._Compress | None
     account: str
     ip: str
-
-    async def store(self, func: Callable[..., T], *args: object) -> T:
-        return await asyncio.to_thread(func, *args)
 
     async def flush(self) -> None:
         """Write what the machine has queued (deflated after COMPRESS); wait for room."""

@@ -78,8 +78,8 @@ class MailboxCommands(SessionCore):
             send(r.ListData("", ("\\Noselect",)))  # the delimiter and root (RFC 9051 §6.3.9)
             send(r.Done(r.Status.OK, "LIST completed"))
             return
-        boxes = {m.name: m for m in await self.store(mailboxes.list_mailboxes, self.account)}
-        subscribed = set(await self.store(mailboxes.subscriptions, self.account))
+        boxes = {m.name: m for m in await mailboxes.list_mailboxes(self.account)}
+        subscribed = set(await mailboxes.subscriptions(self.account))
         names = sorted(boxes)
         patterns = [_pattern(command.reference, p) for p in command.patterns]
         only_subscribed = command.lsub or c.ListSelect.SUBSCRIBED in command.select
@@ -128,7 +128,7 @@ class MailboxCommands(SessionCore):
     async def _status_data(self, box: Mailbox, items: tuple[c.StatusItem, ...]
                            ) -> r.StatusData:
         mailboxes = self.services.mailboxes
-        status = await self.store(mailboxes.status, box.id)
+        status = await mailboxes.status(box.id)
         recent = max(0, status.uidnext - status.first_recent) if status.messages else 0
         known = {
             c.StatusItem.MESSAGES: status.messages,
@@ -145,8 +145,7 @@ class MailboxCommands(SessionCore):
         return r.StatusData(box.name, tuple(values))
 
     async def status(self, command: c.Status) -> None:
-        box = await self.store(self.services.mailboxes.get_mailbox, self.account,
-                               command.mailbox)
+        box = await self.services.mailboxes.get_mailbox(self.account, command.mailbox)
         if box is None:
             self.machine.send(r.Done(r.Status.NO, "No such mailbox", r.Code.NONEXISTENT))
             return
@@ -169,20 +168,19 @@ class MailboxCommands(SessionCore):
                             r.Code.USEATTR))
                         return
                     special = uses[0] if uses else None
-                    await self.store(mailboxes.create_mailbox, account,
-                                     name.rstrip(DELIMITER), special)
+                    await mailboxes.create_mailbox(account, name.rstrip(DELIMITER), special)
                 case c.Delete(mailbox=name):
                     if name == INBOX:
                         self.machine.send(r.Done(r.Status.NO, "INBOX cannot be deleted",
                                                  r.Code.CANNOT))
                         return
-                    await self.store(mailboxes.delete_mailbox, account, name)
+                    await mailboxes.delete_mailbox(account, name)
                 case c.Rename(mailbox=old, new_name=new):
-                    await self.store(mailboxes.rename_mailbox, account, old, new)
+                    await mailboxes.rename_mailbox(account, old, new)
                 case c.Subscribe(mailbox=name):
-                    await self.store(mailboxes.subscribe, account, name)
+                    await mailboxes.subscribe(account, name)
                 case c.Unsubscribe(mailbox=name):
-                    await self.store(mailboxes.unsubscribe, account, name)
+                    await mailboxes.unsubscribe(account, name)
         except AlreadyExists:
             self.machine.send(r.Done(r.Status.NO, "Mailbox already exists",
                                      r.Code.ALREADYEXISTS))
@@ -203,13 +201,12 @@ class MailboxCommands(SessionCore):
             send(r.Done(r.Status.NO, "No such quota root", r.Code.NONEXISTENT))
             return
         if isinstance(command, c.GetQuotaRoot):
-            box = await self.store(self.services.mailboxes.get_mailbox, self.account,
-                                   command.mailbox)
+            box = await self.services.mailboxes.get_mailbox(self.account, command.mailbox)
             if box is None:
                 send(r.Done(r.Status.NO, "No such mailbox", r.Code.NONEXISTENT))
                 return
             send(r.QuotaRootData(command.mailbox, ("",)))
-        quota = await self.store(self.services.mailboxes.quota, self.account)
+        quota = await self.services.mailboxes.quota(self.account)
         if quota.limit is not None:
             send(r.QuotaData("", (("STORAGE", (quota.used + 1023) // 1024,
                                    quota.limit // 1024),)))
@@ -222,15 +219,15 @@ class MailboxCommands(SessionCore):
         if intake is None:
             self.machine.send(r.Done(r.Status.NO, "APPEND is not available", r.Code.CANNOT))
             return
-        box = await self.store(mailboxes.get_mailbox, self.account, command.mailbox)
+        box = await mailboxes.get_mailbox(self.account, command.mailbox)
         if box is None:
             self.machine.send(r.Done(r.Status.NO, "No such mailbox", r.Code.TRYCREATE))
             return
-        quota = await self.store(mailboxes.quota, self.account)
+        quota = await mailboxes.quota(self.account)
         if quota.limit is not None and quota.used + command.size > quota.limit:
             self.machine.send(r.Done(r.Status.NO, "Over quota", r.Code.OVERQUOTA))
             return
-        self.appending = (command, await self.store(intake.open_append))
+        self.appending = (command, intake.open_append())  # a new file, as SMTP's DATA
         self.machine.send(r.Proceed())
 
     def append_data(self, data: bytes) -> None:

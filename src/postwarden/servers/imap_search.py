@@ -5,6 +5,8 @@ Most keys have a store equivalent and run on its indexes in one query
 knows; SENTBEFORE/ON/SINCE; HEADER with a field the store does not index)
 are evaluated here over the store's metadata, and combined with the rest
 as UID sets (``evaluate``), so an unusual key costs time only for itself.
+Every store call goes through the async boundary; HEADER over raw headers
+reads the files in one trip.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from postwarden.mail.mime_headers import field_values
 from postwarden.mail.sortkeys import base_subject, sent_date
@@ -20,11 +22,10 @@ from postwarden.protocol.imap import search as s
 from postwarden.protocol.imap.commands import SortCriterion, SortKey
 from postwarden.servers.imap_view import SelectedView
 from postwarden.storage import mailbox as m
+from postwarden.storage.boundary import AsyncMailboxStore, ReadBlob
 
 _HEADERS = {f.value: f for f in m.HeaderField}
 _DAY = 86400.0
-MetaReader = Callable[[m.UidSet, m.Field], list[m.MessageMeta]]
-Searcher = Callable[[m.Query], list[int]]
 
 
 def _midnight(day: datetime.date) -> float:
@@ -108,51 +109,58 @@ def _sent_matches(op: s.DateOp, day: datetime.date, meta: m.MessageMeta) -> bool
 class Evaluator:
     """Runs one SEARCH: store queries where possible, the rest over metadata."""
 
-    def __init__(self, view: SelectedView, saved: Sequence[int], search: Searcher,
-                 metadata: MetaReader, header_of: Callable[[m.MessageMeta], bytes]) -> None:
+    def __init__(self, view: SelectedView, saved: Sequence[int],
+                 store: AsyncMailboxStore) -> None:
         self.view = view
         self.saved = saved
-        self.search = search
-        self.metadata = metadata
-        self.header_of = header_of
+        self.store = store
         self.universe = frozenset(view.uids)
         self._metas: list[m.MessageMeta] | None = None
 
-    def _all_meta(self) -> list[m.MessageMeta]:
+    async def _all_meta(self) -> list[m.MessageMeta]:
         if self._metas is None:
-            self._metas = self.metadata(m.UidSet.all(), m.Field.HEADERS | m.Field.SIZE
-                                        | m.Field.INTERNALDATE)
+            self._metas = await self.store.metadata(
+                self.view.mailbox.id, m.UidSet.all(),
+                m.Field.HEADERS | m.Field.SIZE | m.Field.INTERNALDATE)
         return self._metas
 
-    def run(self, key: s.SearchKey) -> list[int]:
+    async def run(self, key: s.SearchKey) -> list[int]:
         """Matching UIDs the client knows of, ascending."""
-        return sorted(self.evaluate(key))
+        return sorted(await self.evaluate(key))
 
-    def evaluate(self, key: s.SearchKey) -> set[int]:
+    async def evaluate(self, key: s.SearchKey) -> set[int]:
         query = to_query(key, self.view, self.saved)
         if query is not None:
-            return {u for u in self.search(query) if u in self.universe}
+            return {u for u in await self.store.search(self.view.mailbox.id, query)
+                    if u in self.universe}
         match key:
             case s.Not(inner):
-                return set(self.universe) - self.evaluate(inner)
+                return set(self.universe) - await self.evaluate(inner)
             case s.Or(left, right):
-                return self.evaluate(left) | self.evaluate(right)
+                return await self.evaluate(left) | await self.evaluate(right)
             case s.And(keys):
                 result = set(self.universe)
                 for k in keys:
-                    result &= self.evaluate(k)
+                    result &= await self.evaluate(k)
                     if not result:
                         break
                 return result
             case s.FlagKey(present=present):  # \Recent
                 return {u for u in self.universe if self.view.recent(u) == present}
             case s.SentDate(op, day):
-                return {meta.uid for meta in self._all_meta()
+                return {meta.uid for meta in await self._all_meta()
                         if meta.uid in self.universe and _sent_matches(op, day, meta)}
             case s.Header(name, value):
-                return {meta.uid for meta in self._all_meta()
-                        if meta.uid in self.universe
-                        and _header_has(self.header_of(meta), name, value)}
+                universe = self.universe
+
+                def matching(metas: list[m.MessageMeta], read: ReadBlob) -> set[int]:
+                    return {meta.uid for meta in metas
+                            if meta.uid in universe and meta.blob is not None
+                            and _header_has(read(meta.blob.name, 0, meta.blob.header_size),
+                                            name, value)}
+
+                return await self.store.read_messages(self.view.mailbox.id, m.UidSet.all(),
+                                                      m.Field.SIZE, matching)
         return set()
 
 

@@ -4,13 +4,12 @@ EXPUNGE, CLOSE, UNSELECT, CHECK and NOOP, over a ``SelectedView``.
 After each command the news from other sessions goes out with it (new
 messages, flag changes), and expunges too unless the command was a FETCH,
 STORE or SEARCH by sequence number (RFC 9051 §7.5.1). Large FETCHes go in
-batches: one store read and one thread hop per batch, output flushed
+batches: one trip through the store boundary per batch, output flushed
 between batches so memory stays bounded whatever the mailbox size.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 from postwarden.protocol.imap import commands as c
@@ -22,6 +21,7 @@ from postwarden.servers.imap_core import SessionCore
 from postwarden.servers.imap_search import Evaluator, sort_uids
 from postwarden.servers.imap_thread import thread
 from postwarden.servers.imap_view import SYSTEM_FLAGS, SelectedView, flag_names
+from postwarden.storage.boundary import ReadBlob
 from postwarden.storage.events import MailboxWatch
 from postwarden.storage.interfaces import NotFound
 from postwarden.storage.mailbox import (
@@ -37,7 +37,7 @@ from postwarden.storage.mailbox import (
     split_flags,
 )
 
-FETCH_BATCH = 2000  # messages per store read and thread hop
+FETCH_BATCH = 2000  # messages per trip through the store boundary
 _MODES = {c.StoreMode.REPLACE: FlagMode.SET, c.StoreMode.ADD: FlagMode.ADD,
           c.StoreMode.REMOVE: FlagMode.REMOVE}
 _READ_ONLY = r.Done(r.Status.NO, "The mailbox is read-only", r.Code.READ_ONLY)
@@ -84,7 +84,7 @@ class SelectedCommands(SessionCore):
         if not poll:
             return False
         try:
-            status = await self.store(self.services.mailboxes.status, view.mailbox.id)
+            status = await self.services.mailboxes.status(view.mailbox.id)
         except NotFound:
             return False
         return status.highestmodseq > view.modseq
@@ -97,8 +97,7 @@ class SelectedCommands(SessionCore):
         if view is None:
             return
         if heard or await self.news(poll=poll):
-            changes = await self.store(self.services.mailboxes.changes_since,
-                                       view.mailbox.id, view.modseq)
+            changes = await self.services.mailboxes.changes_since(view.mailbox.id, view.modseq)
             view.absorb(changes, with_modseq=self.condstore)
         for response in view.release(expunge=expunge, qresync=self.qresync,
                                      rev2=self.machine.imap4rev2):
@@ -135,15 +134,14 @@ class SelectedCommands(SessionCore):
         if self.view is not None:
             self.close_view()
             send(r.Condition(r.Status.OK, "Previous mailbox closed", r.Code.CLOSED))
-        mailbox = await self.store(mailboxes.get_mailbox, self.account, command.mailbox)
+        mailbox = await mailboxes.get_mailbox(self.account, command.mailbox)
         if mailbox is None:
             send(r.Done(r.Status.NO, "No such mailbox", r.Code.NONEXISTENT))
             return
         self.watch = self.services.changes.watch(mailbox.id)  # before reading: miss nothing
-        status = await self.store(mailboxes.status, mailbox.id)
-        uids = await self.store(mailboxes.uids, mailbox.id)
-        first_recent = 0 if command.readonly else await self.store(mailboxes.claim_recent,
-                                                                   mailbox.id)
+        status = await mailboxes.status(mailbox.id)
+        uids = await mailboxes.uids(mailbox.id)
+        first_recent = 0 if command.readonly else await mailboxes.claim_recent(mailbox.id)
         view = SelectedView(mailbox, uids, status.highestmodseq, readonly=command.readonly,
                             first_recent=first_recent)
         rev2 = self.machine.imap4rev2
@@ -152,8 +150,7 @@ class SelectedCommands(SessionCore):
         if not rev2:
             send(r.Recent(view.recent_count))
             if status.unseen:
-                unseen = await self.store(mailboxes.search, mailbox.id,
-                                          SearchFlags(absent=Flag.SEEN))
+                unseen = await mailboxes.search(mailbox.id, SearchFlags(absent=Flag.SEEN))
                 number = view.number(unseen[0]) if unseen else None
                 if number is not None:
                     send(r.Condition(r.Status.OK, "First unseen", r.Unseen(number)))
@@ -170,8 +167,7 @@ class SelectedCommands(SessionCore):
 
     async def resync(self, view: SelectedView, qresync: c.QResync) -> None:
         """QRESYNC (RFC 7162 §3.2.5): what vanished and what changed since the client's MODSEQ."""
-        changes = await self.store(self.services.mailboxes.changes_since, view.mailbox.id,
-                                   qresync.modseq)
+        changes = await self.services.mailboxes.changes_since(view.mailbox.id, qresync.modseq)
         known = qresync.known_uids
         wanted = (None if known is None
                   else UidSet.of(known.resolve(max(view.last_uid, changes.vanished[-1]
@@ -191,7 +187,7 @@ class SelectedCommands(SessionCore):
     async def close(self, command: c.Close | c.Unselect) -> None:
         view = self.view
         if view is not None and isinstance(command, c.Close) and not view.readonly:
-            await self.store(self.services.mailboxes.expunge, view.mailbox.id)
+            await self.services.mailboxes.expunge(view.mailbox.id)
         self.close_view()
         self.machine.send(r.Done(r.Status.OK, f"{_verb(command)} completed"))
 
@@ -204,16 +200,15 @@ class SelectedCommands(SessionCore):
                                modseq=command.changed_since is not None,
                                utf8=self.machine.utf8)
         if command.vanished and command.changed_since is not None and pairs:
-            changes = await self.store(mailboxes.changes_since, view.mailbox.id,
-                                       command.changed_since)
+            changes = await mailboxes.changes_since(view.mailbox.id, command.changed_since)
             asked = UidSet.of(command.messages.resolve(view.last_uid))
             gone = tuple(u for u in changes.vanished if u in asked)
             if gone:
                 self.machine.send(r.Vanished(gone, earlier=True))
         seen: frozenset[int] = frozenset()
         if pairs and not view.readonly and any(sets_seen(a) for a in command.attributes):
-            result = await self.store(mailboxes.store_flags, view.mailbox.id,
-                                      view.uid_set(pairs), FlagChange(FlagMode.ADD, Flag.SEEN))
+            result = await mailboxes.store_flags(view.mailbox.id, view.uid_set(pairs),
+                                                 FlagChange(FlagMode.ADD, Flag.SEEN))
             for update in result.changed:
                 view.reported(update.uid, update.modseq)
             seen = frozenset(update.uid for update in result.changed)
@@ -221,7 +216,7 @@ class SelectedCommands(SessionCore):
         unknown = False
         for at in range(0, len(pairs), FETCH_BATCH):
             batch = pairs[at:at + FETCH_BATCH]
-            rendered = await self.store(self._fetch_batch, view, batch, plan, seen,
+            rendered = await self._fetch_batch(view, batch, plan, seen,
                                         command.changed_since)
             for response in rendered.responses:
                 self.machine.send(response)
@@ -238,17 +233,22 @@ class SelectedCommands(SessionCore):
         else:
             self.machine.send(r.Done(r.Status.OK, "FETCH completed"))
 
-    def _fetch_batch(self, view: SelectedView, batch: Sequence[tuple[int, int]],
-                     plan: imap_fetch.FetchPlan, seen: frozenset[int],
-                     changed_since: int | None) -> imap_fetch.Rendered:
-        """Worker thread: one store read for the batch, then its responses."""
-        mailboxes = self.services.mailboxes
+    async def _fetch_batch(self, view: SelectedView, batch: Sequence[tuple[int, int]],
+                           plan: imap_fetch.FetchPlan, seen: frozenset[int],
+                           changed_since: int | None) -> imap_fetch.Rendered:
+        """One store trip for the batch: its metadata, then its responses, rendered
+        off the event loop (sections are read from the files as they go)."""
         numbers = _by_number(batch)
-        metas = mailboxes.metadata(view.mailbox.id, view.uid_set(batch), plan.fields)
-        chosen = [(numbers[meta.uid], meta) for meta in metas
-                  if meta.uid in numbers
-                  and (changed_since is None or meta.modseq > changed_since)]
-        return imap_fetch.render(mailboxes.read_blob, plan, chosen, view.first_recent, seen)
+        first_recent = view.first_recent
+
+        def render(metas: list[MessageMeta], read: ReadBlob) -> imap_fetch.Rendered:
+            chosen = [(numbers[meta.uid], meta) for meta in metas
+                      if meta.uid in numbers
+                      and (changed_since is None or meta.modseq > changed_since)]
+            return imap_fetch.render(read, plan, chosen, first_recent, seen)
+
+        return await self.services.mailboxes.read_messages(
+            view.mailbox.id, view.uid_set(batch), plan.fields, render)
 
     # --- STORE ------------------------------------------------------------------------------
 
@@ -262,8 +262,7 @@ class SelectedCommands(SessionCore):
         change = FlagChange(_MODES[command.mode], bits, keywords, command.unchanged_since)
         failed: tuple[int, ...] = ()
         if pairs:
-            result = await self.store(mailboxes.store_flags, view.mailbox.id,
-                                      view.uid_set(pairs), change)
+            result = await mailboxes.store_flags(view.mailbox.id, view.uid_set(pairs), change)
             failed = result.failed
             for update in result.changed:
                 view.reported(update.uid, update.modseq)
@@ -295,8 +294,8 @@ class SelectedCommands(SessionCore):
         kept = [(n, u) for n, u in pairs if u not in failed]
         for at in range(0, len(kept), FETCH_BATCH):
             batch = kept[at:at + FETCH_BATCH]
-            for meta in await self.store(self.services.mailboxes.metadata, view.mailbox.id,
-                                         view.uid_set(batch)):
+            for meta in await self.services.mailboxes.metadata(view.mailbox.id,
+                                                               view.uid_set(batch)):
                 items = (r.FlagsItem(flag_names(meta.flags, meta.keywords,
                                                 view.recent(meta.uid))),)
                 if command.uid:
@@ -309,35 +308,22 @@ class SelectedCommands(SessionCore):
 
     # --- SEARCH, SORT, THREAD ------------------------------------------------------------------
 
-    def _evaluator(self, view: SelectedView) -> Evaluator:
-        mailboxes = self.services.mailboxes
-        mailbox_id = view.mailbox.id
-
-        def header_of(meta: MessageMeta) -> bytes:
-            assert meta.blob is not None
-            return mailboxes.read_blob(meta.blob.name, 0, meta.blob.header_size)
-
-        return Evaluator(view, self.saved, functools.partial(mailboxes.search, mailbox_id),
-                         functools.partial(mailboxes.metadata, mailbox_id), header_of)
-
     async def search(self, command: c.Search | c.Sort | c.Thread, view: SelectedView) -> None:
         mailboxes = self.services.mailboxes
-        uids = await self.store(self._evaluator(view).run, command.key)
+        uids = await Evaluator(view, self.saved, mailboxes).run(command.key)
         modseq: int | None = None
         if uses_modseq(command.key) and uids:
-            metas = await self.store(mailboxes.metadata, view.mailbox.id, UidSet.from_uids(uids))
+            metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids))
             modseq = max(meta.modseq for meta in metas) if metas else None
         match command:
             case c.Sort(criteria=criteria):
-                metas = await self.store(
-                    mailboxes.metadata, view.mailbox.id, UidSet.from_uids(uids),
-                    Field.HEADERS | Field.SIZE | Field.INTERNALDATE)
+                metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids),
+                                                 Field.HEADERS | Field.SIZE | Field.INTERNALDATE)
                 ordered = sort_uids(metas, criteria)
                 self.machine.send(r.SortData(self._numbers(view, ordered, command.uid), modseq))
             case c.Thread(algorithm=algorithm):
-                metas = await self.store(mailboxes.metadata, view.mailbox.id,
-                                         UidSet.from_uids(uids),
-                                         Field.HEADERS | Field.INTERNALDATE)
+                metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids),
+                                                 Field.HEADERS | Field.INTERNALDATE)
                 number = (lambda u: u) if command.uid else (lambda u: view.number(u) or 0)
                 self.machine.send(r.ThreadData(thread(algorithm, metas, number)))
             case c.Search(returns=None):
@@ -388,7 +374,7 @@ class SelectedCommands(SessionCore):
         if command.move and view.readonly:
             self.machine.send(_READ_ONLY)
             return
-        target = await self.store(mailboxes.get_mailbox, self.account, command.mailbox)
+        target = await mailboxes.get_mailbox(self.account, command.mailbox)
         if target is None:
             self.machine.send(r.Done(r.Status.NO, "No such mailbox", r.Code.TRYCREATE))
             return
@@ -397,8 +383,7 @@ class SelectedCommands(SessionCore):
         if pairs:
             operation = mailboxes.move if command.move else mailboxes.copy
             try:
-                result = await self.store(operation, view.mailbox.id, view.uid_set(pairs),
-                                          target.id)
+                result = await operation(view.mailbox.id, view.uid_set(pairs), target.id)
             except QuotaExceeded:
                 self.machine.send(r.Done(r.Status.NO, "Over quota", r.Code.OVERQUOTA))
                 return
@@ -424,7 +409,7 @@ class SelectedCommands(SessionCore):
             pairs = view.messages(command.uids, uid=True, saved=self.saved)
             uids = view.uid_set(pairs)
         if uids is None or uids.ranges:
-            expunged = await self.store(self.services.mailboxes.expunge, view.mailbox.id, uids)
+            expunged = await self.services.mailboxes.expunge(view.mailbox.id, uids)
             for response in view.remove(sorted(e.uid for e in expunged), qresync=self.qresync):
                 self.machine.send(response)
         await self.push_updates(expunge=True)

@@ -1,8 +1,9 @@
 r"""The POP3 and pop3s listeners: asyncio glue around ``protocol.pop3``.
 
 Everything POP3 decides lives in the sans-IO machine; this module does the
-I/O it asks for: checking passwords (``Authenticator``), locking the maildrop
-(in the store, so another process sees the lock too), taking the INBOX
+I/O it asks for, every store call through the async boundary: checking
+passwords (``Authenticator``), locking the maildrop (in the store, so
+another process sees the lock too), taking the INBOX
 snapshot (sizes from the store, no file is opened at login), streaming
 messages in bounded ranged reads, marking retrieved ones ``\Seen``, the
 STLS handshake, and applying deletions at QUIT. A connection that ends any
@@ -14,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable
 
 from postwarden.protocol.pop3 import (
     NEED_DATA,
@@ -46,6 +45,7 @@ from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
 from postwarden.servers.starttls import drop_plaintext
+from postwarden.storage.boundary import AsyncBlobs
 from postwarden.storage.interfaces import StoreError
 from postwarden.storage.mailbox import (
     Field,
@@ -61,7 +61,6 @@ log = logging.getLogger("postwarden.pop3")
 
 READ_SIZE = 64 * 1024  # from the socket, per read
 CHUNK_SIZE = 256 * 1024  # from a message file, per read: bounds memory per session
-INLINE_READ_LIMIT = 64 * 1024  # messages up to this size are read without a thread hop
 CLOSE_TIMEOUT = 5.0
 
 
@@ -77,7 +76,7 @@ class DamagedMessage(OSError):
     """A message file whose size is not the one the store recorded (truncated, replaced)."""
 
 
-def _first_piece(read: Callable[[str, int, int], bytes], name: str, size: int) -> bytes:
+async def _first_piece(blobs: AsyncBlobs, name: str, size: int) -> bytes:
     """The first piece of a message, checked against the size the store recorded.
 
     A file of another size is damaged; sending it would hand the client a
@@ -85,7 +84,7 @@ def _first_piece(read: Callable[[str, int, int], bytes], name: str, size: int) -
     asked for, so a grown file shows too.)
     """
     want = min(size, CHUNK_SIZE)
-    chunk = read(name, 0, want + 1 if size <= CHUNK_SIZE else want)
+    chunk = await blobs.read_blob(name, 0, want + 1 if size <= CHUNK_SIZE else want)
     if len(chunk) != want:
         raise DamagedMessage(f"file has {len(chunk)} bytes where {want} were expected")
     return chunk
@@ -118,23 +117,23 @@ class POP3Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
 
-    def snapshot(self, account: str) -> tuple[int, dict[int, MessageMeta],
-                                               tuple[MaildropItem, ...]]:
+    async def snapshot(self, account: str) -> tuple[int, dict[int, MessageMeta],
+                                                     tuple[MaildropItem, ...]]:
         """INBOX as it is now: its id, messages by UID, and the machine's items.
 
-        Runs in a worker thread. Wire sizes come from the store (measured when
-        the message arrived), so no file is read at login; a message whose
-        file has vanished is listed and answered ``-ERR`` at RETR.
+        Wire sizes come from the store (measured when the message arrived),
+        so no file is read at login; a message whose file has vanished is
+        listed and answered ``-ERR`` at RETR.
         """
         mailboxes = self.services.mailboxes
-        inbox = mailboxes.get_mailbox(account, "INBOX")
+        inbox = await mailboxes.get_mailbox(account, "INBOX")
         if inbox is None:
-            mailboxes.ensure_mailboxes(account)
-            inbox = mailboxes.get_mailbox(account, "INBOX")
+            await mailboxes.ensure_mailboxes(account)
+            inbox = await mailboxes.get_mailbox(account, "INBOX")
             assert inbox is not None
         by_uid: dict[int, MessageMeta] = {}
         items: list[MaildropItem] = []
-        for message in mailboxes.metadata(inbox.id, UidSet.all(), Field.SIZE):
+        for message in await mailboxes.metadata(inbox.id, UidSet.all(), Field.SIZE):
             assert message.blob is not None
             by_uid[message.uid] = message
             items.append(MaildropItem(message.uid, f"{inbox.uidvalidity}.{message.uid}",
@@ -173,17 +172,17 @@ class _Session:
     async def unlock(self) -> None:
         account, self.account = self.account, None
         if account is not None:
-            await asyncio.to_thread(self.services.mailboxes.unlock_maildrop, account,
-                                    self.lock_owner)
+            await self.services.mailboxes.unlock_maildrop(account, self.lock_owner)
 
-    def lock(self, account: str) -> None:
+    async def lock(self, account: str) -> None:
         """RFC 1939's exclusive access: one session per maildrop, across processes.
 
         The lock outlives a server that dies holding it by
         ``maildrop_lock_seconds``; a live session ends long before that.
         """
         lease = self.services.cfg.limits.maildrop_lock_seconds
-        self.services.mailboxes.lock_maildrop(account, self.lock_owner, time.time() + lease)
+        await self.services.mailboxes.lock_maildrop(account, self.lock_owner,
+                                                    time.time() + lease)
 
     async def run(self) -> None:
         try:
@@ -265,7 +264,7 @@ class _Session:
                 refusal = Refusal.AUTH
         if refusal is None:
             try:
-                await asyncio.to_thread(self.lock, account)
+                await self.lock(account)
             except MailboxInUse:
                 refusal = Refusal.IN_USE
             except StoreError:
@@ -275,9 +274,8 @@ class _Session:
         if refusal is None:
             self.account = account
             try:
-                self.mailbox_id, self.messages, items = await asyncio.to_thread(
-                    self.server.snapshot, account)
-                await asyncio.to_thread(self.record_login)
+                self.mailbox_id, self.messages, items = await self.server.snapshot(account)
+                await self.record_login()
             except Exception:
                 log.exception("pop3 snapshot failed user=%s", _kv(account))
                 await self.unlock()
@@ -295,30 +293,26 @@ class _Session:
         else:
             self.machine.send(LoginRefused(refusal))
 
-    def record_login(self) -> None:
+    async def record_login(self) -> None:
         """POP-before-SMTP: remember this IP, and forget logins older than the window."""
         now = time.time()
         directory = self.services.directory
-        directory.record_login(self.ip, now)
-        directory.expire_logins(now - self.services.cfg.relay.pop_before_smtp_minutes * 60)
+        await directory.record_login(self.ip, now)
+        await directory.expire_logins(
+            now - self.services.cfg.relay.pop_before_smtp_minutes * 60)
 
     async def retrieve(self, event: Retrieve) -> None:
         r"""Stream the message through the machine, one bounded ranged read at a time.
 
-        Small messages (most mail) are read on the loop: one short read from
-        the page cache costs less than the hop to a worker thread (the
-        benchmark runs about 40% faster); larger ones are read in a thread.
+        (The boundary reads a short range at once, a long one in a thread.)
         A full RETR marks the message ``\Seen`` (for IMAP clients of the box).
         """
         message = self.messages[event.item.ref]
         assert message.blob is not None
         name, size = message.blob.name, message.blob.size
-        read = self.services.mailboxes.read_blob
+        blobs = self.services.mailboxes
         try:
-            if size <= INLINE_READ_LIMIT:
-                chunk = _first_piece(read, name, size)
-            else:
-                chunk = await asyncio.to_thread(_first_piece, read, name, size)
+            chunk = await _first_piece(blobs, name, size)
         except (OSError, StoreError) as exc:  # missing, unreadable or damaged: logged
             log.error("pop3 message-unavailable user=%s uid=%d blob=%s error=%s",
                       _kv(self.account or ""), message.uid, name, _kv(str(exc)))
@@ -333,14 +327,14 @@ class _Session:
             if offset >= size or len(chunk) < CHUNK_SIZE or self.machine.message_done:
                 break
             try:
-                chunk = await asyncio.to_thread(read, name, offset, CHUNK_SIZE)
+                chunk = await blobs.read_blob(name, offset, CHUNK_SIZE)
             except (OSError, StoreError):
                 chunk = b""  # vanished mid-way: the message ends where it could be read
         self.machine.send(MessageEnd())
         if event.lines is None and not message.flags & Flag.SEEN:
-            await asyncio.to_thread(
-                self.services.mailboxes.store_flags, self.mailbox_id,
-                UidSet.from_uids([message.uid]), FlagChange(FlagMode.ADD, Flag.SEEN))
+            await self.services.mailboxes.store_flags(
+                self.mailbox_id, UidSet.from_uids([message.uid]),
+                FlagChange(FlagMode.ADD, Flag.SEEN))
 
     async def update(self, event: Update) -> None:
         """QUIT in TRANSACTION: the only place POP3 removes anything."""
@@ -348,9 +342,8 @@ class _Session:
         ok = True
         if uids:
             try:
-                removed = len(await asyncio.to_thread(
-                    functools.partial(self.services.mailboxes.expunge, self.mailbox_id,
-                                      UidSet.from_uids(uids), deleted_only=False)))
+                removed = len(await self.services.mailboxes.expunge(
+                    self.mailbox_id, UidSet.from_uids(uids), deleted_only=False))
             except Exception:
                 log.exception("pop3 delete failed user=%s", _kv(self.account or ""))
                 ok = False

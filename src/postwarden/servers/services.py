@@ -11,9 +11,8 @@ from postwarden.intake.recipients import RecipientPolicy
 from postwarden.intake.senderauth import SenderAuth
 from postwarden.metrics import Metrics
 from postwarden.servers.common import Authenticator, ConnectionLimiter
+from postwarden.storage.boundary import AsyncDirectory, AsyncMailboxStore
 from postwarden.storage.events import ChangeFeed
-from postwarden.storage.interfaces import BlobStore, Directory
-from postwarden.storage.mailbox import MailboxStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +28,12 @@ class SMTPServices:
 
 @dataclass(frozen=True, slots=True)
 class MailboxServices:
-    """For POP3 and IMAP: mailbox reads/writes, and the intake only for IMAP APPEND."""
+    """For POP3 and IMAP: mailbox reads/writes (and message files) through the
+    async boundary, and the intake only for IMAP APPEND."""
 
     cfg: Config
-    directory: Directory
-    mailboxes: MailboxStore
-    blobs: BlobStore
+    directory: AsyncDirectory
+    mailboxes: AsyncMailboxStore
     auth: Authenticator
     tls: ssl.SSLContext | None
     changes: ChangeFeed  # IMAP IDLE and NOOP hear of mailbox changes here

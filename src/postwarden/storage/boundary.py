@@ -26,10 +26,12 @@ from postwarden.storage.mailbox import Appended, Flag
 
 T = TypeVar("T")
 R = TypeVar("R")
+# A synchronous ranged read of a message file: (name, start, length or None).
+ReadBlob = Callable[[str, int, int | None], bytes]
 
 
 class AsyncDirectory(Protocol):
-    """What the SMTP and POP3 servers read from (and record in) the directory."""
+    """What the SMTP, POP3 and IMAP servers read from (and record in) the directory."""
 
     async def is_local_domain(self, domain: str) -> bool: ...
     async def list_domains(self) -> list[str]: ...
@@ -91,6 +93,11 @@ class AsyncMailboxStore(AsyncBlobs, Protocol):
     async def quota(self, account: str) -> mb.Quota: ...
     async def lock_maildrop(self, account: str, owner: str, until: float) -> None: ...
     async def unlock_maildrop(self, account: str, owner: str) -> None: ...
+    # Many files in one trip (a FETCH batch, SEARCH HEADER over raw headers):
+    # ``use`` gets the metadata of ``uids`` and a synchronous ranged reader,
+    # and runs off the event loop (it may parse and render as it reads).
+    async def read_messages(self, mailbox_id: int, uids: mb.UidSet, fields: mb.Field,
+                            use: Callable[[list[mb.MessageMeta], ReadBlob], T]) -> T: ...
 
 
 class AsyncQueue(Protocol):
