@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -13,9 +14,9 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
-from postwarden.storage.boundary import AsyncMailboxStore
+from postwarden.storage.boundary import AsyncMailboxStore, ReadBlob
 from postwarden.storage.interfaces import Acceptance
-from postwarden.storage.mailbox import Field, Flag, FlagChange, FlagMode, UidSet
+from postwarden.storage.mailbox import Field, Flag, FlagChange, FlagMode, MessageMeta, UidSet
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.delivery import SqliteDelivery
@@ -149,3 +150,39 @@ class TestMailboxesThroughTheBoundary:
         assert [e.uid for e in await boxes.expunge(inbox.id)] == [uid]
         assert (await boxes.status(inbox.id)).messages == 0
         assert (await boxes.quota(USER)).messages == 1
+
+    async def test_many_files_are_read_in_one_trip_off_the_loop(
+        self, world: tuple[CountingStore, Intake]
+    ) -> None:
+        """read_messages: the batch's metadata and a ranged reader, used on a file thread."""
+        _, intake = world
+        boxes: AsyncMailboxStore = boundary(intake)
+        for _ in range(3):
+            await intake.submit(to_user(), MESSAGE)
+        inbox = await boxes.get_mailbox(USER, "INBOX")
+        assert inbox is not None
+        threads: list[str] = []
+
+        def headers(metas: list[MessageMeta], read: ReadBlob) -> list[tuple[int, bytes]]:
+            threads.append(threading.current_thread().name)
+            return [(m.uid, read(m.blob.name, 0, m.blob.header_size)) for m in metas
+                    if m.blob is not None]
+
+        got = await boxes.read_messages(inbox.id, UidSet.from_uids([1, 3]), Field.SIZE, headers)
+        assert got == [(1, b"Subject: hi\r\n\r\n"), (3, b"Subject: hi\r\n\r\n")]
+        assert threads[0].startswith("store-files"), threads
+
+    async def test_a_long_range_is_read_whole(
+        self, world: tuple[CountingStore, Intake]
+    ) -> None:
+        """A range longer than what is read on the loop comes back whole, from a thread."""
+        _, intake = world
+        boxes: AsyncMailboxStore = boundary(intake)
+        body = b"x" * 99 + b"\r\n"
+        await intake.submit(to_user(), b"Subject: big\r\n\r\n" + body * 2000)
+        inbox = await boxes.get_mailbox(USER, "INBOX")
+        assert inbox is not None
+        (meta,) = await boxes.metadata(inbox.id, UidSet.all(), Field.SIZE)
+        assert meta.blob is not None and meta.blob.size > 200_000
+        data = await boxes.read_blob(meta.blob.name, 0, None)
+        assert len(data) == meta.blob.size and data.endswith(body)
