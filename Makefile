@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= postwarden.toml
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean install
 
 # Serving needs only the package; the test tools come with `make test`.
 $(BIN)/postwarden: pyproject.toml
@@ -39,6 +39,20 @@ $(SPF_SUITE): | $(BIN)/pytest
 
 test: venv lint $(SPF_SUITE)
 	SPF_SUITE_YAML=$(abspath $(SPF_SUITE)) $(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# A system install (as root): its own venv, `postwarden` on PATH, the systemd unit.
+# README.md, "Install as a service", has the steps around it.
+INSTALL_DIR ?= /opt/postwarden
+BINDIR ?= /usr/local/bin
+UNITDIR ?= /etc/systemd/system
+install:
+	$(PY) -m venv $(INSTALL_DIR)
+	$(INSTALL_DIR)/bin/pip install -q .
+	install -d $(BINDIR) $(UNITDIR)
+	ln -sf $(INSTALL_DIR)/bin/postwarden $(BINDIR)/postwarden
+	sed 's#/usr/local/bin/postwarden#$(BINDIR)/postwarden#' contrib/postwarden.service \
+		> $(UNITDIR)/postwarden.service
+	@echo "installed $(BINDIR)/postwarden and $(UNITDIR)/postwarden.service"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

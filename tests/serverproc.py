@@ -112,8 +112,10 @@ class ServerProcess:
             input=stdin, capture_output=True, text=True, timeout=60, check=False,
         )
 
-    def start(self, file_size_limit: int | None = None) -> ServerProcess:
-        """Start and wait for ready; ``file_size_limit`` (RLIMIT_FSIZE) fakes a full disk."""
+    def start(self, file_size_limit: int | None = None,
+              env: dict[str, str] | None = None) -> ServerProcess:
+        """Start and wait for ready; ``file_size_limit`` (RLIMIT_FSIZE) fakes a full disk;
+        ``env`` is added to the server's environment."""
 
         def limit_files() -> None:
             if file_size_limit is not None:
@@ -122,7 +124,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "postwarden", "-c", str(self.config_path), "serve"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit_files,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=limit_files,
         )
         self.ports = {}
         assert self.proc.stdout is not None

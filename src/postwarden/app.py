@@ -7,14 +7,18 @@ import ctypes
 import ctypes.util
 import dataclasses
 import logging
+import os
 import signal
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from postwarden import config as configmod
 from postwarden import log as logsetup
-from postwarden.config import Config, ConfigError
+from postwarden.config import Config, ConfigError, LimitsConfig
 from postwarden.delivery.manager import QueueManager
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
@@ -33,6 +37,7 @@ from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
 from postwarden.servers.tls import load_server_context
+from postwarden.service import Notifier, ServiceError, check_writable, drop_privileges, identity
 from postwarden.storage.factory import Store, async_boundary, open_store
 
 log = logging.getLogger("postwarden")
@@ -54,13 +59,69 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 READY_STORE_TIMEOUT = 5.0  # /readyz: a store slower than this to answer is "not ready"
 
 
+# What a SIGHUP cannot change under a running process: kept, and logged as needing a restart.
+RESTART_ONLY = ("hostname", "data_dir", "listen", "delivery", "dns", "storage", "service")
+RESTART_ONLY_LIMITS = (  # built into long-lived parts at start: throttle, hash pool, doors, store
+    "auth_failures_per_ip", "auth_failures_per_account", "auth_failure_window_seconds",
+    "auth_workers", "auth_queue_timeout_seconds", "auth_flood_failures_per_minute",
+    "auth_failure_delay_seconds", "auth_cache_entries", "handshake_timeout_seconds",
+    "max_header_size", "mime_max_parts", "mime_max_depth", "mime_max_header_bytes",
+    "mime_max_total_header_bytes",
+)
+
+
+def live_part(old: Config, new: Config) -> Config:
+    """``new`` with what needs a restart kept as it is in ``old``."""
+    limits = dataclasses.replace(
+        new.limits, **{name: getattr(old.limits, name) for name in RESTART_ONLY_LIMITS})
+    return dataclasses.replace(new, limits=limits,
+                               **{name: getattr(old, name) for name in RESTART_ONLY})
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """The settings that changed but cannot apply until a restart."""
+    return ([name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+            + [f"limits.{name}" for name in RESTART_ONLY_LIMITS
+               if getattr(old.limits, name) != getattr(new.limits, name)])
+
+
+def connection_limits(limits: LimitsConfig) -> tuple[int, int, dict[str, int]]:
+    """The ConnectionLimiter's numbers: in total, per client address, per service."""
+    return limits.max_connections, limits.max_connections_per_ip, {
+        "smtp": limits.max_connections_smtp,
+        "submission": limits.max_connections_submission,
+        "pop3": limits.max_connections_pop3,
+        "imap": limits.max_connections_imap,
+        "http": limits.max_connections_http,
+    }
+
+
+Listeners = list[tuple[str, socket.socket]]  # (kind, listening socket)
+
+
+def bind_listeners(cfg: Config) -> Listeners:
+    """Every configured listening socket, bound now (as root, before privileges go)."""
+    bound: Listeners = []
+    try:
+        for kind, addresses in cfg.listen.items():
+            for hp in addresses:
+                bound += [(kind, sock) for sock in bind(hp)]
+    except OSError:
+        for _, sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
 class App:
-    def __init__(self, cfg: Config, store: Store | None = None) -> None:
+    def __init__(self, cfg: Config, store: Store | None = None, *,
+                 tls: ssl.SSLContext | None = None, listeners: Listeners | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
-        self.tls = load_server_context(cfg.tls)
+        self.tls = tls or load_server_context(cfg.tls)
+        self.listeners = listeners  # bound by serve() before dropping privileges
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
                                 limits.auth_failures_per_account,
@@ -76,13 +137,7 @@ class App:
                              metrics=self.metrics)
         self.queue = QueueManager(cfg, self.aio, self.aio, self.intake, self.metrics)
         self.shutdown = asyncio.Event()
-        self.limiter = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, {
-            "smtp": limits.max_connections_smtp,
-            "submission": limits.max_connections_submission,
-            "pop3": limits.max_connections_pop3,
-            "imap": limits.max_connections_imap,
-            "http": limits.max_connections_http,
-        })
+        self.limiter = ConnectionLimiter(*connection_limits(limits))
         self.gate = Gate(self.limiter, self.shutdown, cfg.proxy_from, self.metrics)
         checks = SenderAuth(cfg, recipients) if cfg.auth_checks.enabled else None
         smtp = SMTPServices(cfg, self.intake, recipients, self.auth, self.tls, self.metrics,
@@ -129,19 +184,17 @@ class App:
 
     async def start(self) -> None:
         self.store.changes.listen()  # other processes' commits wake our watchers too
-        for kind, addresses in self.cfg.listen.items():
+        listeners, self.listeners = self.listeners or bind_listeners(self.cfg), None
+        for kind, sock in listeners:
             handler = self._handler(kind)
             if handler is None:
-                if addresses:
-                    log.warning(kv("listener-skipped", listener=kind,
-                                   reason="not implemented in this version"))
+                log.warning(kv("listener-skipped", listener=kind,
+                               reason="not implemented in this version"))
+                sock.close()
                 continue
-            door = self._door(kind)
-            for hp in addresses:
-                for sock in bind(hp):
-                    self.gate.listen(sock, door, handler)
-                    host, port = sock.getsockname()[:2]
-                    self.bound.append((kind, host, port))
+            self.gate.listen(sock, self._door(kind), handler)
+            host, port = sock.getsockname()[:2]
+            self.bound.append((kind, host, port))
         await self.queue.start()
         self.started = True
 
@@ -198,11 +251,14 @@ class App:
     def reload(self) -> None:
         """SIGHUP: read the config again and apply what can change under running sessions.
 
-        The relay rules apply from the next decision on and the certificate
-        pair from the next handshake (loaded into the same context every
-        listener holds). Domains, users and aliases live in the store and
-        need no reload. Other changed settings are logged as needing a
-        restart. A config that does not load keeps the old one, with an error.
+        Relay rules apply from the next decision on, the certificate from the
+        next handshake, routes from the next delivery; sessions that start
+        after the reload get the new limits, auth checks, [auth] and [imap]
+        (running ones keep theirs); the log file is reopened (logrotate).
+        Domains, users and aliases live in the store and are read per
+        decision, so they need no reload. What only a restart can change
+        (RESTART_ONLY, RESTART_ONLY_LIMITS) keeps its old value and is logged
+        as needing a restart. A config that does not load keeps the old one.
         """
         try:
             new = configmod.load(self.cfg.path)
@@ -210,14 +266,36 @@ class App:
         except ConfigError as exc:
             log.error(kv("reload-failed", error=str(exc), kept="previous configuration"))
             return
-        self.tls.load_cert_chain(new.tls.cert, new.tls.key)
-        self.recipients.relay = new.relay
-        applied = dataclasses.replace(self.cfg, relay=new.relay, tls=new.tls)
-        for name in (f.name for f in dataclasses.fields(Config)):
-            if getattr(applied, name) != getattr(new, name):
-                log.warning(kv("reload-needs-restart", setting=name))
-        self.cfg = applied
-        log.info(kv("reloaded", config=self.cfg.path, applied="relay,tls"))
+        old = self.cfg
+        live = live_part(old, new)
+        try:
+            setup_logging(live)
+        except OSError as exc:
+            log.error(kv("reload-log-failed", error=exc.strerror or exc, kept="previous log"))
+            live = dataclasses.replace(live, log=old.log)
+        self.tls.load_cert_chain(live.tls.cert, live.tls.key)
+        self._apply(live)
+        for setting in needs_restart(old, new):
+            log.warning(kv("reload-needs-restart", setting=setting))
+        changed = [f.name for f in dataclasses.fields(Config)
+                   if getattr(old, f.name) != getattr(live, f.name)]
+        log.info(kv("reloaded", config=self.cfg.path, applied=",".join(changed) or "-"))
+
+    def _apply(self, cfg: Config) -> None:
+        """Hand the reloaded settings to every room that holds them."""
+        self.cfg = cfg
+        self.recipients.relay = cfg.relay
+        self.gate.proxy_from = cfg.proxy_from
+        self.limiter.resize(*connection_limits(cfg.limits))
+        self.http.limits = cfg.limits
+        self.queue.reroute(cfg.routes)
+        checks = SenderAuth(cfg, self.recipients) if cfg.auth_checks.enabled else None
+        for smtp in self.smtp_servers.values():
+            smtp.services = dataclasses.replace(smtp.services, cfg=cfg, sender_auth=checks)
+        for pop3 in self.pop3_servers.values():
+            pop3.services = dataclasses.replace(pop3.services, cfg=cfg)
+        for imap in self.imap_servers.values():
+            imap.services = dataclasses.replace(imap.services, cfg=cfg)
 
     async def stop(self) -> None:
         """Stop accepting, let transactions finish (bounded), lose nothing acknowledged."""
@@ -237,21 +315,39 @@ class App:
         self.aio.close()
         self.store.close()
 
-    async def run(self, ready: Callable[[App], None] = lambda app: None) -> None:
+    async def run(self, ready: Callable[[App], None] = lambda app: None,
+                  notifier: Notifier | None = None) -> None:
+        notify = notifier or Notifier({})
         await self.start()
-        sweeper = asyncio.ensure_future(self.sweep_login_records())
-        upkeep = asyncio.ensure_future(self.upkeep_store())
+        background = [asyncio.ensure_future(self.sweep_login_records()),
+                      asyncio.ensure_future(self.upkeep_store())]
+        if notify.watchdog_seconds is not None:
+            background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.hangup, notify)
         ready(self)
+        notify.send(READY=1, STATUS=f"serving on {len(self.bound)} sockets")
         await stop.wait()
+        notify.send(STOPPING=1, STATUS=f"stopping, {len(self.sessions)} sessions open")
         log.info(kv("shutdown", sessions=len(self.sessions)))
-        sweeper.cancel()
-        upkeep.cancel()
+        for task in background:
+            task.cancel()
         await self.stop()
+
+    def hangup(self, notify: Notifier) -> None:
+        """SIGHUP, told to systemd as a reload (``Type=notify-reload`` wants the clock too)."""
+        notify.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        self.reload()
+        notify.send(READY=1, STATUS=f"serving on {len(self.bound)} sockets")
+
+    async def watchdog(self, notify: Notifier, every: float) -> None:
+        """WATCHDOG=1 from the event loop itself: a loop stuck on a call stops the pings."""
+        while True:
+            notify.send(WATCHDOG=1)
+            await asyncio.sleep(every)
 
 
 def _announce(app: App) -> None:
@@ -277,11 +373,58 @@ def keep_big_buffers_returnable() -> None:
         pass
 
 
+def become_service_user(cfg: Config) -> bool:
+    """Drop to ``[service] user``/``group`` (after binding); True when staying root."""
+    if not cfg.service.user:
+        return os.geteuid() == 0
+    who = identity(cfg.service.user, cfg.service.group)
+    drop_privileges(who)
+    check_writable(cfg.data_dir)
+    log.info(kv("privileges-dropped", user=who.user, group=who.group, uid=who.uid, gid=who.gid))
+    return False
+
+
+def setup_logging(cfg: Config) -> None:
+    logsetup.setup(fmt=cfg.log.format, file=cfg.log.file,
+                   syslog=cfg.log.syslog_socket if cfg.log.syslog else None)
+
+
 def serve(cfg: Config) -> None:
-    logsetup.setup(fmt=cfg.log.format, file=cfg.log.file)
-    keep_big_buffers_returnable()
+    """Bind, become the service user, then open the store and serve until SIGTERM.
+
+    The certificate is read before the drop too (keys are often root's);
+    the store is opened after it, so every file it creates is the user's.
+    """
     try:
-        asyncio.run(App(cfg).run(_announce))
+        setup_logging(cfg)
     except OSError as exc:
-        print(f"postwarden: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        where = exc.filename or cfg.log.syslog_socket  # the file has a name, the socket not
+        _fail(f"cannot open the log {where}: {exc.strerror or exc}")
+    keep_big_buffers_returnable()
+    notifier = Notifier()
+    tls = load_server_context(cfg.tls)
+    try:
+        listeners = bind_listeners(cfg)
+    except OSError as exc:
+        _fail(f"cannot listen: {exc.strerror or exc}")
+    try:
+        root = become_service_user(cfg)
+    except ServiceError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"service.user: cannot switch: {exc.strerror or exc}")
+
+    def ready(app: App) -> None:
+        _announce(app)
+        if root:  # said once serving: a store that does not open gets its error alone
+            log.warning(kv("running-as-root", hint="set [service] user to an unprivileged account"))
+
+    try:
+        asyncio.run(App(cfg, tls=tls, listeners=listeners).run(ready, notifier))
+    finally:
+        notifier.close()
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"postwarden: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -206,6 +206,16 @@ class StorageConfig:
 class LogConfig:
     format: str = "text"  # "text" | "json"
     file: Path | None = None  # None: stderr
+    syslog: bool = False  # also send each line to syslog/journald, facility mail
+    syslog_socket: str = "/dev/log"  # the local syslog datagram socket
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """``[service]``: whom ``serve`` runs as once its ports are bound ("" = stay as started)."""
+
+    user: str = ""
+    group: str = ""  # "" = the user's primary group
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +247,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
 
     @property
     def database(self) -> Path:
@@ -472,7 +483,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
     names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap",
-             "log", "auth_checks")
+             "log", "auth_checks", "service")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -503,7 +514,16 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         imap=_imap(_Table(sections["imap"], "imap")),
         log=_log(_Table(sections["log"], "log"), base),
         auth_checks=_auth_checks(_Table(sections["auth_checks"], "auth_checks")),
+        service=_service(_Table(sections["service"], "service")),
     )
+
+
+def _service(t: _Table) -> ServiceConfig:
+    user, group = t.get("user", str, ""), t.get("group", str, "")
+    t.finish()
+    if group and not user:
+        raise ConfigError("service.group: set service.user too (a group alone changes nothing)")
+    return ServiceConfig(user, group)
 
 
 def _log(t: _Table, base: Path) -> LogConfig:
@@ -511,8 +531,12 @@ def _log(t: _Table, base: Path) -> LogConfig:
     if fmt not in ("text", "json"):
         raise ConfigError(f'{t.key("format")}: expected "text" or "json", got {fmt!r}')
     file = t.get("file", str, "")
+    syslog = t.get("syslog", bool, False)
+    socket = t.get("syslog_socket", str, "/dev/log")
     t.finish()
-    return LogConfig(fmt, base / file if file else None)
+    if not socket:
+        raise ConfigError(f"{t.key('syslog_socket')}: must not be empty")
+    return LogConfig(fmt, base / file if file else None, syslog, socket)
 
 
 def _auth_checks(t: _Table) -> AuthChecksConfig:
@@ -657,4 +681,10 @@ max_sessions_per_ip = 100
 [log]
 format = "text"              # "text" | "json" (one object per line)
 file = ""                    # "" = stderr; else appended to (relative to this file)
+syslog = false               # also to syslog/journald (facility mail)
+syslog_socket = "/dev/log"
+
+[service]           # `serve` binds its ports, then runs as this user ("" = as started)
+user = ""
+group = ""                   # "" = the user's primary group
 """

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,11 +55,40 @@ def timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
-def setup(level: int = logging.INFO, fmt: str = "text", file: Path | None = None) -> None:
-    """Log to ``file`` (appending) or stderr, as text or JSON; called once per process."""
+class _Syslog(logging.Formatter):
+    """``LEVEL message``: syslog (or journald) stamps the time and host itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname} {record.getMessage()}"
+
+
+def syslog_handler(address: str) -> logging.Handler:
+    """RFC 3164 lines, ``<PRI>postwarden[PID]: LEVEL message``, facility mail, to ``address``.
+
+    The local datagram form that syslog(3) writes to ``/dev/log``, which
+    rsyslog, syslog-ng and journald all read. SysLogHandler would start
+    without a listener and drop every line; we raise OSError instead.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        probe.connect(address)
+    handler = logging.handlers.SysLogHandler(
+        address, logging.handlers.SysLogHandler.LOG_MAIL, socktype=socket.SOCK_DGRAM)
+    handler.ident = f"postwarden[{os.getpid()}]: "
+    handler.setFormatter(_Syslog())
+    return handler
+
+
+def setup(level: int = logging.INFO, fmt: str = "text", file: Path | None = None,
+          syslog: str | None = None) -> None:
+    """Log to ``file`` (appending) or stderr, as text or JSON, and to ``syslog`` if given.
+
+    Called at start and again on SIGHUP, which reopens the file (after logrotate).
+    """
+    handlers = [syslog_handler(syslog)] if syslog is not None else []
     handler: logging.Handler = (
         logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr))
     handler.setFormatter(_JSON() if fmt == "json" else _Text())
+    handlers.insert(0, handler)
     # Our format uses none of these: skip computing them for every record
     # (the "Optimization" advice of the logging HOWTO).
     logging._srcfile = None  # no caller lookup (a stack walk per record)
@@ -64,5 +96,7 @@ def setup(level: int = logging.INFO, fmt: str = "text", file: Path | None = None
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root = logging.getLogger("postwarden")
-    root.handlers[:] = [handler]
+    old, root.handlers[:] = root.handlers[:], handlers
+    for gone in old:
+        gone.close()
     root.setLevel(level)

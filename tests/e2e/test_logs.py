@@ -6,6 +6,8 @@ import base64
 import json
 import re
 import smtplib
+import socket
+import threading
 from pathlib import Path
 
 from serverproc import DOMAIN, PASSWORD, ServerProcess
@@ -61,3 +63,59 @@ def test_json_log_to_a_file(tmp_path: Path) -> None:
     assert all(RFC3339_MS.match(e["time"]) and e["level"] for e in events)
     assert PASSWORD not in json.dumps(events)
     assert SECRET_BODY not in json.dumps(events)
+
+
+class Syslogd:
+    """A datagram socket read by a thread, as syslogd reads /dev/log (its queue is short)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.lines: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.lines.append(self.sock.recv(8192).decode())
+            except TimeoutError:
+                continue
+
+    def close(self) -> list[str]:
+        self.done.set()
+        self.thread.join(timeout=30)
+        self.sock.close()
+        return self.lines
+
+
+def test_syslog_gets_rfc3164_lines_with_facility_mail(tmp_path: Path) -> None:
+    """``[log] syslog``: each event is also a ``<22>postwarden[PID]: INFO ...`` datagram."""
+    syslogd = Syslogd(tmp_path / "log.sock")
+    server = ServerProcess(tmp_path, log={"syslog": True, "syslog_socket": str(syslogd.path)})
+    user = server.add_user(f"bob@{DOMAIN}")
+    server.start()
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        submit_with_auth(server, user)
+        server.wait_for_log("smtp transaction", "queued")
+    finally:
+        server.stop()  # every line was sent before the process ended
+    lines = syslogd.close()
+    prefix = f"<22>postwarden[{pid}]: INFO smtp transaction"  # facility mail (2), info (6)
+    transactions = [line for line in lines if line.startswith(prefix)]
+    assert len(transactions) == 1 and f"user={user}" in transactions[0]
+    assert not any(PASSWORD in line or SECRET_BODY in line for line in lines)
+
+
+def test_a_missing_syslog_socket_is_one_line_error(tmp_path: Path) -> None:
+    """Nobody listening at syslog_socket: serve stops at once, naming the path."""
+    server = ServerProcess(tmp_path, log={"syslog": True, "syslog_socket": str(tmp_path / "no")})
+    result = server.cli("serve")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"postwarden: error: cannot open the log {tmp_path / 'no'}:")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -49,6 +49,36 @@ def test_relay_rule_change_applies_to_the_next_session(server: ServerProcess) ->
     assert relay_reply(server) == 250
 
 
+def test_relay_limit_and_domain_changes_apply_to_the_next_session(
+        server: ServerProcess) -> None:
+    """One SIGHUP: a trusted network, a recipient limit and a new local domain, all live."""
+    host, port = server.addr("smtp")
+    recipients = [EXTERNAL, "postmaster@new.example"]
+
+    def replies() -> list[int]:
+        with smtplib.SMTP(host, port, source_address=(CLIENT, 0), timeout=30) as client:
+            client.ehlo("client.test")
+            client.mail("x@sender.example")
+            return [client.rcpt(rcpt)[0] for rcpt in recipients]
+
+    assert replies() == [550, 550]
+    with smtplib.SMTP(host, port, source_address=(CLIENT, 0), timeout=30) as running:
+        running.ehlo("client.test")
+        added = server.cli("domain", "add", "new.example")
+        assert added.returncode == 0, added.stderr
+        text = server.config_path.read_text(encoding="utf-8")
+        text = text.replace("[relay]", f'[relay]\ntrusted_networks = ["{CLIENT}/32"]')
+        text = text.replace("[limits]", "[limits]\nmax_recipients = 1")
+        server.config_path.write_text(text, encoding="utf-8")
+        line = hangup(server, 1, "reloaded")
+        assert "relay" in line and "limits" in line
+        running.mail("x@sender.example")  # relay rules: from the next decision on;
+        assert [running.rcpt(rcpt)[0] for rcpt in recipients] == [250, 250]  # limit: kept
+    assert replies() == [250, 452]  # relayed now; the second is over the new limit of 1
+    recipients.reverse()
+    assert replies() == [250, 452]  # the new domain is ours
+
+
 def test_bad_config_keeps_the_old_one_with_an_error(server: ServerProcess) -> None:
     good = server.config_path.read_text(encoding="utf-8")
     server.config_path.write_text(good.replace("[relay]", '[relay]\ntrusted_networks = ["nope"]'),
@@ -64,8 +94,10 @@ def test_bad_config_keeps_the_old_one_with_an_error(server: ServerProcess) -> No
 
 def test_listener_change_is_reported_as_needing_a_restart(server: ServerProcess) -> None:
     text = server.config_path.read_text(encoding="utf-8")
-    server.config_path.write_text(text.replace('pop3 = []', 'pop3 = ["127.0.0.1:0"]'),
+    text = text.replace('pop3 = []', 'pop3 = ["127.0.0.1:0"]')
+    server.config_path.write_text(text.replace("[limits]", "[limits]\nauth_workers = 2"),
                                   encoding="utf-8")
     hangup(server, 1, "reloaded")
-    assert "setting=listen" in server.wait_for_log("reload-needs-restart")
+    assert server.wait_for_log("reload-needs-restart", "setting=listen")
+    assert server.wait_for_log("reload-needs-restart", "setting=limits.auth_workers")
     assert relay_reply(server) == 550

@@ -23,6 +23,7 @@ takes its messages over; only what it had in flight can go out twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 
 from dkim import DKIMException
 
-from postwarden.config import Config
+from postwarden.config import Config, Route
 from postwarden.delivery.dkimsign import Signer
 from postwarden.delivery.notify import next_hop_notify, send_reports, wants, within_origin
 from postwarden.delivery.outbound import (
@@ -130,6 +131,10 @@ class QueueManager:
         self._workers: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
+
+    def reroute(self, routes: tuple[Route, ...]) -> None:
+        """SIGHUP: destinations looked up from now on follow these ``[[routes]]``."""
+        self._cfg = dataclasses.replace(self._cfg, routes=routes)
 
     # --- lifecycle ------------------------------------------------------------
 

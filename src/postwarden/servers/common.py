@@ -128,6 +128,10 @@ class ConnectionLimiter:
         self._by_service: Counter[str] = Counter()
         self._count = 0
 
+    def resize(self, total: int, per_ip: int, per_service: Mapping[str, int]) -> None:
+        """SIGHUP: new limits for the next admission; open connections are not cut."""
+        self.total, self.per_ip, self.per_service = total, per_ip, dict(per_service)
+
     def try_acquire(self, service: str, ip: str) -> bool:
         if (self._count >= self.total or self._by_ip[ip] >= self.per_ip
                 or self._by_service[service] >= self.per_service.get(service, self.total)):
