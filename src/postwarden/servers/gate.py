@@ -21,14 +21,16 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from postwarden.config import HostPort, Network
+from postwarden.config import HostPort, IPAddress, Network
 from postwarden.log import kv
 from postwarden.metrics import Metrics
 from postwarden.policy.relay import normalise_ip
 from postwarden.protocol.proxy import ProxiedAddress, ProxyError, ProxyHeaderParser, ProxyLocal
+from postwarden.servers import connlog
 from postwarden.servers.common import ConnectionLimiter, Peer, peer_of_socket
 
 log = logging.getLogger("postwarden")
@@ -50,6 +52,14 @@ class Door:
     busy: bytes  # sent to a refused plaintext client (a TLS client just sees the close)
     tls: ssl.SSLContext | None  # implicit TLS: handshake after admission
     handshake_timeout: float
+
+
+def _where(ip: IPAddress, port: int) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _client(peer: Peer) -> str:
+    return _where(peer.client_ip, peer.client_port)
 
 
 def bind(address: HostPort) -> list[socket.socket]:
@@ -145,16 +155,22 @@ class Gate:
         ip = str(peer.client_ip)
         writer: asyncio.StreamWriter | None = None
         self.metrics.connection_opened(door.kind, door.service)
+        tally = connlog.start(door.kind, _client(peer))
+        began = time.monotonic()
+        log.info(kv("connect", listener=door.kind, client=tally.client,
+                    local=_where(peer.local_ip, peer.local_port)))
         try:
             reader, writer = await self._streams(sock, door, peer)
             if writer is None:
                 return
+            connlog.tls_started(writer)  # implicit TLS: the handshake is done
             await handler(reader, writer, peer)
         except Exception:
             log.exception(kv("session-crash", listener=door.kind, ip=ip))
         finally:
             self.limiter.release(door.service, ip)
             self.metrics.connection_closed(door.service)
+            connlog.closed(tally, sock, time.monotonic() - began)
             if writer is not None:
                 writer.close()
             else:

@@ -35,6 +35,7 @@ from postwarden.protocol.imap.events import (
     IdleDone,
     LoginAttempt,
 )
+from postwarden.servers import connlog
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.imap_mailboxes import MailboxCommands
 from postwarden.servers.imap_selected import SelectedCommands
@@ -74,6 +75,8 @@ class IMAPServer:
             log.exception(kv("imap-session-failed", ip=session.ip))
         finally:
             session.end()
+            connlog.current().commands = session.machine.lines_read
+            connlog.closing(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
@@ -246,6 +249,7 @@ class _Session(MailboxCommands, SelectedCommands):
         await self.writer.start_tls(
             self.services.tls,
             ssl_handshake_timeout=float(self.services.cfg.limits.handshake_timeout_seconds))
+        connlog.tls_started(self.writer)
         self.machine.send(r.TLSStarted())
 
     # --- login ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 
 from postwarden.protocol.imap import commands as c
 from postwarden.protocol.imap import responses as r
+from postwarden.servers import connlog
 from postwarden.servers.imap_core import SessionCore
 from postwarden.storage.interfaces import AlreadyExists, BlobWriter, NotFound, StoreError
 from postwarden.storage.mailbox import (
@@ -256,5 +257,6 @@ class MailboxCommands(SessionCore):
         except (NotFound, MailboxInUse):
             self.machine.send(r.Done(r.Status.NO, "No such mailbox", r.Code.TRYCREATE))
             return
+        connlog.current().messages += 1
         self.machine.send(r.Done(r.Status.OK, "APPEND completed",
                                  r.AppendUid(appended.uidvalidity, appended.uid)))

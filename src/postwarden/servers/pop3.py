@@ -41,6 +41,7 @@ from postwarden.protocol.pop3 import (
     Update,
     Updated,
 )
+from postwarden.servers import connlog
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
@@ -111,8 +112,10 @@ class POP3Server:
             log.exception("pop3 session failed ip=%s", session.ip if session else "?")
         finally:
             if session is not None:
+                connlog.current().commands = session.machine.lines_read
                 with contextlib.suppress(Exception):
                     await session.unlock()
+            connlog.closing(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
@@ -243,6 +246,7 @@ class _Session:
         await self.writer.start_tls(
             self.services.tls,
             ssl_handshake_timeout=self.services.cfg.limits.handshake_timeout_seconds)
+        connlog.tls_started(self.writer)
         self.machine.send(TLSStarted(
             plaintext_auth_allowed(self.services.cfg.auth, self.peer, tls_active=True)
         ))
@@ -331,6 +335,7 @@ class _Session:
             except (OSError, StoreError):
                 chunk = b""  # vanished mid-way: the message ends where it could be read
         self.machine.send(MessageEnd())
+        connlog.current().messages += 1
         if event.lines is None and not message.flags & Flag.SEEN:
             await self.services.mailboxes.store_flags(
                 self.mailbox_id, UidSet.from_uids([message.uid]),

@@ -41,6 +41,7 @@ from postwarden.protocol.smtp import (
     SMTPSettings,
     StartTLS,
 )
+from postwarden.servers import connlog
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import SMTPServices
@@ -139,6 +140,7 @@ class SMTPConnection:
         finally:
             self.deadline.close()
             self._end_transaction("disconnected")
+            connlog.current().commands = self.machine.lines_read
             self.writer.close()
 
     async def _flush(self) -> None:
@@ -365,6 +367,7 @@ class SMTPConnection:
         txn.discard()
         if result == "queued":
             self.s.metrics.message_accepted(self.kind)
+            connlog.current().messages += 1
         elif rule:
             self.s.metrics.message_refused(self.kind, rule)
         if txn.decisions or result == "queued":
@@ -389,6 +392,7 @@ class SMTPConnection:
         await self.writer.start_tls(
             self.s.tls, ssl_handshake_timeout=self.s.cfg.limits.handshake_timeout_seconds)
         self.tls = True
+        connlog.tls_started(self.writer)
         self._end_transaction("reset")
         self.machine.tls_started()  # forgets EHLO and the login (RFC 3207 §4.2)
 
