@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import smtplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,31 @@ def test_listener_change_is_reported_as_needing_a_restart(server: ServerProcess)
     assert server.wait_for_log("reload-needs-restart", "setting=listen")
     assert server.wait_for_log("reload-needs-restart", "setting=limits.auth_workers")
     assert relay_reply(server) == 550
+
+
+def wait_for_file_line(path: Path, words: str, polls: int = 600) -> bool:
+    """Poll a log file (no stderr to follow there) until a line holds ``words``; bounded."""
+    for _ in range(polls):
+        if path.exists() and words in path.read_text(encoding="utf-8"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_hangup_reopens_the_log_file_after_logrotate_moved_it(tmp_path: Path) -> None:
+    """logrotate renames the file and sends SIGHUP: later lines go to a new file."""
+    server = ServerProcess(tmp_path, log={"file": "var/postwarden.log"})
+    log_file = tmp_path / "var/postwarden.log"
+    server.start()
+    try:
+        assert relay_reply(server) == 550
+        log_file.rename(tmp_path / "var/postwarden.log.1")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert wait_for_file_line(log_file, "reloaded")
+        assert relay_reply(server) == 550
+    finally:
+        server.stop()
+    assert "smtp transaction" in (tmp_path / "var/postwarden.log.1").read_text(encoding="utf-8")
+    assert "reloaded" in log_file.read_text(encoding="utf-8")
+    assert "smtp transaction" in log_file.read_text(encoding="utf-8")

@@ -129,6 +129,8 @@ class TestPrivilegeDrop:
             with smtplib.SMTP(host, port, timeout=30) as client:
                 client.sendmail("someone@remote.example", [user], b"Subject: hi\r\n\r\nhello\r\n")
             server.wait_for_log("smtp transaction", "queued")
+            server.proc.send_signal(signal.SIGHUP)  # as nobody: config and key still readable
+            assert "reloaded" in server.wait_for_log("reloaded")
         finally:
             assert server.stop() == 0
         assert [m.endswith(b"hello\r\n") for m in server.inbox(user)] == [True]
