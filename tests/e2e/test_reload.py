@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import smtplib
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serverproc import ServerProcess
+from delivery.smtppeers import Peer
+from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 CLIENT = "127.0.0.2"
 EXTERNAL = "someone@remote.example"
@@ -102,6 +104,33 @@ def test_listener_change_is_reported_as_needing_a_restart(server: ServerProcess)
     assert server.wait_for_log("reload-needs-restart", "setting=listen")
     assert server.wait_for_log("reload-needs-restart", "setting=limits.auth_workers")
     assert relay_reply(server) == 550
+
+
+async def test_route_change_applies_to_the_next_delivery_attempt(tmp_path: Path) -> None:
+    """A message deferred on the old route goes out on the new one after SIGHUP."""
+    peer = Peer("remote.example")
+    port = await peer.start()
+    server = ServerProcess(tmp_path, routes=[{"domain": "remote.example", "to": "127.0.0.1:9"}])
+    user = server.add_user(f"ann@{DOMAIN}")
+    await asyncio.to_thread(server.start)
+    try:
+        def submit() -> None:
+            with smtplib.SMTP(*server.addr("smtp"), timeout=30) as client:
+                client.login(user, PASSWORD)
+                client.sendmail(user, [EXTERNAL], b"Subject: routed\r\n\r\nhello\r\n")
+
+        await asyncio.to_thread(submit)
+        first = await asyncio.to_thread(server.wait_for_log, "delivery", f"rcpt={EXTERNAL}")
+        assert "]:9 failed" in first and "outcome=deferred" in first  # nobody listens on 9
+        text = server.config_path.read_text(encoding="utf-8")
+        server.config_path.write_text(text.replace("127.0.0.1:9", f"127.0.0.1:{port}"),
+                                      encoding="utf-8")
+        assert "routes" in await asyncio.to_thread(hangup, server, 1, "reloaded")
+        [delivered] = await peer.wait_messages(1, timeout=30)
+        assert delivered.recipients == [EXTERNAL] and b"hello" in delivered.data
+    finally:
+        await asyncio.to_thread(server.stop)  # the peer lives on this loop: keep it running
+        await peer.close()
 
 
 def wait_for_file_line(path: Path, words: str, polls: int = 600) -> bool:
