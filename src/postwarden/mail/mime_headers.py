@@ -48,6 +48,26 @@ def _field_pattern(wanted: frozenset[bytes]) -> re.Pattern[bytes]:
     )
 
 
+@functools.lru_cache(maxsize=256)  # bounded: FETCH HEADER.FIELDS brings names from clients
+def _whole_fields(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    alternatives = b"|".join(re.escape(n.encode("ascii")) for n in names)
+    return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)",
+                      re.IGNORECASE | re.MULTILINE)
+
+
+def raw_fields(header: bytes, names: tuple[str, ...]) -> bytes:
+    """The fields named (ASCII names) as written, folding included, in order.
+
+    Stops at the blank line that ends the header. One regex scan: FETCH
+    HEADER.FIELDS for 1:* and the parsed cache's ``head`` both use it, and
+    selecting from its own output again gives the same bytes, which is what
+    lets the cache answer for any subset of the names it keeps.
+    """
+    end = header.find(b"\n\r\n")
+    head = header if end < 0 else header[:end + 1]
+    return b"".join(_whole_fields(names).findall(head))
+
+
 def iter_fields(header: bytes, wanted: frozenset[bytes]) -> Iterator[tuple[str, str]]:
     """(lower-case name, unfolded value) for each field named in ``wanted``, in order.
 

@@ -12,13 +12,16 @@ and the session answers ``NO`` after sending the others.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, parse_message
 from postwarden.protocol.imap import bodystructure as bs
+from postwarden.protocol.imap import encoder
 from postwarden.protocol.imap import responses as r
+from postwarden.protocol.imap.bodystructure import SectionRange
 from postwarden.protocol.imap.fetch import (
     BinarySection,
     BinarySize,
@@ -31,9 +34,11 @@ from postwarden.protocol.imap.fetch import (
 )
 from postwarden.servers.imap_view import flag_names
 from postwarden.storage.interfaces import StoreError
-from postwarden.storage.mailbox import Field, MessageMeta
+from postwarden.storage.mailbox import HEAD_FIELDS, BlobHandle, Field, Flag, MessageMeta
 
 ReadBlob = Callable[[str, int, int | None], bytes]
+BATCH = 1000  # messages per batch of a FETCH of metadata and header fields
+BODY_BATCH = 20  # per batch of a FETCH of bodies: a batch is held in memory whole
 _WHOLE_MESSAGE_TEXTS = (None, SectionText.HEADER, SectionText.TEXT,
                         SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
 
@@ -53,6 +58,17 @@ class FetchPlan:
     uid: bool  # send UID (UID FETCH always does)
     modseq: bool  # send MODSEQ (asked for, or CHANGEDSINCE given)
     utf8: bool
+    batch: int  # messages per store read and rendering: fewer when bodies are read
+    uncached: Field  # what a message without a cached ``head`` needs in addition
+
+
+@functools.lru_cache(maxsize=64)
+def _from_head(section: Section) -> bool:
+    """Can the parsed cache's ``head`` answer this section? (HEADER.FIELDS of the
+    message, every name one it keeps; selecting from its lines gives the same
+    bytes as selecting from the whole header.)"""
+    return (not section.part and section.text is SectionText.HEADER_FIELDS
+            and all(name.lower() in HEAD_FIELDS for name in section.fields))
 
 
 def _needs(attribute: FetchAttribute) -> Field:
@@ -63,11 +79,23 @@ def _needs(attribute: FetchAttribute) -> Field:
             return Field.SIZE
         case Simple.ENVELOPE | Simple.BODY | Simple.BODYSTRUCTURE:
             return Field.STRUCTURE
+        case BodySection(section=section) if _from_head(section):
+            return Field.HEAD  # and ``plan.uncached`` for a message not in the cache yet
         case BodySection(section=Section(part=(), text=text)) if text in _WHOLE_MESSAGE_TEXTS:
             return Field.SIZE  # the blob row knows the header's length
         case BodySection() | BinarySection() | BinarySize():
             return Field.SIZE | Field.STRUCTURE
     return Field.NONE
+
+
+def _reads_body(attribute: FetchAttribute) -> bool:
+    match attribute:
+        case BodySection(section=Section(text=SectionText.HEADER | SectionText.HEADER_FIELDS
+                                         | SectionText.HEADER_FIELDS_NOT | SectionText.MIME)):
+            return False
+        case BodySection() | BinarySection() | BinarySize():
+            return True
+    return attribute in (Simple.RFC822, Simple.RFC822_TEXT)
 
 
 def plan(attributes: Sequence[FetchAttribute], *, uid: bool, modseq: bool,
@@ -77,7 +105,17 @@ def plan(attributes: Sequence[FetchAttribute], *, uid: bool, modseq: bool,
         fields |= _needs(attribute)
     wants_modseq = modseq or Simple.MODSEQ in attributes
     kept = tuple(a for a in attributes if a not in (Simple.UID, Simple.MODSEQ))
-    return FetchPlan(kept, fields, uid or Simple.UID in attributes, wants_modseq, utf8)
+    batch = BODY_BATCH if any(_reads_body(a) for a in kept) else BATCH
+    uncached = Field.SIZE if fields & Field.HEAD else Field.NONE
+    return FetchPlan(kept, fields, uid or Simple.UID in attributes, wants_modseq, utf8, batch,
+                     uncached)
+
+
+def lacks(fetch: FetchPlan, metas: Sequence[MessageMeta]) -> bool:
+    """Must the batch be read again with ``fetch.uncached``? (A message is not in
+    the parsed cache yet, and the fields of its file were not read.)"""
+    return bool(fetch.uncached) and any(meta.head is None and meta.blob is None
+                                        for meta in metas)
 
 
 @dataclass(slots=True)
@@ -130,7 +168,11 @@ def _range(message: _Message, section: Section) -> bs.SectionRange | None:
 
 
 def _section(message: _Message, section: Section, partial: Partial | None) -> bytes | None:
-    """BODY[section]<partial>: a ranged read (HEADER.FIELDS: the header, filtered)."""
+    """BODY[section]<partial>: a ranged read (HEADER.FIELDS: the header, filtered,
+    or the cached lines of the usual fields, filtered: no file opened)."""
+    head = message.meta.head
+    if head is not None and _from_head(section):
+        return SectionRange(0, len(head), fields=section.fields).body_data(head, partial)
     found = _range(message, section)
     if found is None:
         return None
@@ -195,33 +237,97 @@ class Rendered:
     unknown_encoding: bool
 
 
-def _render_flags(fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
-                  recent_from: int) -> Rendered:
-    """FETCH of UID, FLAGS and MODSEQ only (a client's resync of 1:*): no file,
-    no structure, and one FLAGS item per distinct set of flags."""
-    flags_items: dict[tuple[int, frozenset[str], bool], r.FlagsItem] = {}
-    with_flags = Simple.FLAGS in fetch.attributes
-    out: list[r.FetchData] = []
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A batch's FETCH responses encoded for the wire (``encoder.fetch`` form)."""
+
+    data: bytes
+    failed: list[int]  # sequence numbers
+    unknown_encoding: bool
+
+
+class _Uncached(Exception):
+    """This message needs the general path (its header fields are not cached yet)."""
+
+
+_Piece = Callable[[MessageMeta, bool], bytes]  # one attribute of a message, encoded
+
+
+def _piece(attribute: FetchAttribute, utf8: bool) -> _Piece | None:
+    """The direct encoder of an attribute a message list asks for, None for the rest.
+
+    FETCH 1:* of UID, FLAGS, sizes, dates and the usual header fields is what
+    clients send to draw a mailbox; these skip the response objects (the
+    bytes are what ``encoder.fetch`` writes for the same items).
+    """
+    match attribute:
+        case BodySection(section=section, partial=partial) if _from_head(section):
+            name = attribute.response_name().encode("ascii") + b" "
+            fields = SectionRange(0, 0, fields=section.fields)
+
+            def head(meta: MessageMeta, _: bool) -> bytes:
+                if meta.head is None:
+                    raise _Uncached
+                return name + encoder.nstring(fields.body_data(meta.head, partial), utf8=utf8)
+            return head
+        case Simple.FLAGS:
+            rendered: dict[tuple[Flag, frozenset[str], bool], bytes] = {}
+
+            def flags(meta: MessageMeta, recent: bool) -> bytes:
+                key = (meta.flags, meta.keywords, recent)
+                found = rendered.get(key)
+                if found is None:  # a mailbox has few distinct flag sets
+                    found = rendered[key] = b"FLAGS " + encoder.flag_list(flag_names(*key))
+                return found
+            return flags
+        case Simple.RFC822_SIZE:
+            return lambda meta, _: b"RFC822.SIZE %d" % _blob(meta).size
+        case Simple.INTERNALDATE:
+            return lambda meta, _: b"INTERNALDATE " + encoder.date_time(
+                datetime.datetime.fromtimestamp(meta.internaldate, datetime.UTC))
+    return None
+
+
+def _blob(meta: MessageMeta) -> BlobHandle:
+    if meta.blob is None:
+        raise _Uncached
+    return meta.blob
+
+
+def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
+                recent_from: int, flags_for: frozenset[int] = frozenset()) -> Wire:
+    """``render``, encoded: the attributes of a message list directly to bytes,
+    anything else through the response objects and ``encoder.fetch``."""
+    pieces = [_piece(a, fetch.utf8) for a in fetch.attributes]
+    direct = [p for p in pieces if p is not None] if None not in pieces and not flags_for \
+        else None
+    out: list[bytes] = []
+    failed: list[int] = []
+    unknown = False
     for number, meta in batch:
-        items: list[r.FetchItem] = [r.UidItem(meta.uid)] if fetch.uid else []
-        if with_flags:
-            key = (meta.flags, meta.keywords, recent_from > 0 and meta.uid >= recent_from)
-            item = flags_items.get(key)
-            if item is None:
-                item = flags_items[key] = r.FlagsItem(flag_names(*key))
-            items.append(item)
-        if fetch.modseq:
-            items.append(r.ModSeqItem(meta.modseq))
-        out.append(r.FetchData(number, tuple(items)))
-    return Rendered(out, [], False)
+        recent = recent_from > 0 and meta.uid >= recent_from
+        if direct is not None:
+            items = [b"UID %d" % meta.uid] if fetch.uid else []
+            try:
+                items += [piece(meta, recent) for piece in direct]
+            except _Uncached:
+                pass
+            else:
+                if fetch.modseq:
+                    items.append(b"MODSEQ (%d)" % meta.modseq)
+                out.append(b"* %d FETCH (%b)\r\n" % (number, b" ".join(items)))
+                continue
+        done = render(read, fetch, [(number, meta)], recent_from, flags_for)
+        out += [encoder.fetch(response, utf8=fetch.utf8) for response in done.responses]
+        failed += done.failed
+        unknown = unknown or done.unknown_encoding
+    return Wire(b"".join(out), failed, unknown)
 
 
 def render(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
            recent_from: int, flags_for: frozenset[int] = frozenset()) -> Rendered:
     """FETCH responses for (number, metadata) pairs; ``flags_for``: UIDs whose
     \\Seen this FETCH set, which get FLAGS even if not asked (RFC 9051 §6.4.5)."""
-    if not fetch.fields and set(fetch.attributes) <= {Simple.FLAGS}:
-        return _render_flags(fetch, batch, recent_from)
     out: list[r.FetchData] = []
     failed: list[int] = []
     unknown = False

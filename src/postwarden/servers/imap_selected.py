@@ -10,6 +10,7 @@ between batches so memory stays bounded whatever the mailbox size.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from postwarden.protocol.imap import commands as c
@@ -214,15 +215,28 @@ class SelectedCommands(SessionCore):
             seen = frozenset(update.uid for update in result.changed)
         failed: list[int] = []
         unknown = False
-        for at in range(0, len(pairs), FETCH_BATCH):
-            batch = pairs[at:at + FETCH_BATCH]
-            rendered = await self._fetch_batch(view, batch, plan, seen,
-                                        command.changed_since)
-            for response in rendered.responses:
-                self.machine.send(response)
-            failed += rendered.failed
-            unknown = unknown or rendered.unknown_encoding
-            await self.flush()
+        size = plan.batch
+
+        def render(at: int) -> asyncio.Future[imap_fetch.Wire] | None:
+            if at >= len(pairs):
+                return None
+            return asyncio.ensure_future(self._fetch_batch(
+                view, pairs[at:at + size], plan, seen, command.changed_since))
+
+        # The next batch renders while this one is written: at most two in memory.
+        upcoming = render(0)
+        try:
+            for at in range(0, len(pairs), size):
+                assert upcoming is not None
+                wire = await upcoming
+                upcoming = render(at + size)
+                self.machine.send(r.FetchBlock(wire.data))
+                failed += wire.failed
+                unknown = unknown or wire.unknown_encoding
+                await self.flush()
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
         await self.push_updates(expunge=command.uid)
         if unknown:
             self.machine.send(r.Done(r.Status.NO, "Unknown Content-Transfer-Encoding",
@@ -235,20 +249,29 @@ class SelectedCommands(SessionCore):
 
     async def _fetch_batch(self, view: SelectedView, batch: Sequence[tuple[int, int]],
                            plan: imap_fetch.FetchPlan, seen: frozenset[int],
-                           changed_since: int | None) -> imap_fetch.Rendered:
-        """One store trip for the batch: its metadata, then its responses, rendered
-        off the event loop (sections are read from the files as they go)."""
+                           changed_since: int | None) -> imap_fetch.Wire:
+        """One store trip for the batch: its metadata, then its responses, encoded
+        off the event loop (sections are read from the files as they go); a
+        second trip if some message is not in the parsed cache yet."""
         numbers = _by_number(batch)
         first_recent = view.first_recent
 
-        def render(metas: list[MessageMeta], read: ReadBlob) -> imap_fetch.Rendered:
+        def render(metas: list[MessageMeta], read: ReadBlob) -> imap_fetch.Wire | None:
+            if imap_fetch.lacks(plan, metas):
+                return None
             chosen = [(numbers[meta.uid], meta) for meta in metas
                       if meta.uid in numbers
                       and (changed_since is None or meta.modseq > changed_since)]
-            return imap_fetch.render(read, plan, chosen, first_recent, seen)
+            return imap_fetch.render_wire(read, plan, chosen, first_recent, seen)
 
-        return await self.services.mailboxes.read_messages(
-            view.mailbox.id, view.uid_set(batch), plan.fields, render)
+        read_messages = self.services.mailboxes.read_messages
+        uids = view.uid_set(batch)
+        wire = await read_messages(view.mailbox.id, uids, plan.fields, render)
+        if wire is None:
+            wire = await read_messages(view.mailbox.id, uids, plan.fields | plan.uncached,
+                                       render)
+        assert wire is not None  # with the file fields, nothing lacks
+        return wire
 
     # --- STORE ------------------------------------------------------------------------------
 

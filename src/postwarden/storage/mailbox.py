@@ -135,6 +135,7 @@ class Field(enum.Flag):
     SIZE = enum.auto()  # also the blob handle
     HEADERS = enum.auto()  # the normalised header fields of the parsed cache
     STRUCTURE = enum.auto()  # the MIME structure (``mail.mime_codec`` bytes)
+    HEAD = enum.auto()  # the parsed cache's raw lines of ``HEAD_FIELDS``
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,12 @@ class BlobHandle:
 
 HEADER_NAMES = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",
                 "references")
+# The fields mail clients list in FETCH BODY.PEEK[HEADER.FIELDS (...)] to
+# draw a message list (Thunderbird, Apple Mail, Roundcube, mutt): the parsed
+# cache keeps their lines as written, so such a FETCH never opens a file.
+HEAD_FIELDS = frozenset((*HEADER_NAMES, "reply-to", "sender", "content-type", "priority",
+                         "x-priority", "importance", "newsgroups", "list-post", "list-id",
+                         "disposition-notification-to"))
 
 
 class MessageMeta(NamedTuple):
@@ -170,6 +177,9 @@ class MessageMeta(NamedTuple):
     # Message-ID, In-Reply-To, References: unfolded, encoded words decoded.
     headers: tuple[tuple[str, str], ...] = ()
     structure: bytes | None = None
+    # The lines of the ``HEAD_FIELDS`` the message has, as written (folding
+    # and CRLF kept); None while the parsed cache has no entry for it.
+    head: bytes | None = None
 
 
 class FlagMode(enum.Enum):

@@ -10,7 +10,6 @@ filtered after the read (`filter_header_fields`).
 
 from __future__ import annotations
 
-import functools
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from postwarden.mail.addresslist import EnvelopeAddress
 from postwarden.mail.mime import MessageEnvelope, MessageStructure, MimePart
 from postwarden.mail.mime_decode import decode_body, knows_encoding
-from postwarden.mail.mime_headers import MimeParam, header_text
+from postwarden.mail.mime_headers import MimeParam, header_text, raw_fields
 from postwarden.protocol.imap import encoder
 from postwarden.protocol.imap.fetch import Partial, Section, SectionText
 
@@ -253,14 +252,6 @@ def resolve_section(structure: MessageStructure, section: Section) -> SectionRan
             return SectionRange(part.body_start, part.end)
 
 
-@functools.lru_cache(maxsize=256)
-def _named_fields(names: tuple[str, ...]) -> re.Pattern[bytes]:
-    """Whole fields (folded lines included) whose name is one of ``names`` (ASCII)."""
-    alternatives = b"|".join(re.escape(n.encode("ascii")) for n in names)
-    return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|\Z)",
-                      re.IGNORECASE | re.MULTILINE)
-
-
 def filter_header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
     """The fields of a header named (or, with ``exclude``, not named), then a blank line.
 
@@ -268,9 +259,7 @@ def filter_header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -
     usual case (a few ASCII names, FETCH of them for 1:*) is one regex scan.
     """
     if not exclude and all(n.isascii() for n in names):
-        end = header.find(b"\n\r\n")
-        head = header if end < 0 else header[:end + 1]
-        return b"".join(m.group() for m in _named_fields(names).finditer(head)) + b"\r\n"
+        return raw_fields(header, names) + b"\r\n"
     wanted = {n.lower() for n in names}
     out: list[bytes] = []
     keep = False

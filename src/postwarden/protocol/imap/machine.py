@@ -52,6 +52,7 @@ from postwarden.protocol.imap.parser import (
 from postwarden.protocol.imap.responses import (
     Condition,
     Done,
+    FetchBlock,
     FetchData,
     Proceed,
     Response,
@@ -212,6 +213,10 @@ class IMAPSession(SansIOConnection):
         if isinstance(response, FetchData):  # most of what a session sends: the short way
             if self._mode is not _Mode.CLOSED:
                 self._out += encoder.fetch(response, utf8=self.utf8)
+            return
+        if isinstance(response, FetchBlock):
+            if self._mode is not _Mode.CLOSED:
+                self._out += response.data
             return
         pending = self._pending
         match response:

@@ -247,6 +247,14 @@ class FetchData:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchBlock:
+    """Many ``* n FETCH (...)`` responses already in wire form (``encoder.fetch``):
+    a FETCH of a large mailbox is encoded in batches off the event loop."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SearchData:
     """``* SEARCH n...`` (with ``(MODSEQ m)`` when the search used MODSEQ)."""
 
@@ -332,4 +340,4 @@ class TLSStarted:
     """The TLS handshake after STARTTLS succeeded."""
 
 
-Response = Done | Untagged | Proceed | TLSStarted
+Response = Done | Untagged | FetchBlock | Proceed | TLSStarted

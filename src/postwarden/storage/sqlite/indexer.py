@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, MimeLimits, MimePart, parse_message
-from postwarden.storage.mailbox import HEADER_NAMES, UidSet
+from postwarden.mail.mime_headers import raw_fields
+from postwarden.storage.mailbox import HEAD_FIELDS, HEADER_NAMES, UidSet
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
 
@@ -25,6 +26,8 @@ HEADER_COLUMNS = ("from_", "to_", "cc", "bcc", "subject", "date", "message_id", 
 MAX_TEXT = 1 << 20  # characters of body text indexed per message
 INDEXED, UNREADABLE = 1, 2  # blobs.indexed values (0: not yet)
 NARROW_FETCH = 1000  # UIDs in a fetch small enough to index just those messages
+INDEX_SLICE = 200  # messages parsed, then written in one transaction
+HEAD_NAMES = tuple(sorted(HEAD_FIELDS))
 
 
 class Indexer:
@@ -52,7 +55,7 @@ class Indexer:
         Files only the outbound queue refers to are never parsed.
         """
         rows = self._db.conn.execute(
-            "SELECT b.id, b.name FROM blobs b WHERE b.indexed = 0"
+            "SELECT b.id, b.name, b.header_size FROM blobs b WHERE b.indexed = 0"
             " AND EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = b.id) ORDER BY b.id LIMIT ?",
             (limit,),
         ).fetchall()
@@ -66,42 +69,46 @@ class Indexer:
         parsed, so a client never waits for a whole unindexed mailbox.
         """
         if uids is not None and sum(hi - lo + 1 for lo, hi in uids.ranges) <= NARROW_FETCH:
-            rows = []
+            rows: list[tuple[int, str, int]] = []
             for lo, hi in uids.ranges:
                 rows += self._db.conn.execute(
-                    "SELECT b.id, b.name FROM messages m JOIN blobs b ON b.id = m.blob_id"
+                    "SELECT b.id, b.name, b.header_size FROM messages m"
+                    " JOIN blobs b ON b.id = m.blob_id"
                     " WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? AND b.indexed = 0",
                     (mailbox_id, lo, hi),
                 ).fetchall()
             self._index(list(dict.fromkeys(rows)))
             return len(rows)
         rows = self._db.conn.execute(  # from the few unindexed blobs, not the many messages
-            "SELECT b.id, b.name FROM blobs b WHERE b.indexed = 0 AND EXISTS"
+            "SELECT b.id, b.name, b.header_size FROM blobs b WHERE b.indexed = 0 AND EXISTS"
             " (SELECT 1 FROM messages m WHERE m.blob_id = b.id AND m.mailbox_id = ?)",
             (mailbox_id,),
         ).fetchall()
         self._index(rows)
         return len(rows)
 
-    def _index(self, rows: list[tuple[int, str]]) -> None:
-        parsed = [(blob_id, *self._parse(name)) for blob_id, name in rows]
-        if not parsed:
-            return
-        with self._db.tx() as db:
-            for blob_id, structure, text in parsed:
-                _store(db, blob_id, structure, text)
+    def _index(self, rows: list[tuple[int, str, int]]) -> None:
+        """Parse and store in slices: memory stays bounded however many are waiting."""
+        for at in range(0, len(rows), INDEX_SLICE):
+            parsed = [(blob_id, *self._parse(name, header_size))
+                      for blob_id, name, header_size in rows[at:at + INDEX_SLICE]]
+            with self._db.tx() as db:
+                for blob_id, structure, text, head in parsed:
+                    _store(db, blob_id, structure, text, head)
 
-    def _parse(self, name: str) -> tuple[MessageStructure | None, str]:
+    def _parse(self, name: str, header_size: int
+               ) -> tuple[MessageStructure | None, str, bytes]:
         try:
             data = self._blobs.read_blob(name)
         except OSError:
-            return None, ""
+            return None, "", b""
         structure = parse_message(data, self._limits)
-        return structure, "\n".join(_texts(data, structure.root))[:MAX_TEXT]
+        head = raw_fields(data[:header_size], HEAD_NAMES)
+        return structure, "\n".join(_texts(data, structure.root))[:MAX_TEXT], head
 
 
 def _store(db: sqlite3.Connection, blob_id: int, structure: MessageStructure | None,
-           text: str) -> None:
+           text: str, head: bytes) -> None:
     if structure is None:
         db.execute("UPDATE blobs SET indexed = ? WHERE id = ? AND indexed = 0",
                    (UNREADABLE, blob_id))
@@ -111,9 +118,9 @@ def _store(db: sqlite3.Connection, blob_id: int, structure: MessageStructure | N
         return  # indexed meanwhile (another thread or process)
     values = [_field(structure, name) for name in HEADER_NAMES]
     db.execute(
-        f"INSERT OR REPLACE INTO parsed (blob_id, structure, {', '.join(HEADER_COLUMNS)})"
-        f" VALUES (?, ?{', ?' * len(HEADER_COLUMNS)})",
-        (blob_id, mime_codec.dumps(structure), *values))
+        f"INSERT OR REPLACE INTO parsed (blob_id, structure, head, {', '.join(HEADER_COLUMNS)})"
+        f" VALUES (?, ?, ?{', ?' * len(HEADER_COLUMNS)})",
+        (blob_id, mime_codec.dumps(structure), head, *values))
     if text:
         db.execute("INSERT INTO body_index (rowid, body) VALUES (?, ?)", (blob_id, text))
 

@@ -264,6 +264,7 @@ class SqliteMailboxes:
         want_blob = bool(fields & Field.SIZE)
         want_headers = bool(fields & Field.HEADERS)
         want_structure = bool(fields & Field.STRUCTURE)
+        want_head = bool(fields & Field.HEAD)
         if want_headers or want_structure:
             self._indexer.index_mailbox(mailbox_id, uids)
         wanted = tuple(HEADER_NAMES if header_names is None else
@@ -273,15 +274,19 @@ class SqliteMailboxes:
         if want_blob:
             columns += ", b.name, b.size, b.wire_size, b.header_size, b.lines"
             joins += " JOIN blobs b ON b.id = m.blob_id"
-        if want_headers or want_structure:
+        if want_headers or want_structure or want_head:
             joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
         if want_structure:
             columns += ", p.structure"
+        if want_head:
+            columns += ", p.head"
         if want_headers and wanted:
             columns += ", " + ", ".join(f"p.{HEADER_COLUMNS[HEADER_NAMES.index(n)]}"
                                         for n in wanted)
-        at = 10 if want_blob else 5
-        plain = at == 5 and not want_headers and not want_structure
+        at = 10 if want_blob else 5  # the structure's column, then the head's
+        at_head = at + want_structure
+        at_headers = at_head + want_head
+        plain = at == 5 and not (want_headers or want_structure or want_head)
         out: list[MessageMeta] = []
         for where, params in _uid_clauses(uids):
             rows = db.execute(
@@ -291,7 +296,7 @@ class SqliteMailboxes:
             if plain and not names:  # the FETCH 1:* (UID FLAGS) case, kept tight
                 out += [MessageMeta(r[0], _FLAGS[r[1]], _NO_KEYWORDS, r[3], r[4]) for r in rows]
                 continue
-            if want_headers and not (want_blob or want_structure or names):  # and headers
+            if want_headers and not (want_blob or want_structure or want_head or names):
                 out += [MessageMeta(
                     r[0], _FLAGS[r[1]], _NO_KEYWORDS, r[3], r[4], None,
                     tuple([(n, v) for n, v in zip(wanted, r[5:], strict=True) if v])
@@ -305,11 +310,12 @@ class SqliteMailboxes:
                     continue
                 blob = BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None
                 structure = r[at] if want_structure else None
-                headers = (tuple([(n, v) for n, v in zip(wanted, r[at + want_structure:],
-                                                         strict=True) if v])
+                head = r[at_head] if want_head else None
+                headers = (tuple([(n, v) for n, v in zip(wanted, r[at_headers:], strict=True)
+                                  if v])
                            if want_headers else ())
                 out.append(MessageMeta(r[0], flags, keywords, r[3], r[4], blob, headers,
-                                       structure))
+                                       structure, head))
         return out
 
     def changes_since(self, mailbox_id: int, modseq: int) -> Changes:

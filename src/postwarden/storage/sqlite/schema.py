@@ -107,4 +107,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     """
     ALTER TABLE queue_messages ADD COLUMN sender_proof TEXT NOT NULL DEFAULT '';
     """,
+    # 6: the parsed cache keeps the raw lines of the header fields clients
+    # fetch for message lists (``HEAD_FIELDS``), so FETCH HEADER.FIELDS of
+    # them reads no file. Entries made before have none: those messages are
+    # answered from their files, as before.
+    """
+    ALTER TABLE parsed ADD COLUMN head BLOB;
+    """,
 )
