@@ -11,11 +11,13 @@ from __future__ import annotations
 import binascii
 import codecs
 import sqlite3
+import time
 from collections.abc import Iterator
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, MimeLimits, MimePart, parse_message
 from postwarden.mail.mime_headers import raw_fields
+from postwarden.storage.interfaces import NotFound
 from postwarden.storage.mailbox import HEAD_FIELDS, HEADER_NAMES, UidSet
 from postwarden.storage.sqlite.blobs import BlobFiles
 from postwarden.storage.sqlite.db import Database
@@ -27,6 +29,14 @@ MAX_TEXT = 1 << 20  # characters of body text indexed per message
 INDEXED, UNREADABLE = 1, 2  # blobs.indexed values (0: not yet)
 NARROW_FETCH = 1000  # UIDs in a fetch small enough to index just those messages
 INDEX_SLICE = 200  # messages parsed, then written in one transaction
+SEARCH_INDEX_NOW = 500  # waiting messages a search indexes first; more are scanned instead
+IDLE_SECONDS = 1.0  # the longest an idle step keeps indexing a backlog
+_SCAN_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS scan_parsed (blob_id INTEGER PRIMARY KEY, "
+    + ", ".join(HEADER_COLUMNS) + ")",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.scan_body USING fts5("
+    "body, content='', detail=none, tokenize='unicode61 remove_diacritics 2')",
+)
 HEAD_NAMES = tuple(sorted(HEAD_FIELDS))
 
 
@@ -38,16 +48,23 @@ class Indexer:
         self._last_seen = 0  # the newest blob id at the previous idle step
 
     def idle_step(self, limit: int) -> int:
-        """Index a batch, unless more than a batch arrived since the last step.
+        """Index while the intake is quiet: batches for up to ``IDLE_SECONDS``,
+        none when more than a batch arrived since the last step.
 
-        A flood of mail gets the CPU to itself (the intake first); a trickle
-        does not hold the indexing back.
+        A flood of mail gets the CPU to itself (the intake first); after it,
+        the backlog goes at the parser's speed, not one batch per step.
         """
         (newest,) = self._db.conn.execute("SELECT coalesce(max(id), 0) FROM blobs").fetchone()
         arrived, self._last_seen = newest - self._last_seen, newest
         if arrived > limit:
             return 0
-        return self.index_pending(limit)
+        done, started = 0, time.monotonic()
+        while time.monotonic() - started < IDLE_SECONDS:
+            step = self.index_pending(limit)
+            done += step
+            if step < limit:
+                break
+        return done
 
     def index_pending(self, limit: int) -> int:
         """Index up to ``limit`` mailbox messages not indexed yet, oldest first; how many.
@@ -79,13 +96,61 @@ class Indexer:
                 ).fetchall()
             self._index(list(dict.fromkeys(rows)))
             return len(rows)
-        rows = self._db.conn.execute(  # from the few unindexed blobs, not the many messages
+        rows = self.waiting(mailbox_id)
+        self._index(rows)
+        return len(rows)
+
+    def waiting(self, mailbox_id: int) -> list[tuple[int, str, int]]:
+        """(blob id, name, header size) of a mailbox's messages not indexed yet."""
+        return self._db.conn.execute(  # from the few unindexed blobs, not the many messages
             "SELECT b.id, b.name, b.header_size FROM blobs b WHERE b.indexed = 0 AND EXISTS"
             " (SELECT 1 FROM messages m WHERE m.blob_id = b.id AND m.mailbox_id = ?)",
             (mailbox_id,),
         ).fetchall()
-        self._index(rows)
-        return len(rows)
+
+    def prepare_search(self, mailbox_id: int, body: bool) -> bool:
+        """Before a search that needs the parsed cache: True if it must also look
+        in this thread's scan tables (``scan_parsed``, ``scan_body``).
+
+        A few waiting messages are indexed at once. A long backlog (a bulk
+        load the idle indexer has not reached) is scanned instead: only
+        what the search needs (the header fields; the body text if it
+        searches bodies) goes to temporary tables, so the search does not
+        wait for every message to be parsed, indexed and written.
+        """
+        rows = self.waiting(mailbox_id)
+        if len(rows) <= SEARCH_INDEX_NOW:
+            self._index(rows)
+            return False
+        db = self._db.conn
+        for statement in _SCAN_TABLES:
+            db.execute(statement)
+        db.execute("BEGIN")
+        try:
+            db.execute("DELETE FROM scan_parsed")
+            db.execute("INSERT INTO scan_body (scan_body) VALUES ('delete-all')")
+            for blob_id, name, header_size in rows:
+                self._scan(db, blob_id, name, header_size, body)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    def _scan(self, db: sqlite3.Connection, blob_id: int, name: str, header_size: int,
+              body: bool) -> None:
+        try:  # the header's fields parse the same from the header alone
+            data = self._blobs.read_blob(name, 0, None if body else header_size)
+        except (OSError, NotFound):  # a missing file: this message only
+            data = None
+        structure = parse_message(data, self._limits) if data is not None else None
+        values = [_field(structure, n) if structure else None for n in HEADER_NAMES]
+        db.execute(f"INSERT INTO scan_parsed VALUES (?{', ?' * len(HEADER_COLUMNS)})",
+                   (blob_id, *values))
+        if body and data is not None and structure is not None:
+            text = "\n".join(_texts(data, structure.root))[:MAX_TEXT]
+            if text:
+                db.execute("INSERT INTO scan_body (rowid, body) VALUES (?, ?)", (blob_id, text))
 
     def _index(self, rows: list[tuple[int, str, int]]) -> None:
         """Parse and store in slices: memory stays bounded however many are waiting."""
@@ -100,7 +165,7 @@ class Indexer:
                ) -> tuple[MessageStructure | None, str, bytes]:
         try:
             data = self._blobs.read_blob(name)
-        except OSError:
+        except (OSError, NotFound):  # a missing file: this message only
             return None, "", b""
         structure = parse_message(data, self._limits)
         head = raw_fields(data[:header_size], HEAD_NAMES)

@@ -235,17 +235,24 @@ class SqliteMailboxes:
         """Every UID, ascending; served from a cache while the mailbox is unchanged."""
         db = self._db.conn
         row = db.execute(
-            "SELECT uidnext, messages FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            "SELECT uidnext, messages, (SELECT min(uid) FROM messages WHERE mailbox_id = ?1),"
+            " (SELECT max(uid) FROM messages WHERE mailbox_id = ?1)"
+            " FROM mailboxes WHERE id = ?1", (mailbox_id,)).fetchone()
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
         with self._cache_lock:
             cached = self._uid_cache.get(mailbox_id)
         if cached is not None and cached[:2] == (row[0], row[1]):
             return cached[2]
-        text = db.execute(
-            "SELECT group_concat(uid) FROM (SELECT uid FROM messages WHERE mailbox_id = ?"
-            " ORDER BY uid)", (mailbox_id,)).fetchone()[0]
-        uids = array("I", map(int, text.split(","))) if text else array("I")
+        if row[2] is not None and row[3] - row[2] + 1 == row[1]:
+            # No gap (never expunged in the middle): the UIDs are that range. One
+            # statement, one snapshot, so the count and the ends agree.
+            uids = array("I", range(row[2], row[3] + 1))
+        else:
+            text = db.execute(
+                "SELECT group_concat(uid) FROM (SELECT uid FROM messages WHERE mailbox_id = ?"
+                " ORDER BY uid)", (mailbox_id,)).fetchone()[0]
+            uids = array("I", map(int, text.split(","))) if text else array("I")
         if len(uids) == row[1]:  # a consistent read (WAL snapshot per statement)
             with self._cache_lock:
                 self._uid_cache[mailbox_id] = (row[0], row[1], uids)
@@ -337,18 +344,30 @@ class SqliteMailboxes:
         return Changes(highest[0], changed, vanished)
 
     def search(self, mailbox_id: int, query: Query) -> list[int]:
-        """UIDs matching ``query``, ascending, from the indexes."""
+        """UIDs matching ``query``, ascending, from the indexes (and, for messages
+        a long indexing backlog still holds, from a scan of just those)."""
         sql, params, needs_index = compile_query(query)
-        if needs_index:
-            self._indexer.index_mailbox(mailbox_id)
         db = self._db.conn
         keyword_params = _resolve_keywords(db, mailbox_id, params)
-        joins = " JOIN blobs b ON b.id = m.blob_id" if "b." in sql else ""
-        if "p." in sql:
-            joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
-        return [r[0] for r in db.execute(
+        blobs = " JOIN blobs b ON b.id = m.blob_id"
+        joins = blobs if "b." in sql else ""
+        if not (needs_index and self._indexer.prepare_search(mailbox_id,
+                                                              body="body_index" in sql)):
+            if "p." in sql:
+                joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
+            return self._uids(mailbox_id, sql, keyword_params, joins)
+        found = self._uids(mailbox_id, f"b.indexed != 0 AND ({sql})", keyword_params,
+                           blobs + " LEFT JOIN parsed p ON p.blob_id = m.blob_id")
+        scan_sql, _, _ = compile_query(query, body_table="scan_body")
+        found += self._uids(mailbox_id, scan_sql, keyword_params,
+                            blobs + " JOIN temp.scan_parsed p ON p.blob_id = m.blob_id")
+        return sorted(set(found))  # a message indexed meanwhile may be in both
+
+    def _uids(self, mailbox_id: int, sql: str, params: Sequence[object], joins: str
+              ) -> list[int]:
+        return [r[0] for r in self._db.conn.execute(
             f"SELECT m.uid FROM messages m{joins} WHERE m.mailbox_id = ? AND ({sql})"
-            " ORDER BY m.uid", (mailbox_id, *keyword_params))]
+            " ORDER BY m.uid", (mailbox_id, *params))]
 
     def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
         return self._blobs.read_blob(name, start, length)

@@ -51,11 +51,13 @@ class KeywordName:
     name: str
 
 
-def compile_query(query: Query) -> tuple[str, list[object], bool]:
-    """(SQL condition, its parameters, whether it needs the parsed cache)."""
+def compile_query(query: Query, body_table: str = "body_index"
+                  ) -> tuple[str, list[object], bool]:
+    """(SQL condition, its parameters, whether it needs the parsed cache);
+    body words are looked up in ``body_table`` (an FTS5 table of blob ids)."""
     params: list[object] = []
     needs = [False]
-    sql = _compile(query, params, needs)
+    sql = _compile(query, params, needs, body_table)
     return sql, params, needs[0]
 
 
@@ -68,7 +70,7 @@ def _like(column: str, text: str, params: list[object]) -> str:
     return f"instr(pw_fold(p.{column}), ?) > 0"
 
 
-def _compile(q: Query, params: list[object], needs: list[bool]) -> str:
+def _compile(q: Query, params: list[object], needs: list[bool], body_table: str) -> str:
     match q:
         case SearchAll():
             return "1"
@@ -95,7 +97,7 @@ def _compile(q: Query, params: list[object], needs: list[bool]) -> str:
             if not words:
                 return "1"
             params.append(" AND ".join(f'"{w}"*' for w in words))
-            body = "m.blob_id IN (SELECT rowid FROM body_index WHERE body_index MATCH ?)"
+            body = f"m.blob_id IN (SELECT rowid FROM {body_table} WHERE {body_table} MATCH ?)"
             if not with_headers:
                 return body
             heads = [_like(c, text, params) for c in COLUMN.values()]
@@ -116,10 +118,10 @@ def _compile(q: Query, params: list[object], needs: list[bool]) -> str:
             params.append(at_least)
             return "m.modseq >= ?"
         case SearchNot(inner):
-            return f"NOT ({_compile(inner, params, needs)})"
+            return f"NOT ({_compile(inner, params, needs, body_table)})"
         case SearchAnd(queries):
-            return "(" + " AND ".join(_compile(x, params, needs) for x in queries) + ")" \
-                if queries else "1"
+            parts = [_compile(x, params, needs, body_table) for x in queries]
+            return "(" + " AND ".join(parts) + ")" if parts else "1"
         case SearchOr(queries):
-            return "(" + " OR ".join(_compile(x, params, needs) for x in queries) + ")" \
-                if queries else "0"
+            parts = [_compile(x, params, needs, body_table) for x in queries]
+            return "(" + " OR ".join(parts) + ")" if parts else "0"
