@@ -18,8 +18,11 @@ Each server gets an INBOX of ``--messages`` messages from ``corpus.py``
   first SELECT, before any FETCH 1:* has grown the server's heap.
 
 Then one untimed round (Dovecot indexes the Maildir on the first SELECT and
-fills its cache on the first FETCH; both are reported apart), then
-``--repeat`` timed rounds; the median is reported. Every answer is
+fills its cache on the first FETCH; postwarden's searches scan what its
+idle-time indexer has not reached; both are reported apart), then, once
+postwarden's indexer has caught up (its database read, read-only),
+``--repeat`` timed rounds; the median is reported, and each server's memory
+after them. Every answer is
 checked: FETCH returns every message, the searches return exactly the
 corpus's known counts.
 
@@ -42,6 +45,7 @@ import contextlib
 import imaplib
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -74,6 +78,7 @@ IDLE_BATCH = 50
 IDLE_TIMEOUT = 120.0  # seconds for one session to log in, select and enter IDLE
 TARGET_RATIO = 1.5
 TARGET_IDLE_MB = 60
+INDEXER_WAIT = 1800.0  # seconds at most for postwarden's indexer before the timed rounds
 NOT_BUILT = "postwarden IMAP not built yet"
 OPERATIONS = (
     "LOGIN + SELECT",
@@ -106,6 +111,8 @@ class Target:
     first_select: float = 0.0
     problems: list[str] = field(default_factory=list)
     idle: dict[str, float] = field(default_factory=dict)
+    database: Path | None = None  # postwarden's SQLite file, read to see its indexer
+    memory_after: float = 0.0  # MB of PSS over the server's processes after the rounds
 
     def median(self, op: str) -> float:
         """Median seconds of an operation over the timed rounds."""
@@ -158,7 +165,8 @@ def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace)
     count = asyncio.run(deliver_over_smtp(server.port, args))
     loaded = time.perf_counter() - started
     note = f"{count} messages delivered over SMTP in {loaded:.0f} s (generation included)"
-    return Target("postwarden", server.ports["imap"], USER, PASSWORD, server.pid, note)
+    return Target("postwarden", server.ports["imap"], USER, PASSWORD, server.pid, note,
+                  database=root / "var" / "postwarden.sqlite3")
 
 
 def dot_stuff(raw: bytes) -> bytes:
@@ -327,10 +335,36 @@ def measure(t: Target, args: argparse.Namespace) -> None:
     t.first = one_round(t, args.messages)
     print(f"{t.name}: first round (indexing, cache filling): "
           + "; ".join(f"{op} {fmt(s)}" for op, s in t.first.items()), flush=True)
+    if t.database is not None:
+        waited = wait_for_indexer(t.database)
+        print(f"{t.name}: its background indexer caught up {waited:.1f} s after the first round",
+              flush=True)
     for i in range(args.repeat):
         for op, seconds in one_round(t, args.messages).items():
             t.times.setdefault(op, []).append(seconds)
         print(f"{t.name}: timed round {i + 1}/{args.repeat} done", flush=True)
+    t.memory_after = tree_pss_kb(t.pid) / 1024
+    print(f"{t.name}: memory after the rounds: {t.memory_after:.0f} MB (PSS, all its processes)",
+          flush=True)
+
+
+def wait_for_indexer(database: Path, limit: float = INDEXER_WAIT) -> float:
+    """Seconds until no delivered message waits for postwarden's idle-time indexer
+    (the database read-only, every half second), so the timed rounds are warm
+    for both servers; a backlog's searches are in the first round."""
+    started = time.perf_counter()
+    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        while time.perf_counter() - started < limit:
+            (waiting,) = con.execute(
+                "SELECT count(*) FROM blobs b WHERE b.indexed = 0"
+                " AND EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = b.id)").fetchone()
+            if not waiting:
+                break
+            time.sleep(0.5)
+    finally:
+        con.close()
+    return time.perf_counter() - started
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -359,6 +393,8 @@ def report(targets: list[Target], skipped: dict[str, str], args: argparse.Namesp
         print(row)
     print(f"{'first SELECT after loading (indexing)':<58}"
           + "".join(f"{fmt(by[n].first_select):>14}" for n in names))
+    print(f"{'memory after the rounds (PSS, MB)':<58}"
+          + "".join(f"{by[n].memory_after:>14.0f}" for n in names))
     if args.idle:
         cells = []
         for n in names:
