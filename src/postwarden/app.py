@@ -402,6 +402,8 @@ def serve(cfg: Config) -> None:
         _fail(f"cannot open the log {where}: {exc.strerror or exc}")
     keep_big_buffers_returnable()
     notifier = Notifier()
+    if notifier.problem:  # systemd would wait for READY=1 in vain, then stop us
+        log.warning(kv("notify-socket-unusable", error=notifier.problem))
     tls = load_server_context(cfg.tls)
     try:
         listeners = bind_listeners(cfg)

@@ -10,7 +10,8 @@ libsystemd to build, for what is ten lines here.
 ``drop_privileges`` is what Postfix and Dovecot do: the listening sockets are
 bound as root (ports below 1024), then the process becomes an ordinary user
 for good (supplementary groups, gid, uid, in that order) before it reads any
-mail.
+mail. The supplementary groups are the user's own from /etc/group (as
+initgroups(3) sets them), so membership of ``ssl-cert`` still reads keys.
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
         path = env.get("NOTIFY_SOCKET", "")
         self.sock: socket.socket | None = None
+        self.problem: str | None = None  # why a NOTIFY_SOCKET that was given cannot be used
         if path.startswith(("/", "@")):
             address = "\0" + path[1:] if path.startswith("@") else path
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             try:
                 sock.connect(address)  # now, while we may still open it: the path may be root's
-            except OSError:
+            except OSError as exc:
                 sock.close()
+                self.problem = f"{path}: {exc.strerror or exc}"
             else:
                 self.sock = sock
+        elif path:
+            self.problem = f"{path}: not a socket path"
         self.watchdog_seconds = _watchdog_interval(env)
 
     def send(self, **states: str | int) -> None:
@@ -101,7 +106,7 @@ def drop_privileges(who: Identity) -> None:
         if os.geteuid() == who.uid:
             return  # already that user (started so by the service manager, say)
         raise ServiceError(f"service.user: cannot become {who.user!r}: not started as root")
-    os.setgroups([who.gid])
+    os.initgroups(who.user, who.gid)  # its groups in /etc/group too: ssl-cert, say
     os.setgid(who.gid)
     os.setuid(who.uid)
     if os.getuid() != who.uid or os.geteuid() != who.uid or os.getegid() != who.gid:

@@ -60,6 +60,7 @@ class TestSdNotify:
             receive_until(notify_socket, "READY=1")
             server.proc.send_signal(signal.SIGTERM)
             receive_until(notify_socket, "STOPPING=1")
+            assert server.proc.wait(timeout=60) == 0  # stop() below then sends no second TERM
         finally:
             assert server.stop() == 0
 
@@ -79,7 +80,17 @@ class TestSdNotify:
         """Not under systemd, or a watchdog meant for another process: no pings, no errors."""
         quiet = Notifier({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid() + 1)})
         quiet.send(READY=1)
-        assert quiet.sock is None and quiet.watchdog_seconds is None
+        assert quiet.sock is None and quiet.watchdog_seconds is None and quiet.problem is None
+
+    def test_an_unusable_notify_socket_is_logged(self, tmp_path: Path) -> None:
+        """A NOTIFY_SOCKET nobody listens on: serve runs, and the log says why systemd waits."""
+        server = ServerProcess(tmp_path)
+        server.start(env={"NOTIFY_SOCKET": str(tmp_path / "nobody-here")})
+        try:
+            line = server.wait_for_log("notify-socket-unusable")
+            assert "nobody-here" in line and "WARNING" in line
+        finally:
+            assert server.stop() == 0
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root"
