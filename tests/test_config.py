@@ -55,7 +55,8 @@ class TestLoadValidConfig:
         assert cfg.tls.cert == tmp_path.resolve() / "var/tls/cert.pem"
         assert cfg.listen["smtp"] == (HostPort("127.0.0.1", 2525),)
         assert set(cfg.listen) == {
-            "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http"
+            "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http",
+            "acme_tls",
         }
         assert cfg.auth.plaintext_without_tls == "loopback"
         assert cfg.relay.authenticated is True
@@ -67,6 +68,7 @@ class TestLoadValidConfig:
         assert cfg.delivery.delay_warning_after == 4 * 3600
         assert cfg.dns.nameservers == ()
         assert cfg.routes == ()
+        assert not cfg.acme.enabled and cfg.acme.ca_bundle is None
 
     def test_minimal_config_needs_only_a_hostname(self, tmp_path: Path) -> None:
         """Everything but the hostname has a default; listeners default to off."""

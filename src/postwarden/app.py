@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -10,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +28,8 @@ from postwarden.mail import reply as R
 from postwarden.metrics import Metrics
 from postwarden.policy.srs import from_config as srs_from_config
 from postwarden.policy.throttle import AuthThrottle
-from postwarden.servers.common import Authenticator, ConnectionLimiter
+from postwarden.servers.acme import Issued, Renewer, certificate_pair
+from postwarden.servers.common import Authenticator, ConnectionLimiter, Peer
 from postwarden.servers.gate import Door, Gate, Handler, bind
 from postwarden.servers.hashing import HashPool
 from postwarden.servers.http import HTTPServer, Site
@@ -36,7 +37,7 @@ from postwarden.servers.imap import IMAPServer
 from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
-from postwarden.servers.tls import load_server_context
+from postwarden.servers.tls import LiveTLS
 from postwarden.service import Notifier, ServiceError, check_writable, drop_privileges, identity
 from postwarden.storage.factory import Store, async_boundary, open_store
 
@@ -45,6 +46,7 @@ IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
 SERVICE = {  # listener -> the connection budget it counts against
     "smtp": "smtp", "submission": "submission", "submissions": "submission",
     "pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap", "http": "http",
+    "acme_tls": "http",
 }
 _SMTP_BUSY = R.TOO_MANY_CONNECTIONS.encode()
 _POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"
@@ -52,6 +54,7 @@ _IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections\r\n"
 _HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 BUSY = {"smtp": _SMTP_BUSY, "submission": _SMTP_BUSY, "pop3": _POP3_BUSY, "imap": _IMAP_BUSY,
         "http": _HTTP_BUSY}
+ACME_VALIDATION_SECONDS = 10  # a validator's connection: handshake, then it closes
 LOGIN_RECORD_SWEEP_SECONDS = 60
 STORE_UPKEEP_SECONDS = 2.0  # short idle steps keep indexing off the intake's way
 M_MMAP_THRESHOLD = -3  # mallopt() parameter number, from glibc's malloc.h
@@ -115,12 +118,14 @@ def bind_listeners(cfg: Config) -> Listeners:
 
 class App:
     def __init__(self, cfg: Config, store: Store | None = None, *,
-                 tls: ssl.SSLContext | None = None, listeners: Listeners | None = None) -> None:
+                 tls: LiveTLS | None = None, listeners: Listeners | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
-        self.tls = tls or load_server_context(cfg.tls)
+        self.live_tls = tls or LiveTLS(certificate_pair(cfg))
+        self.tls = self.live_tls.context  # every TLS listener and STARTTLS holds this one
+        self.renewer = Renewer(cfg, self.install_certificate)
         self.listeners = listeners  # bound by serve() before dropping privileges
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
@@ -155,7 +160,8 @@ class App:
             kind: IMAPServer(mailbox, implicit_tls=kind == "imaps") for kind in ("imap", "imaps")
         }
         self.http = HTTPServer(Site(cfg.hostname, self.metrics, self.readiness,
-                                    self.count_queue, self.bound_ports), cfg)
+                                    self.count_queue, self.bound_ports,
+                                    self.renewer.challenges.http01), cfg)
         self.bound: list[tuple[str, str, int]] = []
         self.started = False
 
@@ -175,12 +181,28 @@ class App:
             return self.imap_servers[kind].handle
         if kind == "http":
             return self.http.handle
+        if kind == "acme_tls":
+            return self.validated
         return None
 
     def _door(self, kind: str) -> Door:
         service = SERVICE[kind]
-        return Door(kind, service, BUSY[service], self.tls if kind in IMPLICIT_TLS else None,
-                    self.cfg.limits.handshake_timeout_seconds)
+        tls = self.renewer.challenges.alpn.context if kind == "acme_tls" else (
+            self.tls if kind in IMPLICIT_TLS else None)
+        return Door(kind, service, BUSY[service], tls, self.cfg.limits.handshake_timeout_seconds)
+
+    @staticmethod
+    async def validated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        peer: Peer) -> None:
+        """``acme_tls``: the handshake was the answer (RFC 8737 §3); wait for the validator
+        to close, bounded."""
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            async with asyncio.timeout(ACME_VALIDATION_SECONDS):
+                await reader.read()
+
+    def install_certificate(self, issued: Issued) -> None:
+        """A certificate the renewer just stored: served from the next handshake on."""
+        self.live_tls.swap(issued.pair)
 
     async def start(self) -> None:
         self.store.changes.listen()  # other processes' commits wake our watchers too
@@ -262,7 +284,7 @@ class App:
         """
         try:
             new = configmod.load(self.cfg.path)
-            load_server_context(new.tls)  # refuse a bad pair before touching the live one
+            self.live_tls.swap(certificate_pair(new))  # a bad pair raises, keeping the live one
         except ConfigError as exc:
             log.error(kv("reload-failed", error=str(exc), kept="previous configuration"))
             return
@@ -273,7 +295,6 @@ class App:
         except OSError as exc:
             log.error(kv("reload-log-failed", error=exc.strerror or exc, kept="previous log"))
             live = dataclasses.replace(live, log=old.log)
-        self.tls.load_cert_chain(live.tls.cert, live.tls.key)
         self._apply(live)
         for setting in needs_restart(old, new):
             log.warning(kv("reload-needs-restart", setting=setting))
@@ -289,6 +310,7 @@ class App:
         self.limiter.resize(*connection_limits(cfg.limits))
         self.http.limits = cfg.limits
         self.queue.reroute(cfg.routes)
+        self.renewer.configure(cfg)
         checks = SenderAuth(cfg, self.recipients) if cfg.auth_checks.enabled else None
         for smtp in self.smtp_servers.values():
             smtp.services = dataclasses.replace(smtp.services, cfg=cfg, sender_auth=checks)
@@ -320,7 +342,8 @@ class App:
         notify = notifier or Notifier({})
         await self.start()
         background = [asyncio.ensure_future(self.sweep_login_records()),
-                      asyncio.ensure_future(self.upkeep_store())]
+                      asyncio.ensure_future(self.upkeep_store()),
+                      asyncio.ensure_future(self.renewer.run())]
         if notify.watchdog_seconds is not None:
             background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))
         loop = asyncio.get_running_loop()
@@ -404,7 +427,7 @@ def serve(cfg: Config) -> None:
     notifier = Notifier()
     if notifier.problem:  # systemd would wait for READY=1 in vain, then stop us
         log.warning(kv("notify-socket-unusable", error=notifier.problem))
-    tls = load_server_context(cfg.tls)
+    tls = LiveTLS(certificate_pair(cfg))
     try:
         listeners = bind_listeners(cfg)
     except OSError as exc:

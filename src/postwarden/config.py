@@ -23,7 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PATH = "postwarden.toml"
 LISTENER_KINDS = (
-    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http",
+    "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http", "acme_tls",
 )
 # Loopback demo ports (`init --demo-user`, as `make run` uses)...
 DEFAULT_LISTEN = {
@@ -35,12 +35,15 @@ DEFAULT_LISTEN = {
     "imap": ["127.0.0.1:2143"],
     "imaps": ["127.0.0.1:2993"],
     "http": ["127.0.0.1:8025"],  # metrics, health, client autoconfig: keep it on loopback
+    "acme_tls": [],  # TLS-ALPN-01 validation ([acme] challenge = "tls-alpn-01"): port 443
 }
 # ...and the standard ports on every address, what a real server needs.
 _PRODUCTION_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "pop3": 110,
                      "pop3s": 995, "imap": 143, "imaps": 993}
 PRODUCTION_LISTEN = {k: [f"0.0.0.0:{p}", f"[::]:{p}"] for k, p in _PRODUCTION_PORTS.items()}
 PRODUCTION_LISTEN["http"] = DEFAULT_LISTEN["http"]  # plain HTTP, no login: loopback there too
+PRODUCTION_LISTEN["acme_tls"] = []
+ACME_CHALLENGES = ("http-01", "tls-alpn-01")
 _DURATION = re.compile(r"(\d+)([smhd])\Z")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -62,6 +65,26 @@ class HostPort:
 class TLSConfig:
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """``[acme]``: certificates for the hostname from an ACME CA (RFC 8555); off when
+    ``directory`` is empty."""
+
+    directory: str = ""  # the CA's directory URL
+    contact: str = ""  # an email address for the CA's account notices
+    challenge: str = "http-01"  # "http-01" ([listen] http on port 80) | "tls-alpn-01" (acme_tls)
+    renew_before_days: int = 30  # renew when the certificate expires sooner than this
+    ca_bundle: Path | None = None  # PEM CAs trusted for the directory's HTTPS; None: the system's
+    check_interval_seconds: int = 43200  # how often expiry is looked at, and at least between
+    retry_seconds: int = 60  # first wait after a failed attempt, doubled after each failure
+    retry_max_seconds: int = 21600  # up to this
+    timeout_seconds: int = 120  # one whole issuance: validation and finalization
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +271,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
 
     @property
     def database(self) -> Path:
@@ -483,7 +507,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
     names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap",
-             "log", "auth_checks", "service")
+             "log", "auth_checks", "service", "acme")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -515,6 +539,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         log=_log(_Table(sections["log"], "log"), base),
         auth_checks=_auth_checks(_Table(sections["auth_checks"], "auth_checks")),
         service=_service(_Table(sections["service"], "service")),
+        acme=_acme(_Table(sections["acme"], "acme"), base),
     )
 
 
@@ -537,6 +562,31 @@ def _log(t: _Table, base: Path) -> LogConfig:
     if not socket:
         raise ConfigError(f"{t.key('syslog_socket')}: must not be empty")
     return LogConfig(fmt, base / file if file else None, syslog, socket)
+
+
+def _acme(t: _Table, base: Path) -> AcmeConfig:
+    d = AcmeConfig()
+    bundle = t.get("ca_bundle", str, "")
+    cfg = AcmeConfig(
+        directory=t.get("directory", str, d.directory),
+        contact=t.get("contact", str, d.contact),
+        challenge=t.get("challenge", str, d.challenge),
+        renew_before_days=_positive(t, "renew_before_days", d.renew_before_days),
+        ca_bundle=base / bundle if bundle else None,
+        check_interval_seconds=_positive(t, "check_interval_seconds", d.check_interval_seconds),
+        retry_seconds=_positive(t, "retry_seconds", d.retry_seconds),
+        retry_max_seconds=_positive(t, "retry_max_seconds", d.retry_max_seconds),
+        timeout_seconds=_positive(t, "timeout_seconds", d.timeout_seconds),
+    )
+    t.finish()
+    if cfg.challenge not in ACME_CHALLENGES:
+        raise ConfigError(f'acme.challenge: expected "http-01" or "tls-alpn-01",'
+                          f" got {cfg.challenge!r}")
+    if cfg.directory and not cfg.directory.startswith("https://"):  # RFC 8555 §6.1
+        raise ConfigError(f"acme.directory: expected an https:// URL, got {cfg.directory!r}")
+    if cfg.contact and "@" not in cfg.contact:
+        raise ConfigError(f"acme.contact: expected an email address, got {cfg.contact!r}")
+    return cfg
 
 
 def _auth_checks(t: _Table) -> AuthChecksConfig:
@@ -687,4 +737,15 @@ syslog_socket = "/dev/log"
 [service]           # `serve` binds its ports, then runs as this user ("" = as started)
 user = ""
 group = ""                   # "" = the user's primary group
+
+[acme]              # certificates for the hostname from an ACME CA; off while directory is ""
+directory = ""               # e.g. "https://acme-v02.api.letsencrypt.org/directory"
+contact = ""                 # an email address for the CA's notices
+challenge = "http-01"        # "http-01": [listen] http on port 80 | "tls-alpn-01": acme_tls on 443
+renew_before_days = 30
+ca_bundle = ""               # PEM CAs for the directory's HTTPS; "" = the system's
+check_interval_seconds = 43200
+retry_seconds = 60           # after a failure, doubled each time up to retry_max_seconds
+retry_max_seconds = 21600
+timeout_seconds = 120
 """

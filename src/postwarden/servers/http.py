@@ -1,4 +1,5 @@
-"""The HTTP listener: Prometheus metrics, health probes and client autoconfiguration.
+"""The HTTP listener: Prometheus metrics, health probes, client autoconfiguration, and
+ACME HTTP-01 answers under ``/.well-known/acme-challenge/``.
 
 HTTP parsing is h11's (a maintained sans-IO HTTP/1.1 library, the model our
 own protocol machines follow), driven here by the same asyncio glue as the
@@ -40,6 +41,8 @@ THUNDERBIRD_PATHS = frozenset({"/mail/config-v1.1.xml",
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"  # compared lower-cased: Outlook varies
 APPLE_PATH = re.compile(r"/apple/(?P<address>[^/]+)\.mobileconfig\Z")
 MOBILECONFIG_PATH = "/mobileconfig"  # ?email=
+ACME_PREFIX = "/.well-known/acme-challenge/"
+OCTETS = "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +75,16 @@ def text(status: int, message: str) -> Response:
 class Site:
     """What each path answers. ``ready`` returns None, or why the server is not ready;
     ``refresh`` brings the metrics read at scrape time (the queue) up to date;
-    ``ports`` gives the port bound per listener kind, for autoconfiguration."""
+    ``ports`` gives the port bound per listener kind, for autoconfiguration;
+    ``acme_http01`` the key authorization pending for an HTTP-01 token, if any."""
 
     def __init__(self, hostname: str, metrics: Metrics,
                  ready: Callable[[], Awaitable[str | None]],
                  refresh: Callable[[], Awaitable[None]],
-                 ports: Callable[[], Mapping[str, int]]) -> None:
+                 ports: Callable[[], Mapping[str, int]],
+                 acme_http01: Callable[[str], str | None] = lambda token: None) -> None:
         self.hostname = hostname
+        self.acme_http01 = acme_http01
         self.ports = ports
         self.metrics = metrics
         self.ready = ready
@@ -100,6 +106,11 @@ class Site:
             case "/readyz":
                 reason = await self.ready()
                 return text(200, "ready") if reason is None else text(503, f"not ready: {reason}")
+        if path.startswith(ACME_PREFIX):
+            answer = self.acme_http01(path[len(ACME_PREFIX):]) if method == "GET" else None
+            if answer is None:
+                return text(404, "no such challenge")
+            return Response(200, answer.encode("ascii"), OCTETS)  # RFC 8555 §8.3: exactly it
         return self._autoconfig(request)
 
     @property
