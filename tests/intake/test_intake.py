@@ -27,7 +27,7 @@ from postwarden.mail import reply as R
 from postwarden.mail.address import Address, parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.interfaces import NotFound
-from postwarden.storage.mailbox import Field, Flag, QuotaExceeded, UidSet
+from postwarden.storage.mailbox import Field, Flag, QuotaExceeded, UidSet, read_message
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 
@@ -185,6 +185,34 @@ class TestAccept:
         entry = store.queue.get_queued(accepted.queue_id)
         assert entry is not None
         assert entry.sender == ""
+
+    async def test_local_copies_start_with_return_path_and_delivered_to(
+        self, intake: Intake, store: SqliteStore
+    ) -> None:
+        """Each mailbox copy names its own final recipient; the queued file carries neither."""
+        store.directory.add_alias("team@example.test", [ALICE, BOB, "ext@remote.test"])
+        accepted = await intake.submit(envelope("team@example.test"), MESSAGE)
+        for account in (ALICE, BOB):
+            box = store.mailboxes.get_mailbox(account, "INBOX")
+            assert box is not None
+            (meta,) = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+            assert meta.blob is not None
+            assert read_message(store.mailboxes.read_blob, meta.blob) == (
+                b"Return-Path: <sender@remote.test>\r\n"
+                + f"Delivered-To: {account}\r\n".encode() + MESSAGE)
+        entry = store.queue.get_queued(accepted.queue_id)
+        assert entry is not None and store.blobs.read_blob(entry.blob) == MESSAGE
+
+    async def test_a_bounce_gets_an_empty_return_path(
+        self, intake: Intake, store: SqliteStore
+    ) -> None:
+        """The null sender is written ``<>``."""
+        await intake.submit(envelope(ALICE, sender=None), MESSAGE)
+        box = store.mailboxes.get_mailbox(ALICE, "INBOX")
+        assert box is not None
+        (meta,) = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
+        assert meta.blob is not None
+        assert read_message(store.mailboxes.read_blob, meta.blob, 0, 18) == b"Return-Path: <>\r\nD"
 
     @pytest.mark.parametrize(
         "aliases",
@@ -352,6 +380,20 @@ class TestSubmissionHeaders:
         builder.write(b"Received: a\r\nReceived: b\r\n\r\nReceived: not a header\r\n")
         builder.finish()
         assert builder.received_count == 2
+
+
+class TestReturnPath:
+    def test_the_clients_return_path_fields_are_removed(self) -> None:
+        """Any case, folded or not, anywhere in the header; the rest stays in order."""
+        data = build([b"return-PATH: <forged@x.test>\r\nSubject: s\r\n",
+                      b"Return-Path:\r\n <other@x.test>\r\nX-Return-Path: kept\r\n",
+                      b"\r\nReturn-Path: in the body stays\r\n"], prefix=b"Received: r\r\n")
+        assert data == (b"Received: r\r\nSubject: s\r\nX-Return-Path: kept\r\n"
+                        b"\r\nReturn-Path: in the body stays\r\n")
+
+    def test_a_header_of_only_return_path_leaves_the_body(self) -> None:
+        """Nothing but the body is left when Return-Path was the whole header."""
+        assert build([b"Return-Path: <a@b.test>\r\n\r\nbody\r\n"]) == b"\r\nbody\r\n"
 
 
 class TestReceivedHeader:

@@ -16,12 +16,21 @@ from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
 from postwarden.storage.boundary import AsyncMailboxStore, ReadBlob
 from postwarden.storage.interfaces import Acceptance
-from postwarden.storage.mailbox import Field, Flag, FlagChange, FlagMode, MessageMeta, UidSet
+from postwarden.storage.mailbox import (
+    Field,
+    Flag,
+    FlagChange,
+    FlagMode,
+    MessageMeta,
+    UidSet,
+    read_message,
+)
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.delivery import SqliteDelivery
 
 USER = "user@example.test"
+DELIVERY_LINES = b"Return-Path: <a@remote.test>\r\nDelivered-To: user@example.test\r\n"
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
 
 
@@ -165,11 +174,12 @@ class TestMailboxesThroughTheBoundary:
 
         def headers(metas: list[MessageMeta], read: ReadBlob) -> list[tuple[int, bytes]]:
             threads.append(threading.current_thread().name)
-            return [(m.uid, read(m.blob.name, 0, m.blob.header_size)) for m in metas
+            return [(m.uid, read_message(read, m.blob, 0, m.blob.header_size)) for m in metas
                     if m.blob is not None]
 
         got = await boxes.read_messages(inbox.id, UidSet.from_uids([1, 3]), Field.SIZE, headers)
-        assert got == [(1, b"Subject: hi\r\n\r\n"), (3, b"Subject: hi\r\n\r\n")]
+        header = DELIVERY_LINES + b"Subject: hi\r\n\r\n"
+        assert got == [(1, header), (3, header)]
         assert threads[0].startswith("store-files"), threads
 
     async def test_a_long_range_is_read_whole(
@@ -184,5 +194,6 @@ class TestMailboxesThroughTheBoundary:
         assert inbox is not None
         (meta,) = await boxes.metadata(inbox.id, UidSet.all(), Field.SIZE)
         assert meta.blob is not None and meta.blob.size > 200_000
-        data = await boxes.read_blob(meta.blob.name, 0, None)
-        assert len(data) == meta.blob.size and data.endswith(body)
+        data = await boxes.read_message(meta.blob, 0, None)  # the copy: its lines + the file
+        assert len(data) == meta.blob.size and data.startswith(DELIVERY_LINES)
+        assert data.endswith(body)

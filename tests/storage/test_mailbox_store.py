@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from postwarden.protocol.pop3.dotstuff import wire_size
@@ -28,6 +30,7 @@ from postwarden.storage.mailbox import (
     SearchSize,
     SearchUids,
     UidSet,
+    read_message,
 )
 from storage.conftest import ALICE, BOB
 
@@ -351,6 +354,81 @@ class TestExpungeCopyMove:
             Flag.SEEN, {"$Forwarded"}, 1234.5)
         with pytest.raises(NotFound):
             store.mailboxes.append(ALICE, "Nowhere", write(store, PLAIN))
+
+
+def prefixed(account: str) -> bytes:
+    return f"Return-Path: <s@remote.test>\r\nDelivered-To: {account}\r\n".encode()
+
+
+class TestCopyPrefix:
+    """Header lines held per copy (local delivery's Return-Path, Delivered-To): every
+    size and every read sees prefix + file as one message; the shared file stays as is."""
+
+    @pytest.fixture
+    def delivered(self, store: Store) -> BlobRef:
+        ref = write(store, PLAIN)
+        store.delivery.commit_acceptances([Acceptance(
+            ref.name, ref, "s@remote.test", (ALICE, BOB), (), received_at=1000.0,
+            prefixes=(prefixed(ALICE), prefixed(BOB)))])
+        return ref
+
+    def test_sizes_count_the_prefix(self, store: Store, delivered: BlobRef) -> None:
+        """size, POP3 wire size, header size and lines are those of prefix + file."""
+        whole = prefixed(ALICE) + PLAIN
+        (meta,) = store.mailboxes.metadata(inbox(store), UidSet.all(), Field.SIZE)
+        assert meta.blob is not None
+        assert (meta.blob.size, meta.blob.wire_size, meta.blob.lines) == (
+            len(whole), wire_size([whole]), whole.count(b"\n"))
+        assert meta.blob.header_size == whole.index(b"\r\n\r\n") + 4
+        assert store.mailboxes.status(inbox(store)).size == len(whole)
+        assert store.mailboxes.quota(ALICE).used == len(whole)
+        assert store.mailboxes.quota(BOB).used == len(prefixed(BOB) + PLAIN)
+
+    def test_reads_join_prefix_and_file_at_any_range(self, store: Store,
+                                                     delivered: BlobRef) -> None:
+        """Whole, inside the prefix, across its end, and inside the file."""
+        for account in (ALICE, BOB):
+            whole = prefixed(account) + PLAIN
+            n = len(prefixed(account))
+            (meta,) = store.mailboxes.metadata(inbox(store, account), UidSet.all(), Field.SIZE)
+            assert meta.blob is not None
+            read = functools.partial(read_message, store.mailboxes.read_blob)
+            assert read(meta.blob) == whole
+            for start, length in ((0, 5), (3, n - 3), (n - 4, 10), (n, 7), (n + 9, None),
+                                  (len(whole) - 3, 100)):
+                end = None if length is None else start + length
+                assert read(meta.blob, start, length) == whole[start:end], (start, length)
+        assert store.blobs.read_blob(delivered.name) == PLAIN  # the shared file is untouched
+
+    def test_copy_keeps_and_expunge_returns_the_prefix(self, store: Store,
+                                                       delivered: BlobRef) -> None:
+        """COPY carries the prefix; expunging gives back exactly what was counted."""
+        keep = store.mailboxes.create_mailbox(ALICE, "Keep")
+        store.mailboxes.copy(inbox(store), UidSet.all(), keep.id)
+        (meta,) = store.mailboxes.metadata(keep.id, UidSet.all(), Field.SIZE)
+        assert meta.blob is not None
+        assert read_message(store.mailboxes.read_blob, meta.blob) == prefixed(ALICE) + PLAIN
+        store.mailboxes.expunge(inbox(store), UidSet.all(), deleted_only=False)
+        store.mailboxes.expunge(keep.id, UidSet.all(), deleted_only=False)
+        assert store.mailboxes.quota(ALICE).used == 0
+        assert store.mailboxes.status(keep.id).size == 0
+
+    def test_search_size_counts_the_prefix(self, store: Store, delivered: BlobRef) -> None:
+        """LARGER and SMALLER compare the size FETCH reports."""
+        size = len(prefixed(ALICE) + PLAIN)
+        box = inbox(store)
+        assert store.mailboxes.search(box, SearchSize(larger_than=size - 1)) == [1]
+        assert store.mailboxes.search(box, SearchSize(larger_than=size)) == []
+        assert store.mailboxes.search(box, SearchSize(smaller_than=size + 1)) == [1]
+
+    def test_append_and_plain_delivery_have_none(self, store: Store) -> None:
+        """Without prefixes (APPEND, older messages) a copy is its file, byte for byte."""
+        deliver(store, PLAIN, ALICE)
+        store.mailboxes.append(ALICE, "INBOX", write(store, MULTIPART))
+        metas = store.mailboxes.metadata(inbox(store), UidSet.all(), Field.SIZE)
+        assert [read_message(store.mailboxes.read_blob, m.blob) for m in metas if m.blob] == [
+            PLAIN, MULTIPART]
+        assert [m.blob.size for m in metas if m.blob] == [len(PLAIN), len(MULTIPART)]
 
 
 class TestQuota:

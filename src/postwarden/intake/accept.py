@@ -21,6 +21,7 @@ from postwarden.intake.headers import (
     HeaderSectionTooLarge,
     MessageBuilder,
     TraceInfo,
+    delivery_headers,
     received_header,
 )
 from postwarden.intake.held import HeldWriter
@@ -152,11 +153,14 @@ class Intake:
         if not local and not remote:
             # Every recipient vanished (alias removed) since RCPT was accepted.
             raise IntakeError("No recipient exists any more", permanent=True, status="5.1.1")
+        sender = str(envelope.sender or "")
+        accounts = tuple(dict.fromkeys(local))
         return Acceptance(
             queue_id=queue_id,
             blob=BlobRef(queue_id, message.size),
-            sender=str(envelope.sender or ""),
-            local_accounts=tuple(dict.fromkeys(local)),
+            sender=sender,
+            local_accounts=accounts,
+            prefixes=tuple(delivery_headers(sender, account) for account in accounts),
             remote=tuple(dict.fromkeys(remote)),
             envid=envelope.envid,
             ret=envelope.ret,

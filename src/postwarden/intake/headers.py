@@ -18,6 +18,9 @@ from postwarden.storage.interfaces import BlobWriter
 MAX_HEADER_BYTES = 100 * 1024  # default [limits] max_header_size, as Postfix's header_size_limit
 _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 _FROM = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE | re.IGNORECASE)
+# A whole Return-Path field, folded lines and all: only final delivery writes one.
+_RETURN_PATH = re.compile(rb"^return-path[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*",
+                          re.MULTILINE | re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,14 @@ def received_header(t: TraceInfo, when: float | None = None) -> bytes:
     ).encode()
 
 
+def delivery_headers(sender: str, recipient: str) -> bytes:
+    """The lines local delivery puts before one mailbox copy (as Postfix's local and
+    Dovecot's LMTP do): the envelope sender (RFC 5321 §4.4; ``<>`` for the null
+    sender) and the final recipient, after aliases, which the file cannot say
+    because every copy shares it."""
+    return f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode()
+
+
 def from_fields(header_section: bytes) -> tuple[str, ...]:
     """The unfolded values of every ``From:`` field (for sender_must_match_login)."""
     return tuple(
@@ -65,7 +76,8 @@ class HeaderSectionTooLarge(Exception):
 
 
 class MessageBuilder:
-    """Streams a message into a BlobWriter, prefixed by trace headers.
+    """Streams a message into a BlobWriter, prefixed by trace headers, without
+    the client's Return-Path fields.
 
     ``add_submission_headers`` adds Message-ID and Date when missing (RFC
     6409 §8), which only authenticated submissions get.
@@ -110,6 +122,9 @@ class MessageBuilder:
 
     def _flush_head(self, head: bytes, rest: bytes) -> None:
         self._head = None
+        # The client's Return-Path fields go (Postfix's cleanup drops them too):
+        # delivery adds the one true field, from the envelope.
+        head = _RETURN_PATH.sub(b"", head)
         names = field_names(head)
         self.received_count = names.count(b"received")
         self.from_fields = from_fields(head)

@@ -11,6 +11,7 @@ and the session answers ``NO`` after sending the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 from collections.abc import Callable, Sequence
@@ -34,7 +35,14 @@ from postwarden.protocol.imap.fetch import (
 )
 from postwarden.servers.imap_view import flag_names
 from postwarden.storage.interfaces import StoreError
-from postwarden.storage.mailbox import HEAD_FIELDS, BlobHandle, Field, Flag, MessageMeta
+from postwarden.storage.mailbox import (
+    HEAD_FIELDS,
+    BlobHandle,
+    Field,
+    Flag,
+    MessageMeta,
+    read_message,
+)
 
 ReadBlob = Callable[[str, int, int | None], bytes]
 BATCH = 1000  # messages per batch of a FETCH of metadata and header fields
@@ -132,13 +140,24 @@ class _Message:
         return self.meta.blob.name
 
     def bytes(self, start: int, end: int) -> bytes:
-        """``[start, end)`` of the file; a short read means a damaged file."""
+        """``[start, end)`` of the message (the copy's prefix, then the file); a
+        short read means a damaged file."""
         if end <= start:
             return b""
-        data = self.read(self.blob_name, start, end - start)
+        assert self.meta.blob is not None
+        data = read_message(self.read, self.meta.blob, start, end - start)
         if len(data) != end - start:
             raise DamagedMessage(self.blob_name)
         return data
+
+    def resolve(self, section: Section) -> bs.SectionRange | None:
+        """Where a section is by the parsed structure, which measures the file
+        alone: moved past the copy's prefix, to where ``bytes`` finds it."""
+        found = bs.resolve_section(self.structure(), section)
+        shift = len(self.meta.blob.prefix) if self.meta.blob is not None else 0
+        if found is None or not shift:
+            return found
+        return dataclasses.replace(found, start=found.start + shift, end=found.end + shift)
 
     def structure(self) -> MessageStructure:
         if self._structure is None:
@@ -155,7 +174,7 @@ def _range(message: _Message, section: Section) -> bs.SectionRange | None:
     blob = message.meta.blob
     assert blob is not None
     if section.part or section.text not in _WHOLE_MESSAGE_TEXTS:
-        return bs.resolve_section(message.structure(), section)
+        return message.resolve(section)
     match section.text:
         case None:
             return bs.SectionRange(0, blob.size)
@@ -182,7 +201,7 @@ def _section(message: _Message, section: Section, partial: Partial | None) -> by
 def _binary(message: _Message, part: tuple[int, ...], partial: Partial | None = None
             ) -> bytes | None:
     """BINARY[part]<partial>: the part's bytes with their transfer encoding undone."""
-    found = bs.resolve_section(message.structure(), Section(part))
+    found = message.resolve(Section(part))
     if found is None:
         return None
     decoded = found.binary_data(message.bytes(found.start, found.end), partial)

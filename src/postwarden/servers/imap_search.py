@@ -156,8 +156,8 @@ class Evaluator:
                 def matching(metas: list[m.MessageMeta], read: ReadBlob) -> set[int]:
                     return {meta.uid for meta in metas
                             if meta.uid in universe and meta.blob is not None
-                            and _header_has(read(meta.blob.name, 0, meta.blob.header_size),
-                                            name, value)}
+                            and _header_has(m.read_message(read, meta.blob, 0,
+                                                           meta.blob.header_size), name, value)}
 
                 return await self.store.read_messages(self.view.mailbox.id, m.UidSet.all(),
                                                       m.Field.SIZE, matching)

@@ -46,9 +46,10 @@ from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
 from postwarden.servers.starttls import drop_plaintext
-from postwarden.storage.boundary import AsyncBlobs
+from postwarden.storage.boundary import AsyncMailboxStore
 from postwarden.storage.interfaces import StoreError
 from postwarden.storage.mailbox import (
+    BlobHandle,
     Field,
     Flag,
     FlagChange,
@@ -77,7 +78,7 @@ class DamagedMessage(OSError):
     """A message file whose size is not the one the store recorded (truncated, replaced)."""
 
 
-async def _first_piece(blobs: AsyncBlobs, name: str, size: int) -> bytes:
+async def _first_piece(store: AsyncMailboxStore, blob: BlobHandle, size: int) -> bytes:
     """The first piece of a message, checked against the size the store recorded.
 
     A file of another size is damaged; sending it would hand the client a
@@ -85,7 +86,7 @@ async def _first_piece(blobs: AsyncBlobs, name: str, size: int) -> bytes:
     asked for, so a grown file shows too.)
     """
     want = min(size, CHUNK_SIZE)
-    chunk = await blobs.read_blob(name, 0, want + 1 if size <= CHUNK_SIZE else want)
+    chunk = await store.read_message(blob, 0, want + 1 if size <= CHUNK_SIZE else want)
     if len(chunk) != want:
         raise DamagedMessage(f"file has {len(chunk)} bytes where {want} were expected")
     return chunk
@@ -314,9 +315,9 @@ class _Session:
         message = self.messages[event.item.ref]
         assert message.blob is not None
         name, size = message.blob.name, message.blob.size
-        blobs = self.services.mailboxes
+        store = self.services.mailboxes  # reads the copy's own header lines, then the file
         try:
-            chunk = await _first_piece(blobs, name, size)
+            chunk = await _first_piece(store, message.blob, size)
         except (OSError, StoreError) as exc:  # missing, unreadable or damaged: logged
             log.error("pop3 message-unavailable user=%s uid=%d blob=%s error=%s",
                       _kv(self.account or ""), message.uid, name, _kv(str(exc)))
@@ -331,7 +332,7 @@ class _Session:
             if offset >= size or len(chunk) < CHUNK_SIZE or self.machine.message_done:
                 break
             try:
-                chunk = await blobs.read_blob(name, offset, CHUNK_SIZE)
+                chunk = await store.read_message(message.blob, offset, CHUNK_SIZE)
             except (OSError, StoreError):
                 chunk = b""  # vanished mid-way: the message ends where it could be read
         self.machine.send(MessageEnd())

@@ -155,6 +155,10 @@ class Acceptance:
     # The local copies go to each account's \\Junk mailbox (created if
     # missing), not INBOX: sender checks quarantined the message.
     junk: bool = False
+    # Per local account, in the same order: the header lines its copy starts
+    # with (Return-Path, Delivered-To), held on the copy's row, not in the
+    # shared file, so the queue's copy never carries them. Empty: none.
+    prefixes: tuple[bytes, ...] = ()
 
 
 class Directory(Protocol):

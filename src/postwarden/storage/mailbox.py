@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -140,13 +140,59 @@ class Field(enum.Flag):
 
 @dataclass(frozen=True, slots=True)
 class BlobHandle:
-    """Names a message's bytes for ``read_blob``; never a file path."""
+    """Names a message's bytes for ``read_message``; never a file path.
+
+    ``prefix``: header lines (CRLF-ended) this copy starts with, kept by the
+    store on the copy's row because the file is shared by every copy (local
+    delivery's Return-Path and Delivered-To). The sizes count the prefix, so
+    whoever reads through ``read_message`` sees one message: prefix, then file.
+    """
 
     name: str
     size: int
     wire_size: int
     header_size: int
     lines: int
+    prefix: bytes = b""
+
+
+def copy_handle(name: str, size: int, wire_size: int, header_size: int, lines: int,
+                prefix: bytes) -> BlobHandle:
+    """The handle of one copy: the file's facts (``blobmeter``), grown by its prefix.
+
+    The prefix ends with a line break, so the file's first line is dot-stuffed
+    as it was measured (as if after one); only the prefix's own lines add.
+    """
+    if not prefix:
+        return BlobHandle(name, size, wire_size, header_size, lines)
+    n = len(prefix)
+    stuffed = prefix.count(b"\n.") + prefix.startswith(b".")
+    return BlobHandle(name, size + n, wire_size + n + stuffed, header_size + n,
+                      lines + prefix.count(b"\n"), prefix)
+
+
+def split_range(blob: BlobHandle, start: int = 0, length: int | None = None
+                ) -> tuple[bytes, int | None, int | None]:
+    """Where ``[start, start+length)`` of one copy lies (to its end by default): the
+    prefix's part of it, then the file's (start, length); file start None when
+    the range ends within the prefix. Both the sync and async readers use it."""
+    prefix = blob.prefix
+    n = len(prefix)
+    end = None if length is None else start + length
+    if end is not None and end <= n:
+        return prefix[start:end], None, None
+    at = max(start, n)
+    return prefix[start:end], at - n, None if end is None else end - at
+
+
+def read_message(read_blob: Callable[[str, int, int | None], bytes], blob: BlobHandle,
+                 start: int = 0, length: int | None = None) -> bytes:
+    """Bytes ``[start, start+length)`` of one copy (to its end by default): the
+    prefix, then the file, read with ``read_blob`` (name, start, length)."""
+    if not blob.prefix:
+        return read_blob(blob.name, start, length)
+    head, at, rest = split_range(blob, start, length)
+    return head if at is None else head + read_blob(blob.name, at, rest)
 
 
 HEADER_NAMES = ("from", "to", "cc", "bcc", "subject", "date", "message-id", "in-reply-to",

@@ -169,6 +169,13 @@ class AsyncSqliteStore:
         return await asyncio.get_running_loop().run_in_executor(
             self._files, self.store.blobs.read_blob, name, start, length)
 
+    async def read_message(self, blob: mb.BlobHandle, start: int = 0,
+                           length: int | None = None) -> bytes:
+        if not blob.prefix:
+            return await self.read_blob(blob.name, start, length)
+        head, at, rest = mb.split_range(blob, start, length)
+        return head if at is None else head + await self.read_blob(blob.name, at, rest)
+
     # --- AsyncMailboxStore: reads on the pool, changes on the writer -------------------
 
     async def ensure_mailboxes(self, account: str) -> None:

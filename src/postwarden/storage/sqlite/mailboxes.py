@@ -40,6 +40,7 @@ from postwarden.storage.mailbox import (
     Quota,
     QuotaExceeded,
     UidSet,
+    copy_handle,
     normalise_name,
 )
 from postwarden.storage.sqlite.blobs import BlobFiles
@@ -279,7 +280,7 @@ class SqliteMailboxes:
         columns = "m.uid, m.flags, m.keywords, m.modseq, m.internaldate"
         joins = ""
         if want_blob:
-            columns += ", b.name, b.size, b.wire_size, b.header_size, b.lines"
+            columns += ", b.name, b.size, b.wire_size, b.header_size, b.lines, m.prefix"
             joins += " JOIN blobs b ON b.id = m.blob_id"
         if want_headers or want_structure or want_head:
             joins += " LEFT JOIN parsed p ON p.blob_id = m.blob_id"
@@ -290,7 +291,7 @@ class SqliteMailboxes:
         if want_headers and wanted:
             columns += ", " + ", ".join(f"p.{HEADER_COLUMNS[HEADER_NAMES.index(n)]}"
                                         for n in wanted)
-        at = 10 if want_blob else 5  # the structure's column, then the head's
+        at = 11 if want_blob else 5  # the structure's column, then the head's
         at_head = at + want_structure
         at_headers = at_head + want_head
         plain = at == 5 and not (want_headers or want_structure or want_head)
@@ -315,7 +316,10 @@ class SqliteMailboxes:
                 if plain:
                     out.append(MessageMeta(r[0], flags, keywords, r[3], r[4]))
                     continue
-                blob = BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None
+                blob = None
+                if want_blob:  # most rows have no prefix: skip the call for them
+                    blob = (copy_handle(*r[5:11]) if r[10]
+                            else BlobHandle(r[5], r[6], r[7], r[8], r[9]))
                 structure = r[at] if want_structure else None
                 head = r[at_head] if want_head else None
                 headers = (tuple([(n, v) for n, v in zip(wanted, r[at_headers:], strict=True)
@@ -389,10 +393,11 @@ class SqliteMailboxes:
     # --- writing -------------------------------------------------------------------------
 
     def deliver(self, db: sqlite3.Connection, account: str, blob_id: int, size: int,
-                when: float, *, junk: bool = False) -> int:
+                when: float, prefix: bytes = b"", *, junk: bool = False) -> int:
         """SMTP delivery into INBOX (or with ``junk`` the \\Junk mailbox) inside the
         caller's transaction; the UID.
 
+        ``prefix``: this copy's own header lines, before the shared file.
         Not refused over quota: the message was accepted already; the usage
         still counts it, so IMAP APPEND and COPY see the account as full.
         """
@@ -401,9 +406,10 @@ class SqliteMailboxes:
         ).fetchone()
         if row is None:
             self.create_mailboxes(db, account)
-            return self.deliver(db, account, blob_id, size, when, junk=junk)
+            return self.deliver(db, account, blob_id, size, when, prefix, junk=junk)
         target = self._junk(db, account) if junk else row[0]
-        uid, _ = self._add(db, target, account, [(blob_id, size, 0, 0, when)])[0]
+        uid, _ = self._add(db, target, account,
+                           [(blob_id, size + len(prefix), 0, 0, when, prefix)])[0]
         return uid
 
     def _junk(self, db: sqlite3.Connection, account: str) -> int:
@@ -435,7 +441,7 @@ class SqliteMailboxes:
             mask = _keyword_mask(db, row[0], keywords)
             when = now if internaldate is None else internaldate
             (uid, _), = self._add(db, row[0], account, [(blob_id, blob.size, int(flags), mask,
-                                                          when)])
+                                                          when, b"")])
         return Appended(row[1], uid)
 
     def attach_unknown(self, account: str, names: Iterable[str]) -> int:
@@ -454,17 +460,19 @@ class SqliteMailboxes:
         return len(chosen)
 
     def _add(self, db: sqlite3.Connection, mailbox_id: int, account: str,
-             rows: Sequence[tuple[int, int, int, int, float]]) -> list[tuple[int, int]]:
-        """Insert (blob id, size, flags, keyword mask, internal date) rows; (UID, modseq)s."""
+             rows: Sequence[tuple[int, int, int, int, float, bytes]]) -> list[tuple[int, int]]:
+        """Insert (blob id, size with prefix, flags, keyword mask, internal date, prefix)
+        rows; their (UID, modseq)s."""
         count = len(rows)
         first, modseq = db.execute(
             "UPDATE mailboxes SET uidnext = uidnext + ?, highestmodseq = highestmodseq + 1"
             " WHERE id = ? RETURNING uidnext - ?, highestmodseq",
             (count, mailbox_id, count)).fetchone()
         db.executemany(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(mailbox_id, first + i, blob_id, modseq, flags, mask, when)
-             for i, (blob_id, _, flags, mask, when) in enumerate(rows)],
+            "INSERT INTO messages (mailbox_id, uid, blob_id, modseq, flags, keywords,"
+            " internaldate, prefix) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(mailbox_id, first + i, blob_id, modseq, flags, mask, when, prefix)
+             for i, (blob_id, _, flags, mask, when, prefix) in enumerate(rows)],
         )
         size = sum(r[1] for r in rows)
         unseen = sum(1 for r in rows if not r[2] & Flag.SEEN)
@@ -537,7 +545,7 @@ class SqliteMailboxes:
         only = f" AND m.flags & {int(Flag.DELETED)} != 0" if deleted_only else ""
         for where, params in _uid_clauses(uids):
             gone += db.execute(
-                "SELECT m.uid, m.blob_id, m.flags, b.size FROM messages m"
+                "SELECT m.uid, m.blob_id, m.flags, b.size + length(m.prefix) FROM messages m"
                 f" JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = ? AND ({where}){only}",
                 (mailbox_id, *params)).fetchall()
         if not gone:
@@ -584,7 +592,8 @@ class SqliteMailboxes:
         rows = []
         for where, params in _uid_clauses(uids):
             rows += db.execute(
-                "SELECT m.uid, m.blob_id, b.size, m.flags, m.keywords, m.internaldate"
+                "SELECT m.uid, m.blob_id, b.size + length(m.prefix), m.flags, m.keywords,"
+                " m.internaldate, m.prefix"
                 " FROM messages m JOIN blobs b ON b.id = m.blob_id"
                 f" WHERE m.mailbox_id = ? AND ({where})", (source_id, *params)).fetchall()
         if not rows:
@@ -596,8 +605,8 @@ class SqliteMailboxes:
             self._check_quota(db, target[0], sum(r[2] for r in rows))
         new_rows = [
             (blob_id, size, flags, _keyword_mask(db, target_id, _keywords(kw, source_names)),
-             when)
-            for _, blob_id, size, flags, kw, when in rows
+             when, prefix)
+            for _, blob_id, size, flags, kw, when, prefix in rows
         ]
         added = self._add(db, target_id, target[0], new_rows)
         self._blobs.add_refs(db, [r[1] for r in rows])

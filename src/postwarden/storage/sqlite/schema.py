@@ -114,4 +114,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     """
     ALTER TABLE parsed ADD COLUMN head BLOB;
     """,
+    # 7: a copy's own header lines before the shared file (local delivery's
+    # Return-Path and Delivered-To); empty for every message stored before.
+    """
+    ALTER TABLE messages ADD COLUMN prefix BLOB NOT NULL DEFAULT x'';
+    """,
 )

@@ -109,10 +109,10 @@ def _compile(q: Query, params: list[object], needs: list[bool], body_table: str)
             parts = ["1"]
             if larger is not None:
                 params.append(larger)
-                parts.append("b.size > ?")
+                parts.append("b.size + length(m.prefix) > ?")
             if smaller is not None:
                 params.append(smaller)
-                parts.append("b.size < ?")
+                parts.append("b.size + length(m.prefix) < ?")
             return "(" + " AND ".join(parts) + ")"
         case SearchModSeq(at_least):
             params.append(at_least)
