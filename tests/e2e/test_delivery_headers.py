@@ -9,15 +9,17 @@ message.
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import poplib
 import re
 import smtplib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from delivery.smtppeers import Peer
 from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 ALICE = f"alice@{DOMAIN}"
@@ -137,3 +139,37 @@ def test_imap_append_gets_no_delivery_lines(server: ServerProcess) -> None:
         assert fetched(c, "BODY.PEEK[]") == data
     finally:
         c.logout()
+
+
+async def test_the_copy_leaving_through_the_queue_has_neither(
+        make_server: Callable[..., ServerProcess]) -> None:
+    """One message to a local account and a routed remote one: only the mailbox copy
+    gets Return-Path and Delivered-To; the relayed one leaves without the forged one too."""
+    peer = Peer()
+    port = await peer.start()
+    server = make_server(routes=[{"domain": "partner.example", "to": f"127.0.0.1:{port}"}],
+                         relay={"trusted_networks": ["127.0.0.0/8"]})
+    server.add_user(ALICE)
+    server.start()
+    try:
+        def send() -> None:
+            with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT) as smtp:
+                smtp.sendmail(SENDER, [ALICE, "ann@partner.example"], MESSAGE)
+
+        await asyncio.to_thread(send)
+        [relayed] = await peer.wait_messages(1, timeout=TIMEOUT)
+
+        def retr() -> bytes:
+            client = pop3(server, ALICE)
+            try:
+                return b"\r\n".join(client.retr(1)[1]) + b"\r\n"
+            finally:
+                client.quit()
+
+        local = await asyncio.to_thread(retr)
+    finally:
+        await asyncio.to_thread(server.stop)  # the peer lives on this loop: keep it running
+        await peer.close()
+    assert local.startswith(delivery_lines(ALICE))
+    assert b"Return-Path:" not in relayed.data and b"Delivered-To:" not in relayed.data
+    assert relayed.data.endswith(local[len(delivery_lines(ALICE)):])
