@@ -176,8 +176,11 @@ class IMAPConfig:
     max_literal_size: int = 65536  # a literal other than APPEND's message
     max_command_size: int = 262144  # a whole command, lines and literals
     max_append_size: int = 26214400  # APPEND's message (advertised as APPENDLIMIT)
+    preauth_seconds: int = 60  # from the greeting (or a line) to a complete line, not logged in
     autologout_seconds: int = 1800  # a logged-in session silent this long gets BYE (RFC 9051)
-    idle_seconds: int = 1740  # the longest IDLE (RFC 2177: clients renew every 29 minutes)
+    # The longest IDLE: RFC 9051 §5.4's timer (at least 30 minutes) applies to an
+    # idling client too; RFC 2177's clients renew every 29 minutes, inside it.
+    idle_seconds: int = 1800
     idle_poll_ms: int = 30000  # IDLE also checks the mailbox this often (a lost change hint)
     max_sessions_per_user: int = 50  # logged-in sessions of one user, both listeners
     max_sessions_per_ip: int = 100  # logged-in sessions from one client address
@@ -722,8 +725,9 @@ max_line_length = 65536      # one command line (at least 8192)
 max_literal_size = 65536     # a literal other than APPEND's message
 max_command_size = 262144    # a whole command, lines and literals
 max_append_size = 26214400   # APPEND's message (APPENDLIMIT)
+preauth_seconds = 60         # a client not logged in: each whole line, then BYE
 autologout_seconds = 1800    # a silent logged-in session gets BYE
-idle_seconds = 1740          # the longest IDLE
+idle_seconds = 1800          # the longest IDLE
 idle_poll_ms = 30000         # IDLE also checks the mailbox this often
 max_sessions_per_user = 50
 max_sessions_per_ip = 100

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from postwarden.mail import reply as R
-from serverproc import DOMAIN, ServerProcess
+from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 TIMEOUT = 2  # command_timeout_seconds and data_timeout_seconds
 DRIP = 0.25
@@ -28,6 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("slow"), limits={
         "command_timeout_seconds": TIMEOUT, "data_timeout_seconds": TIMEOUT,
         "data_min_rate": 1000, "handshake_timeout_seconds": 1,
+    }, listen={"imap": ["127.0.0.1:0"]}, imap={
+        "preauth_seconds": TIMEOUT, "autologout_seconds": TIMEOUT, "idle_seconds": TIMEOUT,
     })
     srv.add_user(f"bob@{DOMAIN}")
     srv.start()
@@ -137,3 +139,63 @@ class TestPOP3:
         sock.sendall(b"USER ")
         assert drip_until_answered(sock) == b"-ERR Autologout; idle for too long\r\n"
         assert_closed(sock)
+
+
+def imap_login(server: ServerProcess) -> socket.socket:
+    sock = connect(server, "imap", b"* OK ")
+    sock.sendall(f'a LOGIN bob@{DOMAIN} "{PASSWORD}"\r\n'.encode())
+    assert read_line(sock).startswith(b"a OK")
+    return sock
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """One reply line, octet by octet (so nothing after it is taken off the socket)."""
+    line = b""
+    while not line.endswith(b"\n") and (octet := sock.recv(1)):
+        line += octet
+    return line
+
+
+def assert_bye(sock: socket.socket, answer: bytes, text: bytes) -> None:
+    """``answer`` (the first reply to the drip) begins the BYE, then the server hangs up."""
+    assert answer.startswith(b"* BYE " + text), answer
+    assert_closed(sock)
+
+
+class TestIMAP:
+    """IMAP's clocks: before login, logged in, in IDLE, and an APPEND message."""
+
+    def test_silent_before_login(self, server: ServerProcess) -> None:
+        """No command at all after the greeting: BYE within preauth_seconds."""
+        sock = connect(server, "imap", b"* OK ")
+        readable, _, _ = select.select([sock], [], [], TIMEOUT * 5)
+        assert readable, "the server waited on a silent client"
+        assert_bye(sock, sock.recv(1000), b"Too slow to log in")
+        server.wait_for_log("imap-timeout", "phase=login")
+
+    def test_a_partial_login_line(self, server: ServerProcess) -> None:
+        """``a LOGIN bob...`` one octet at a time: BYE and close."""
+        sock = connect(server, "imap", b"* OK ")
+        sock.sendall(b"a LOGIN ")
+        assert_bye(sock, drip_until_answered(sock), b"Too slow to log in")
+
+    def test_a_partial_command_line_logged_in(self, server: ServerProcess) -> None:
+        sock = imap_login(server)
+        sock.sendall(b"b SELECT ")
+        assert_bye(sock, drip_until_answered(sock), b"Autologout")
+
+    def test_a_dripped_done_during_idle(self, server: ServerProcess) -> None:
+        """IDLE's bound runs from IDLE to a complete DONE line, however it is dripped."""
+        sock = imap_login(server)
+        sock.sendall(b"b IDLE\r\n")
+        assert read_line(sock).startswith(b"+ ")
+        assert_bye(sock, drip_until_answered(sock, b" "), b"IDLE for too long")
+
+    def test_an_append_message_below_the_minimum_rate(self, server: ServerProcess) -> None:
+        """APPEND's octets are message data: the data rate applies, and nothing is stored."""
+        before = len(server.inbox(f"bob@{DOMAIN}"))
+        sock = imap_login(server)
+        sock.sendall(b"b APPEND INBOX {100000}\r\n")
+        assert read_line(sock).startswith(b"+ ")
+        assert_bye(sock, drip_until_answered(sock), b"Autologout")
+        assert len(server.inbox(f"bob@{DOMAIN}")) == before

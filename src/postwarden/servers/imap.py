@@ -37,6 +37,7 @@ from postwarden.protocol.imap.events import (
 )
 from postwarden.servers import connlog
 from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext_auth_allowed
+from postwarden.servers.deadlines import InputClock
 from postwarden.servers.imap_mailboxes import MailboxCommands
 from postwarden.servers.imap_selected import SelectedCommands
 from postwarden.servers.services import MailboxServices
@@ -111,6 +112,15 @@ class _Session(MailboxCommands, SelectedCommands):
         self.deflate: zlib._Compress | None = None
         self.inflate: zlib._Decompress | None = None
         self.idle_tag: str | None = None
+        # Each whole command line (or APPEND message) is timed, never a single
+        # read, so dripping octets holds nothing open: before login for
+        # preauth_seconds, logged in for autologout_seconds, in IDLE for
+        # idle_seconds; an APPEND message also at the minimum data rate.
+        limits = cfg.limits
+        self.login_clock = InputClock(cfg.imap.preauth_seconds)
+        self.session_clock = InputClock(cfg.imap.autologout_seconds,
+                                        limits.data_timeout_seconds, limits.data_min_rate)
+        self.idle_clock = InputClock(cfg.imap.idle_seconds)
         super().__init__()
 
     def end(self) -> None:
@@ -183,6 +193,16 @@ class _Session(MailboxCommands, SelectedCommands):
             return
         self.machine.receive_data(self.inflate.decompress(data, INFLATE_STEP))
 
+    def clock(self) -> InputClock:
+        if self.idle_tag is not None:
+            return self.idle_clock
+        return self.session_clock if self.account else self.login_clock
+
+    def seconds_left(self) -> float:
+        """For the line (or APPEND message) the client is on, in this phase."""
+        appending = self.appending is not None
+        return self.clock().seconds_left((self.machine.lines_read, appending), appending)
+
     async def read(self) -> None:
         if self.inflate is not None and self.inflate.unconsumed_tail:
             self.feed(self.inflate.unconsumed_tail)
@@ -191,29 +211,36 @@ class _Session(MailboxCommands, SelectedCommands):
             await self.idle_wait()
             return
         try:
-            seconds = float(self.settings.autologout_seconds if self.account
-                            else self.services.cfg.limits.command_timeout_seconds)
+            seconds = self.seconds_left()
+            if seconds <= 0:
+                raise TimeoutError
             data = await self.deadline.wait(self.reader.read(READ_SIZE), seconds)
         except TimeoutError:
-            self.machine.send(r.Condition(r.Status.BYE, "Autologout; idle for too long"))
+            log.info(kv("imap-timeout", user=self.account, ip=self.ip,
+                        phase="session" if self.account else "login"))
+            self.machine.send(r.Condition(r.Status.BYE, "Autologout; idle for too long"
+                                          if self.account else "Too slow to log in"))
             return
         except (ConnectionError, ssl.SSLError):
             data = b""
+        self.clock().received(len(data))
         self.feed(data)
 
     async def idle_wait(self) -> None:
-        """IDLE: input or news, whichever comes first, for at most ``idle_seconds``.
+        """IDLE: input or news, whichever comes first, for at most ``idle_seconds``
+        from the IDLE command until its DONE line is complete.
 
         News comes from the change feed at once; every ``idle_poll_ms`` the
         store is asked too, in case a hint from another process was lost.
         """
-        limit = time.monotonic() + self.settings.idle_seconds
+        limit = time.monotonic() + self.seconds_left()
         reading = asyncio.ensure_future(self.reader.read(READ_SIZE))
         hint: asyncio.Future[int] | None = None
         try:
             while not reading.done():
                 left = limit - time.monotonic()
                 if left <= 0:
+                    log.info(kv("imap-timeout", user=self.account, ip=self.ip, phase="idle"))
                     self.machine.send(r.Condition(r.Status.BYE, "IDLE for too long"))
                     return
                 if hint is None and self.watch is not None:
