@@ -116,6 +116,21 @@ class TestListExtended:
         assert not any(b"CHILDINFO" in line for line in lines)
         session.close()
 
+    def test_recursivematch_names_a_parent_that_does_not_exist(
+            self, imap_world: IMAPWorld) -> None:
+        """RFC 5258 §3.4: a subscribed Ghost/Kid whose parent Ghost exists nowhere (neither
+        mailbox nor subscription): "%" still lists Ghost, \\NonExistent, with CHILDINFO."""
+        session = Session(imap_world, imap_world.new_account())
+        assert session.run("b", "SUBSCRIBE Ghost/Kid")[-1].startswith(b"b OK")
+        lines = session.run("c", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+        assert lines[-1].startswith(b"c OK")
+        (ghost,) = [line for line in lines if line.startswith(b"* LIST") and b" Ghost" in line]
+        assert b"\\NonExistent" in ghost and b"\\Subscribed" not in ghost, ghost
+        assert ghost.endswith(b'"/" Ghost ("CHILDINFO" ("SUBSCRIBED"))'), ghost
+        lines = session.run("d", 'LIST (SUBSCRIBED) "" "%"')  # without RECURSIVEMATCH: not
+        assert not any(b"Ghost" in line for line in lines), lines
+        session.close()
+
     def test_return_children_and_special_use(self, imap_world: IMAPWorld) -> None:
         """RETURN (CHILDREN SPECIAL-USE): \\HasChildren / \\HasNoChildren on every name and
         the use attributes (RFC 6154 §2) on the special mailboxes."""

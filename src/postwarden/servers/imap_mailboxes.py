@@ -87,6 +87,12 @@ class MailboxCommands(SessionCore):
         special_only = c.ListSelect.SPECIAL_USE in command.select
         recursive = c.ListSelect.RECURSIVEMATCH in command.select
         candidates = sorted(subscribed | set(names)) if only_subscribed else names
+        if only_subscribed and recursive:
+            # RFC 5258 §3.4: a name that does not exist at all is listed (\NonExistent)
+            # when a subscribed descendant makes it a CHILDINFO parent.
+            candidates = sorted(set(candidates) | {
+                name[:at] for name in subscribed
+                for at in range(len(name)) if name[at] == DELIMITER and at > 0})
         for name in candidates:
             if not any(p.match(name) for p in patterns):
                 continue
