@@ -131,6 +131,28 @@ class TestListExtended:
         assert not any(b"Ghost" in line for line in lines), lines
         session.close()
 
+    def test_new_mail_is_recent_in_one_session_only(self, imap_world: IMAPWorld) -> None:
+        """RFC 3501 §2.3.2: A has INBOX selected when a message arrives, so A's NOOP
+        reports it \\Recent; B, selecting it afterwards, gets 0 RECENT and no \\Recent."""
+        account = imap_world.new_account()
+        a, b = Session(imap_world, account), Session(imap_world, account)
+        assert a.run("b", "SELECT INBOX")[-1].startswith(b"b OK")
+        imap_world.deliver(account)  # committed before SMTP's 250; NOOP asks the store
+        lines = a.run("c", "NOOP")
+        assert b"* 1 EXISTS" in lines and b"* 1 RECENT" in lines, lines
+        lines = b.run("d", "SELECT INBOX")
+        assert b"* 1 EXISTS" in lines and b"* 0 RECENT" in lines, lines
+        assert b"\\Recent" not in b.run("e", "FETCH 1 FLAGS")[0]
+        assert b"\\Recent" in a.run("f", "FETCH 1 FLAGS")[0]
+        imap_world.deliver(account)  # now both are selected: the first to look takes it
+        lines = b.run("g", "NOOP")
+        assert b"* 2 EXISTS" in lines and b"* 1 RECENT" in lines, lines
+        lines = a.run("h", "NOOP")
+        assert b"* 2 EXISTS" in lines and b"* 1 RECENT" in lines, lines
+        assert b"\\Recent" not in a.run("i", "FETCH 2 FLAGS")[0]
+        a.close()
+        b.close()
+
     def test_return_children_and_special_use(self, imap_world: IMAPWorld) -> None:
         """RETURN (CHILDREN SPECIAL-USE): \\HasChildren / \\HasNoChildren on every name and
         the use attributes (RFC 6154 §2) on the special mailboxes."""

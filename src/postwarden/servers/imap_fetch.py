@@ -314,7 +314,8 @@ def _blob(meta: MessageMeta) -> BlobHandle:
 
 
 def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
-                recent_from: int, flags_for: frozenset[int] = frozenset()) -> Wire:
+                is_recent: Callable[[int], bool], flags_for: frozenset[int] = frozenset()
+                ) -> Wire:
     """``render``, encoded: the attributes of a message list directly to bytes,
     anything else through the response objects and ``encoder.fetch``."""
     pieces = [_piece(a, fetch.utf8) for a in fetch.attributes]
@@ -324,7 +325,7 @@ def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, Mes
     failed: list[int] = []
     unknown = False
     for number, meta in batch:
-        recent = recent_from > 0 and meta.uid >= recent_from
+        recent = is_recent(meta.uid)
         if direct is not None:
             items = [b"UID %d" % meta.uid] if fetch.uid else []
             try:
@@ -336,7 +337,7 @@ def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, Mes
                     items.append(b"MODSEQ (%d)" % meta.modseq)
                 out.append(b"* %d FETCH (%b)\r\n" % (number, b" ".join(items)))
                 continue
-        done = render(read, fetch, [(number, meta)], recent_from, flags_for)
+        done = render(read, fetch, [(number, meta)], is_recent, flags_for)
         out += [encoder.fetch(response, utf8=fetch.utf8) for response in done.responses]
         failed += done.failed
         unknown = unknown or done.unknown_encoding
@@ -344,15 +345,17 @@ def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, Mes
 
 
 def render(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
-           recent_from: int, flags_for: frozenset[int] = frozenset()) -> Rendered:
-    """FETCH responses for (number, metadata) pairs; ``flags_for``: UIDs whose
+           is_recent: Callable[[int], bool], flags_for: frozenset[int] = frozenset()
+           ) -> Rendered:
+    """FETCH responses for (number, metadata) pairs; ``is_recent``: \\Recent for this
+    session (RFC 3501: one session only); ``flags_for``: UIDs whose
     \\Seen this FETCH set, which get FLAGS even if not asked (RFC 9051 §6.4.5)."""
     out: list[r.FetchData] = []
     failed: list[int] = []
     unknown = False
     with_flags = Simple.FLAGS in fetch.attributes
     for number, meta in batch:
-        recent = recent_from > 0 and meta.uid >= recent_from
+        recent = is_recent(meta.uid)
         items: list[r.FetchItem] = [r.UidItem(meta.uid)] if fetch.uid else []
         message = _Message(meta, read)
         try:

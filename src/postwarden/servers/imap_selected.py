@@ -100,6 +100,8 @@ class SelectedCommands(SessionCore):
         if heard or await self.news(poll=poll):
             changes = await self.services.mailboxes.changes_since(view.mailbox.id, view.modseq)
             view.absorb(changes, with_modseq=self.condstore)
+            if view.unclaimed:  # new mail: \Recent here unless another session took it
+                view.claim(await self.services.mailboxes.claim_recent(view.mailbox.id))
         for response in view.release(expunge=expunge, qresync=self.qresync,
                                      rev2=self.machine.imap4rev2):
             self.machine.send(response)
@@ -142,9 +144,10 @@ class SelectedCommands(SessionCore):
         self.watch = self.services.changes.watch(mailbox.id)  # before reading: miss nothing
         status = await mailboxes.status(mailbox.id)
         uids = await mailboxes.uids(mailbox.id)
-        first_recent = 0 if command.readonly else await mailboxes.claim_recent(mailbox.id)
+        recent = (range(status.uidnext, status.uidnext) if command.readonly
+                  else await mailboxes.claim_recent(mailbox.id))
         view = SelectedView(mailbox, uids, status.highestmodseq, readonly=command.readonly,
-                            first_recent=first_recent)
+                            recent=recent)
         rev2 = self.machine.imap4rev2
         send(r.Flags(SYSTEM_FLAGS))
         send(r.Exists(view.count))
@@ -254,7 +257,7 @@ class SelectedCommands(SessionCore):
         off the event loop (sections are read from the files as they go); a
         second trip if some message is not in the parsed cache yet."""
         numbers = _by_number(batch)
-        first_recent = view.first_recent
+        is_recent = view.recent
 
         def render(metas: list[MessageMeta], read: ReadBlob) -> imap_fetch.Wire | None:
             if imap_fetch.lacks(plan, metas):
@@ -262,7 +265,7 @@ class SelectedCommands(SessionCore):
             chosen = [(numbers[meta.uid], meta) for meta in metas
                       if meta.uid in numbers
                       and (changed_since is None or meta.modseq > changed_since)]
-            return imap_fetch.render_wire(read, plan, chosen, first_recent, seen)
+            return imap_fetch.render_wire(read, plan, chosen, is_recent, seen)
 
         read_messages = self.services.mailboxes.read_messages
         uids = view.uid_set(batch)

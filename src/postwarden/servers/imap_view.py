@@ -58,13 +58,17 @@ class SelectedView:
     """Sequence numbers, the MODSEQ the client knows, and updates not yet sent."""
 
     def __init__(self, mailbox: Mailbox, uids: array[int], modseq: int, *, readonly: bool,
-                 first_recent: int) -> None:
+                 recent: range) -> None:
         self.mailbox = mailbox
         # Ascending; position + 1 is the sequence number. Shared: replaced, never changed.
         self.uids = shared(mailbox.id, uids)
         self.modseq = modseq  # everything up to here has been read from the store
         self.readonly = readonly
-        self.first_recent = first_recent  # UIDs from here on are \Recent for this session
+        # The UID ranges this session claimed as \Recent (at SELECT, then as new mail
+        # shows up): RFC 3501 gives each new message \Recent in one session only.
+        # Replaced, never changed, so a FETCH rendering on a thread reads a whole tuple.
+        self.recent_claims: tuple[range, ...] = (recent,) if recent else ()
+        self.claimed_to = recent.stop  # UIDs from here on are not claimed by this session
         self._arrived: list[int] = []  # new UIDs, not yet announced by EXISTS
         self._vanished: set[int] = set()  # expunged elsewhere, not yet announced
         self._flags: dict[int, r.FetchData] = {}  # flag changes by others, by UID
@@ -92,13 +96,24 @@ class SelectedView:
         return None
 
     def recent(self, uid: int) -> bool:
-        return self.first_recent > 0 and uid >= self.first_recent
+        return any(uid in claim for claim in self.recent_claims)
 
     @property
     def recent_count(self) -> int:
-        if self.first_recent <= 0:
-            return 0
-        return len(self.uids) - bisect.bisect_left(self.uids, self.first_recent)
+        uids = self.uids
+        return sum(bisect.bisect_left(uids, c.stop) - bisect.bisect_left(uids, c.start)
+                   for c in self.recent_claims)
+
+    @property
+    def unclaimed(self) -> bool:
+        """New mail this read-write view has not tried to claim as \\Recent yet."""
+        return not self.readonly and self.last_uid >= self.claimed_to
+
+    def claim(self, claimed: range) -> None:
+        """A later claim: the UIDs no other session took since ours."""
+        self.claimed_to = max(self.claimed_to, claimed.stop)
+        if claimed:
+            self.recent_claims = (*self.recent_claims, claimed)
 
     def messages(self, numbers: SequenceSet, *, uid: bool,
                  saved: Sequence[int] = ()) -> list[tuple[int, int]]:

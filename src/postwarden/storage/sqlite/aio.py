@@ -237,7 +237,7 @@ class AsyncSqliteStore:
     async def search(self, mailbox_id: int, query: mb.Query) -> list[int]:
         return await self._read(self.store.mailboxes.search, mailbox_id, query)
 
-    async def claim_recent(self, mailbox_id: int) -> int:
+    async def claim_recent(self, mailbox_id: int) -> range:
         return await self._write(self.store.mailboxes.claim_recent, mailbox_id)
 
     async def quota(self, account: str) -> mb.Quota:

@@ -613,15 +613,15 @@ class SqliteMailboxes:
         return CopyResult(target[1], tuple((r[0], a[0]) for r, a in zip(rows, added,
                                                                           strict=True)))
 
-    def claim_recent(self, mailbox_id: int) -> int:
-        """The first UID that is \\Recent for the caller; later sessions will not see them."""
+    def claim_recent(self, mailbox_id: int) -> range:
+        """The UIDs that are \\Recent for the caller; later sessions will not see them."""
         with self._db.tx() as db:
-            row = db.execute("SELECT first_recent FROM mailboxes WHERE id = ?",
+            row = db.execute("SELECT first_recent, uidnext FROM mailboxes WHERE id = ?",
                              (mailbox_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no mailbox {mailbox_id}")
             db.execute("UPDATE mailboxes SET first_recent = uidnext WHERE id = ?", (mailbox_id,))
-        return int(row[0])
+        return range(int(row[0]), int(row[1]))
 
     # --- the POP3 maildrop lock ------------------------------------------------------
 
