@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import poplib
 import shutil
 import signal
 import smtplib
@@ -208,9 +209,14 @@ def test_pebble_issues_by_http01_and_renews_by_tls_alpn01_without_dropping_sessi
         assert new != serial and f"serial={new}" in renewed
         assert serial_on(server.addr("imaps"), ctx) == new
         assert serial_on(server.addr("pop3s"), ctx) == new
-        with smtplib.SMTP(*server.addr("submission"), timeout=30) as starttls:
-            starttls.starttls(context=chain_only)
-            assert serial_of(starttls.sock) == new
+        for kind in ("smtp", "submission"):  # STARTTLS on 25 and 587
+            with smtplib.SMTP(*server.addr(kind), timeout=30) as starttls:
+                starttls.starttls(context=chain_only)
+                assert serial_of(starttls.sock) == new
+        pop3 = poplib.POP3(*server.addr("pop3"), timeout=30)  # STLS on 110
+        pop3.stls(context=chain_only)
+        assert serial_of(pop3.sock) == new
+        pop3.quit()
 
         # The old sessions go on, still on the first certificate.
         assert smtp.noop()[0] == 250
