@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from postwarden.admin.check_server import certificate
+from postwarden.admin.checkline import Status
 from postwarden.config import TLSConfig
 from postwarden.delivery.dkimsign import load_keys
 from serverproc import DOMAIN, HOSTNAME, ServerProcess
@@ -47,14 +48,19 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_cert(cert: Path, key: Path, name: str, not_before: datetime.datetime,
-               not_after: datetime.datetime) -> None:
+               not_after: datetime.datetime, issuer: str | None = None) -> None:
+    """A certificate for ``name``: self-signed, or signed by a throwaway CA named ``issuer``."""
     private = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    built = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+    signer, issued_by = private, subject
+    if issuer is not None:
+        signer = ec.generate_private_key(ec.SECP256R1())
+        issued_by = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])
+    built = (x509.CertificateBuilder().subject_name(subject).issuer_name(issued_by)
              .public_key(private.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(not_before).not_valid_after(not_after)
              .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-             .sign(private, hashes.SHA256()))
+             .sign(signer, hashes.SHA256()))
     cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
     key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.PKCS8,
@@ -67,6 +73,10 @@ def server(make_server: Callable[..., ServerProcess]) -> Iterator[ServerProcess]
     ports = dict(zip(KINDS, free_ports(len(KINDS)), strict=True))
     made = make_server(listen={k: [f"127.0.0.1:{p}"] for k, p in ports.items()},
                        relay={"trusted_networks": ["127.0.0.1/32"]})
+    now = datetime.datetime.now(datetime.UTC)
+    write_cert(made.cert, made.root / "var/tls/key.pem", HOSTNAME,
+               now - datetime.timedelta(days=1), now + datetime.timedelta(days=60),
+               issuer="Test CA")
     made.start()
     yield made
     made.stop()
@@ -78,6 +88,7 @@ def good_records(server: ServerProcess) -> Records:
     (key,) = load_keys(server.root / "var", DOMAIN)
     return {
         (HOSTNAME, "A"): ["127.0.0.1"],
+        (HOSTNAME, "TXT"): ['"v=spf1 a -all"'],
         (PTR, "PTR"): [f"{HOSTNAME}."],
         (DOMAIN, "MX"): [f"10 {HOSTNAME}."],
         (DOMAIN, "TXT"): ['"v=spf1 mx -all"'],
@@ -120,6 +131,8 @@ class TestGoodSetup:
             f"OK    spf {DOMAIN}: passes for 127.0.0.1",
             f"OK    dmarc {DOMAIN}: p=reject",
             f"OK    certificate names: {HOSTNAME} is covered",
+            "OK    certificate issuer: CN=Test CA",
+            f"OK    spf {HOSTNAME}: passes for 127.0.0.1",
             f"OK    open relay (wire): 3 remote recipients from 127.0.0.2 to"
             f" 127.0.0.1:{smtp}: 550 5.7.1",
         ):
@@ -158,6 +171,8 @@ class TestBrokenSetup:
         assert found[f"FAIL  spf {DOMAIN}: no SPF record"] == (
             f'publish "{DOMAIN}. TXT \\"v=spf1 mx -all\\""')
         assert "FAIL  certificate names: wrong.example.net, not mail.example.test" in found
+        assert "WARN  certificate issuer: self-signed: servers sending to you accept it, but" \
+               " mail clients warn their users" in found
         assert any(k.startswith(f"FAIL  certificate expiry: expired on {expired}")
                    for k in found)
         assert found[f"FAIL  listener pop3 127.0.0.1:{down}: cannot connect"
@@ -206,9 +221,10 @@ class TestCertificateLines:
         now = datetime.datetime.now(datetime.UTC)
         write_cert(tmp_path / "c.pem", tmp_path / "k.pem", "*.example.test",
                    now - datetime.timedelta(days=80), now + datetime.timedelta(days=5, hours=1))
-        names, expiry = certificate(TLSConfig(tmp_path / "c.pem", tmp_path / "k.pem"),
-                                    HOSTNAME, now)
+        names, issuer, expiry = certificate(TLSConfig(tmp_path / "c.pem", tmp_path / "k.pem"),
+                                            HOSTNAME, now)
         assert names.render() == f"OK    certificate names: {HOSTNAME} is covered"
+        assert issuer.status is Status.WARN  # made here without a CA
         assert expiry.render().startswith("WARN  certificate expiry: expires on ")
         assert ", in 5 days -- fix: renew it" in expiry.render()
 

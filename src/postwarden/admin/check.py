@@ -45,6 +45,8 @@ async def _run(cfg: Config, store: AsyncStore, dns: AuthDNS, timeout: float) -> 
     lines = [line]
     for address in addresses:
         lines += await check_dns.reverse(dns, hostname, address)
+    if hostname not in domains:
+        lines += await check_dns.helo_spf(dns, hostname, addresses)
     if not domains:
         lines.append(fail("domains", "no local domain", "postwarden domain add DOMAIN"))
     for domain in domains:

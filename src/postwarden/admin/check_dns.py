@@ -107,6 +107,19 @@ async def spf(dns: AuthDNS, hostname: str, domain: str, addresses: Sequence[str]
     return await _guarded(topic, step)
 
 
+async def helo_spf(dns: AuthDNS, hostname: str, addresses: Sequence[str]) -> list[Line]:
+    """The hostname's own SPF: receivers judge bounces (``MAIL FROM:<>``) by the HELO name."""
+    topic = f"spf {hostname} (HELO, for bounces)"
+
+    async def step() -> list[Line]:
+        if not any(t.lower().startswith("v=spf1") for t in await dns.txt(hostname)):
+            return [warn(topic, "no SPF record: bounces and reports we send are not vouched"
+                         " for", f'publish "{hostname}. TXT \\"v=spf1 a -all\\""')]
+        return await spf(dns, hostname, hostname, addresses)
+
+    return await _guarded(topic, step)
+
+
 async def dkim(dns: AuthDNS, domain: str, data_dir: Path) -> list[Line]:
     """Each key in ``data_dir`` (``dkim show``) must be published as it is."""
     topic = f"dkim {domain}"

@@ -36,6 +36,11 @@ def certificate(tls: TLSConfig, hostname: str, now: datetime.datetime) -> list[L
     else:
         lines.append(fail("certificate names", f"{', '.join(names) or 'no name'},"
                           f" not {hostname}", CERT_FIX.format(host=hostname)))
+    if cert.issuer == cert.subject:
+        lines.append(warn("certificate issuer", "self-signed: servers sending to you accept"
+                          " it, but mail clients warn their users", CERT_FIX.format(host=hostname)))
+    else:
+        lines.append(ok("certificate issuer", cert.issuer.rfc4514_string()[:80]))
     until = cert.not_valid_after_utc
     days = (until - now).total_seconds() / 86400
     when = until.strftime("%Y-%m-%d %H:%M UTC")
