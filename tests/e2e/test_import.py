@@ -111,6 +111,18 @@ class TestMbox:
         assert len(stored(server)) == 1
 
 
+    def test_a_message_over_the_append_limit_stops_the_import_naming_it(
+            self, make_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+        """[imap] max_append_size holds for imports as for APPEND."""
+        server = make_server(imap={"max_append_size": 100})
+        server.add_user(USER)
+        (tmp_path / "old.mbox").write_bytes(MBOX)
+        assert one_line_error(server, "--mbox", str(tmp_path / "old.mbox"), USER) == (
+            "postwarden: error: message 1 is larger than [imap] max_append_size"
+            " (125 > 100 octets): stopped after 0 messages (none)")
+        assert stored(server) == []
+
+
 def maildir(root: Path) -> Path:
     for sub in ("cur", "new", "tmp"):
         (root / sub).mkdir(parents=True)

@@ -126,13 +126,13 @@ def _run(cfg: Config, account: str, items: Iterator[Item]) -> ImportReport:
     intake = Intake(sync.blobs, store, RecipientPolicy(store, cfg.relay, cfg.hostname),
                     cfg.hostname, cfg.delivery.max_received_headers)
     try:
-        return asyncio.run(_import(store, intake, account, items))
+        return asyncio.run(_import(store, intake, account, items, cfg.imap.max_append_size))
     finally:
         store.close()
 
 
-async def _import(store: AsyncStore, intake: Intake, account: str,
-                  items: Iterator[Item]) -> ImportReport:
+async def _import(store: AsyncStore, intake: Intake, account: str, items: Iterator[Item],
+                  max_size: int) -> ImportReport:
     if await store.get_account(account) is None:
         raise AdminError(f"no such user: {account}")
     await store.ensure_mailboxes(account)
@@ -140,6 +140,11 @@ async def _import(store: AsyncStore, intake: Intake, account: str,
     ready: set[str] = set()
     try:
         for item in items:
+            if len(item.data) > max_size:  # as APPEND refuses it (APPENDLIMIT)
+                raise AdminError(f"message {counts.total() + 1} is larger than [imap]"
+                                 f" max_append_size ({len(item.data)} > {max_size} octets):"
+                                 f" stopped after {counts.total()} messages"
+                                 f" ({_summary(counts)})")
             if item.mailbox not in ready:
                 if await store.get_mailbox(account, item.mailbox) is None:
                     await store.create_mailbox(account, item.mailbox)
