@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from postwarden.admin import check_dns, check_relay, check_server
 from postwarden.admin.check_server import ip_or_none
@@ -39,23 +39,25 @@ def exit_code(lines: Sequence[Line]) -> int:
 
 
 async def _run(cfg: Config, store: AsyncStore, dns: AuthDNS, timeout: float) -> list[Line]:
+    """Independent checks run side by side (an unreachable DNS costs one timeout, not
+    one per question); the lines keep their order."""
     hostname = cfg.hostname.lower().rstrip(".")
     domains = await store.list_domains()
     line, addresses = await check_dns.host_addresses(dns, hostname)
-    lines = [line]
-    for address in addresses:
-        lines += await check_dns.reverse(dns, hostname, address)
+    steps: list[Awaitable[list[Line]]] = [check_dns.reverse(dns, hostname, a) for a in addresses]
     if hostname not in domains:
-        lines += await check_dns.helo_spf(dns, hostname, addresses)
+        steps.append(check_dns.helo_spf(dns, hostname, addresses))
+    for domain in domains:
+        steps += [check_dns.mx(dns, hostname, domain),
+                  check_dns.spf(dns, hostname, domain, addresses),
+                  check_dns.dkim(dns, domain, cfg.data_dir), check_dns.dmarc(dns, domain)]
+    steps.append(check_server.listeners(cfg.listen, timeout))
+    found = await asyncio.gather(*steps)
+    lines = [line, *(one for group in found[:-1] for one in group)]
     if not domains:
         lines.append(fail("domains", "no local domain", "postwarden domain add DOMAIN"))
-    for domain in domains:
-        lines += await check_dns.mx(dns, hostname, domain)
-        lines += await check_dns.spf(dns, hostname, domain, addresses)
-        lines += await check_dns.dkim(dns, domain, cfg.data_dir)
-        lines += await check_dns.dmarc(dns, domain)
     lines += check_server.certificate(cfg.tls, hostname, datetime.datetime.now(datetime.UTC))
-    lines += await check_server.listeners(cfg.listen, timeout)
+    lines += found[-1]
     domain = domains[0] if domains else hostname
     recipients = RecipientPolicy(store, cfg.relay, hostname)
     lines += await check_relay.policy(cfg, recipients, domain, _local_ips(cfg, addresses))

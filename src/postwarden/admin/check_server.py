@@ -78,8 +78,8 @@ def _covers(name: str, hostname: str) -> bool:
 
 async def listeners(listen: dict[str, tuple[HostPort, ...]], timeout: float) -> list[Line]:
     """Connect to each configured listener and read its greeting."""
-    return [await _listener(kind, where, timeout)
-            for kind, places in listen.items() for where in places]
+    return list(await asyncio.gather(*(_listener(kind, where, timeout)
+                                       for kind, places in listen.items() for where in places)))
 
 
 def connect_error(exc: OSError) -> str:
