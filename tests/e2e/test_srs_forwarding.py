@@ -2,12 +2,15 @@
 
 A real server process; an alias forwards to a peer on loopback; the original
 sender's domain is another peer. The bounce is sent to the server's MX port
-like any remote host's would be.
+like any remote host's would be. The next hop that checks SPF is a second
+postwarden process with [auth_checks] on and a loopback DNS server: an
+independent SPF check of what we send, not our evaluator called by the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 import aiosmtplib
 import pytest
 
+from delivery.dnsfake import ThreadedDNS
 from delivery.smtppeers import Peer
+from postwarden.cli import add_local_domain
 from postwarden.policy.srs import Srs
 from serverproc import DOMAIN, HOSTNAME, ServerProcess
 
@@ -81,3 +86,57 @@ class TestSrs:
                 await client.rcpt(f"SRS0=aaaaaa=aa=victim.example=them@{HOSTNAME}")
             assert refused.value.code == 550 and "5.1.1" in refused.value.message
         assert site.server.store.queue.queued_ids() == []
+
+
+NEXT_HOP = "mx.fine.example"
+
+
+@pytest.fixture
+async def two_hops(make_server: Callable[..., ServerProcess]) -> AsyncIterator[
+        tuple[ServerProcess, ServerProcess]]:
+    """Our server forwards fwd@ to someone@fine.example, whose MX is a second postwarden
+    with [auth_checks] on; its DNS (loopback) publishes SPF for our hostname (the SRS
+    domain) and for sender.example, neither of which lets 127.0.0.1 send for the other."""
+    dns = ThreadedDNS({
+        (HOSTNAME, "TXT"): ['"v=spf1 ip4:127.0.0.1 -all"'],  # the forwarder: us
+        ("sender.example", "TXT"): ['"v=spf1 ip4:192.0.2.1 -all"'],  # the original sender
+    })
+    hop = make_server(dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+                      auth_checks={"enabled": True, "dns_timeout_seconds": 3})
+    hop.config_path.write_text(hop.config_path.read_text(encoding="utf-8").replace(
+        f'hostname = "{HOSTNAME}"', f'hostname = "{NEXT_HOP}"', 1), encoding="utf-8")
+    add_local_domain(hop.store.directory, "fine.example")
+    hop.add_user("someone@fine.example")
+    hop.start()
+    host, port = hop.addr("smtp")
+    ours = make_server(routes=[{"domain": "fine.example", "to": f"{host}:{port}"}])
+    ours.store.directory.add_alias(f"fwd@{DOMAIN}", ["someone@fine.example"])
+    ours.start()
+    try:
+        yield ours, hop
+    finally:
+        await asyncio.to_thread(ours.stop)
+        await asyncio.to_thread(hop.stop)
+        dns.close()
+
+
+@pytest.mark.slow
+async def test_forwarded_mail_passes_spf_at_a_next_hop_that_checks_it(
+        two_hops: tuple[ServerProcess, ServerProcess]) -> None:
+    """The second postwarden checks SPF for the SRS sender (our domain): spf=pass; the
+    original sender's own SPF would have failed there (its record names another host)."""
+    ours, hop = two_hops
+    host, port = ours.addr("smtp")
+    async with aiosmtplib.SMTP(hostname=host, port=port, start_tls=False) as client:
+        await client.sendmail(SENDER, [f"fwd@{DOMAIN}"],
+                              b"From: <Joe@sender.example>\r\nSubject: via srs\r\n\r\nhi\r\n")
+    deadline = time.monotonic() + 30
+    while not (inbox := hop.inbox("someone@fine.example")):
+        assert time.monotonic() < deadline, "the forwarded message did not arrive"
+        await asyncio.sleep(0.05)
+    head = inbox[0].split(b"\r\n\r\n", 1)[0].decode().replace("\r\n\t", " ")
+    [results] = [f for f in head.split("\r\n") if f.startswith("Authentication-Results:")]
+    assert results.startswith(f"Authentication-Results: {NEXT_HOP};")
+    assert re.search(rf'spf=pass smtp\.mailfrom="SRS0=[^" ]+@{re.escape(HOSTNAME)}";', results)
+    verdict = hop.wait_for_log("auth verdict", "SRS0=")
+    assert "action=accept" in verdict
