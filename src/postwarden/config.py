@@ -117,6 +117,8 @@ class AuthChecksConfig:
     spf_lookup_limit: int = 10  # RFC 7208 §4.6.4
     spf_void_limit: int = 2
     max_signatures: int = 10  # DKIM signatures verified per message; the rest are ignored
+    inline_verify_max_bytes: int = 65536  # larger messages are DKIM-verified in a thread
+    dns_cache_size: int = 10000  # DNS answers kept (each for its TTL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +607,9 @@ def _auth_checks(t: _Table) -> AuthChecksConfig:
         spf_lookup_limit=_positive(t, "spf_lookup_limit", d.spf_lookup_limit),
         spf_void_limit=_positive(t, "spf_void_limit", d.spf_void_limit, minimum=0),
         max_signatures=_positive(t, "max_signatures", d.max_signatures),
+        inline_verify_max_bytes=_positive(t, "inline_verify_max_bytes",
+                                          d.inline_verify_max_bytes, minimum=0),
+        dns_cache_size=_positive(t, "dns_cache_size", d.dns_cache_size),
     )
     t.finish()
     if cfg.dmarc_reject not in ("reject", "quarantine"):
@@ -713,6 +718,8 @@ check_timeout_seconds = 20
 spf_lookup_limit = 10
 spf_void_limit = 2
 max_signatures = 10
+inline_verify_max_bytes = 65536  # DKIM-verified on the event loop up to this size
+dns_cache_size = 10000       # DNS answers kept, each for its TTL
 
 [storage]
 backend = "sqlite"

@@ -16,6 +16,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,6 +253,25 @@ def lenient(tmp_path_factory: pytest.TempPathFactory, dns: ThreadedDNS) -> Itera
     srv.start()
     yield srv
     srv.stop()
+
+
+class TestTiming:
+    def test_spf_starts_at_the_first_accepted_recipient_before_data(
+            self, server: ServerProcess, dns: ThreadedDNS) -> None:
+        """MAIL FROM's SPF record is asked for while the client still has to send DATA; a
+        transaction then abandoned (RSET) leaves the server answering as before."""
+        host, port = server.addr("smtp")
+        with smtplib.SMTP(host, port, timeout=30) as client:
+            client.ehlo("client.test")
+            assert client.mail("a@early.test")[0] == 250
+            assert ("early.test", "TXT") not in dns.server.queries
+            assert client.rcpt(USER)[0] == 250
+            deadline = time.monotonic() + 10
+            while ("early.test", "TXT") not in dns.server.queries:
+                assert time.monotonic() < deadline, "no SPF lookup before DATA"
+                time.sleep(0.01)
+            assert client.rset()[0] == 250
+        assert send(server, "a@pass.test", message("a@pass.test", "after-rset"))[0] == 250
 
 
 class TestQuarantineSettings:

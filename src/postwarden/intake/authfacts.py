@@ -1,11 +1,13 @@
 """The async half of sender authentication: gather DNS answers and signature results.
 
 Everything that needs the network or the CPU happens here and ends in a
-frozen ``AuthFacts`` for ``policy.authchecks.decide``. DKIM and ARC are
-verified by dkimpy, whose DNS hook is synchronous: so the key records are
-fetched first (async, through ``AuthDNS`` and its cache) and the
-verification then runs in a worker thread against that table, keeping both
-blocking DNS and RSA work off the event loop. The organisational domain
+frozen ``AuthFacts`` for ``policy.authchecks.decide``. DKIM (``dkimcheck``:
+dkimpy's parsing, OpenSSL's arithmetic) and ARC (dkimpy) use a synchronous
+DNS hook: so the key records are fetched first (async, through ``AuthDNS``
+and its cache) and the verification then runs against that table, never
+waiting on the network: on the event loop for a small message, in a worker
+thread for a large one. SPF for MAIL FROM and HELO (``envelope_facts``) can
+start before DATA. The organisational domain
 comes from the Public Suffix List snapshot shipped in ``publicsuffixlist``
 (no fetch at run time).
 """
@@ -21,6 +23,7 @@ import dkim
 from publicsuffixlist import PublicSuffixList
 
 from postwarden.config import AuthChecksConfig
+from postwarden.intake import dkimcheck
 from postwarden.intake.authdns import AuthDNS, DNSTempError
 from postwarden.intake.headers import from_fields
 from postwarden.intake.spf import SPFLookups, check_host
@@ -113,7 +116,7 @@ def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | N
                                         "key lookup failed"))
             continue
         try:
-            ok = verifier.verify(idx=i, dnsfunc=dnsfunc)
+            ok = dkimcheck.verify(verifier, i, dnsfunc)
             reason = "" if ok else "signature did not verify"
             result = Result.PASS if ok else Result.FAIL
         except dkim.DnsTimeoutError as exc:
@@ -163,42 +166,96 @@ async def _dmarc(dns: SPFLookups, domain: str, org: str) -> DMARCLookup:
     return DMARCLookup(Result.NONE, None, f"no DMARC record for {domain}")
 
 
-async def gather(dns: AuthDNS | SPFLookups, cfg: AuthChecksConfig, *, client_ip: str, helo: str,
-                 mail_from: str, message: bytes, trusted: str,
-                 is_local: Callable[[str], Awaitable[bool]]) -> AuthFacts:
-    """All facts about one message; raises TimeoutError past ``check_timeout_seconds``."""
-    async with asyncio.timeout(cfg.check_timeout_seconds):
-        return await _gather(dns, cfg, client_ip, helo, mail_from, message, trusted, is_local)
+@dataclass(frozen=True, slots=True)
+class EnvelopeFacts:
+    """What MAIL FROM and HELO alone decide: known before DATA, so gathered meanwhile."""
+
+    spf_mailfrom: SPFOutcome
+    spf_helo: SPFOutcome
+    mail_from_is_local: bool
 
 
-async def _gather(dns: SPFLookups, cfg: AuthChecksConfig, client_ip: str, helo: str,
-                  mail_from: str, message: bytes, trusted: str,
-                  is_local: Callable[[str], Awaitable[bool]]) -> AuthFacts:
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[: end + 2]
+async def envelope_facts(dns: AuthDNS | SPFLookups, cfg: AuthChecksConfig, *, client_ip: str,
+                         helo: str, mail_from: str,
+                         is_local: Callable[[str], Awaitable[bool]]) -> EnvelopeFacts:
+    """SPF for MAIL FROM and HELO, side by side (their DNS round trips overlap)."""
     helo_domain = helo.lower().rstrip(".")
     mf_domain = mail_from.rpartition("@")[2].lower() if "@" in mail_from else ""
     limits = {"lookup_limit": cfg.spf_lookup_limit, "void_limit": cfg.spf_void_limit}
-    spf_helo = await check_host(dns, client_ip, helo_domain, f"postmaster@{helo_domain}",
-                                helo, **limits)
+    helo_check = check_host(dns, client_ip, helo_domain, f"postmaster@{helo_domain}", helo,
+                            **limits)
     if mf_domain:
-        spf_mf = await check_host(dns, client_ip, mf_domain, mail_from, helo, **limits)
+        spf_helo, spf_mf, local = await asyncio.gather(
+            helo_check, check_host(dns, client_ip, mf_domain, mail_from, helo, **limits),
+            is_local(mf_domain))
     else:  # null sender: the HELO identity stands in (RFC 7208 §2.4)
-        spf_mf = spf_helo
-    from_domain, from_problem = _from_domain(head)
-    sigs = signatures(head)
-    keys = await _fetch_keys(dns, sigs)
-    dkims, arc = await asyncio.to_thread(_verify, message, sigs, keys, cfg.max_signatures)
-    from_org = org_domain(from_domain) if from_domain else ""
-    dmarc = (await _dmarc(dns, from_domain, from_org) if from_domain
-             else DMARCLookup(Result.NONE, None, from_problem))
+        spf_helo = spf_mf = await helo_check
+        local = False
     spf_domain = mf_domain or helo_domain
+    return EnvelopeFacts(
+        SPFOutcome(spf_mf[0], spf_domain, org_domain(spf_domain), spf_mf[1]),
+        SPFOutcome(spf_helo[0], helo_domain, org_domain(helo_domain), spf_helo[1]),
+        local)
+
+
+async def gather(dns: AuthDNS | SPFLookups, cfg: AuthChecksConfig, *, client_ip: str, helo: str,
+                 mail_from: str, message: bytes, trusted: str,
+                 is_local: Callable[[str], Awaitable[bool]],
+                 envelope: Awaitable[EnvelopeFacts] | None = None) -> AuthFacts:
+    """All facts about one message; raises TimeoutError past ``check_timeout_seconds``.
+
+    ``envelope``: ``envelope_facts`` for this MAIL FROM and HELO, started
+    earlier (at RCPT); gathered here when not given.
+    """
+    if envelope is None:
+        envelope = envelope_facts(dns, cfg, client_ip=client_ip, helo=helo,
+                                  mail_from=mail_from, is_local=is_local)
+    async with asyncio.timeout(cfg.check_timeout_seconds):
+        return await _gather(dns, cfg, envelope, client_ip, helo, mail_from, message, trusted,
+                             is_local)
+
+
+async def _dkim(dns: SPFLookups, cfg: AuthChecksConfig, message: bytes,
+                sigs: list[Signature]) -> tuple[list[DKIMOutcome], Result]:
+    """Verify the signatures: keys fetched first (async), then the CPU work.
+
+    A message up to ``inline_verify_max_bytes`` is verified on the event loop
+    (well under a millisecond: less than a hop to a worker thread costs);
+    a larger one in a thread.
+    """
+    if not sigs:
+        return [], Result.NONE
+    keys = await _fetch_keys(dns, sigs)
+    if len(message) <= cfg.inline_verify_max_bytes:
+        return _verify(message, sigs, keys, cfg.max_signatures)
+    return await asyncio.to_thread(_verify, message, sigs, keys, cfg.max_signatures)
+
+
+async def _no_dmarc(reason: str) -> DMARCLookup:
+    return DMARCLookup(Result.NONE, None, reason)
+
+
+async def _gather(dns: SPFLookups, cfg: AuthChecksConfig, envelope: Awaitable[EnvelopeFacts],
+                  client_ip: str, helo: str, mail_from: str, message: bytes, trusted: str,
+                  is_local: Callable[[str], Awaitable[bool]]) -> AuthFacts:
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    from_domain, from_problem = _from_domain(head)
+    from_org = org_domain(from_domain) if from_domain else ""
+    env, (dkims, arc), dmarc = await asyncio.gather(
+        envelope, _dkim(dns, cfg, message, signatures(head)),
+        _dmarc(dns, from_domain, from_org) if from_domain else _no_dmarc(from_problem))
+    mf_domain = env.spf_mailfrom.domain if "@" in mail_from else ""
+    if not from_domain:
+        from_is_local = False
+    elif from_domain == mf_domain:  # the usual case: one directory question, not two
+        from_is_local = env.mail_from_is_local
+    else:
+        from_is_local = await is_local(from_domain)
     return AuthFacts(
         client_ip=client_ip, helo=helo, mail_from=mail_from, trusted=trusted,
-        from_domain=from_domain, from_org=from_org,
-        from_is_local=bool(from_domain) and await is_local(from_domain),
-        mail_from_is_local=bool(mf_domain) and await is_local(mf_domain),
-        spf_mailfrom=SPFOutcome(spf_mf[0], spf_domain, org_domain(spf_domain), spf_mf[1]),
-        spf_helo=SPFOutcome(spf_helo[0], helo_domain, org_domain(helo_domain), spf_helo[1]),
-        dkim=tuple(dkims), arc=arc, dmarc=dmarc, from_problem=from_problem,
+        from_domain=from_domain, from_org=from_org, from_is_local=from_is_local,
+        mail_from_is_local=env.mail_from_is_local, spf_mailfrom=env.spf_mailfrom,
+        spf_helo=env.spf_helo, dkim=tuple(dkims), arc=arc, dmarc=dmarc,
+        from_problem=from_problem,
     )

@@ -6,11 +6,12 @@ so what the CLI explains is what the server does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from postwarden.config import Config
 from postwarden.intake.authdns import AuthDNS
-from postwarden.intake.authfacts import gather
+from postwarden.intake.authfacts import EnvelopeFacts, envelope_facts, gather
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.log import kv
 from postwarden.mail.address import Address
@@ -23,18 +24,33 @@ class SenderAuth:
     def __init__(self, cfg: Config, recipients: RecipientPolicy) -> None:
         self.cfg = cfg
         self.recipients = recipients
-        self.dns = AuthDNS(cfg.dns.nameservers, cfg.auth_checks.dns_timeout_seconds)
+        self.dns = AuthDNS(cfg.dns.nameservers, cfg.auth_checks.dns_timeout_seconds,
+                           cfg.auth_checks.dns_cache_size)
 
     async def _is_local(self, domain: str) -> bool:
         return await self.recipients.is_local(Address("postmaster", domain))
 
+    def begin(self, *, client_ip: str, helo: str, mail_from: str) -> asyncio.Task[EnvelopeFacts]:
+        """Start the SPF checks of MAIL FROM and HELO now (at the first accepted RCPT), so
+        their DNS round trips overlap the DATA transfer; ``check`` takes the task.
+
+        Whoever holds it cancels it when the transaction ends without DATA.
+        """
+        task = asyncio.ensure_future(envelope_facts(
+            self.dns, self.cfg.auth_checks, client_ip=client_ip, helo=helo,
+            mail_from=mail_from, is_local=self._is_local))
+        # An error is reported by ``check``; a task left unawaited must not warn.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
     async def check(self, *, client_ip: str, helo: str, mail_from: str, message: bytes,
-                    trusted: str = "", queue_id: str = "-") -> AuthVerdict:
+                    trusted: str = "", queue_id: str = "-",
+                    envelope: asyncio.Task[EnvelopeFacts] | None = None) -> AuthVerdict:
         checks = self.cfg.auth_checks
         try:
             facts = await gather(self.dns, checks, client_ip=client_ip, helo=helo,
                                  mail_from=mail_from, message=message, trusted=trusted,
-                                 is_local=self._is_local)
+                                 is_local=self._is_local, envelope=envelope)
         except TimeoutError:
             verdict = timed_out(checks.check_timeout_seconds)
         except Exception:  # a bug or hostile input we did not foresee: retry later, not pass

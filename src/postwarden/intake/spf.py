@@ -11,6 +11,7 @@ void lookups, MX/PTR names) are counted per evaluation across includes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -72,8 +73,13 @@ _CIDR = re.compile(r"(?:/(0|[1-9]\d?))?(?://(0|[1-9]\d{0,2}))?")
 _MACRO = re.compile(r"%(?:\{([slodiphvcrt])(\d*)(r?)([.\-+,/_=]*)\}|(.))", re.IGNORECASE)
 
 
-def _parse(record: str) -> list[_Term]:
-    """Every term, or _Stop(permerror) on any syntax error (§4.6)."""
+@functools.lru_cache(maxsize=1024)
+def _parse(record: str) -> tuple[_Term, ...]:
+    """Every term, or _Stop(permerror) on any syntax error (§4.6).
+
+    Memoised (the last 1024 record texts): most mail comes with a few records,
+    parsed once each rather than twice per message.
+    """
     if not record.isascii():
         raise _Stop(Result.PERMERROR, "non-ASCII SPF record")
     terms: list[_Term] = []
@@ -93,7 +99,7 @@ def _parse(record: str) -> list[_Term]:
             terms.append(_Term("", name, m.group(2)))
             continue
         terms.append(_mechanism(word))
-    return terms
+    return tuple(terms)
 
 
 def _mechanism(word: str) -> _Term:

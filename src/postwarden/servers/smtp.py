@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from postwarden.intake.accept import IntakeError, new_queue_id
+from postwarden.intake.authfacts import EnvelopeFacts
 from postwarden.intake.headers import HeaderSectionTooLarge, MessageBuilder, TraceInfo
 from postwarden.intake.held import HeldWriter
 from postwarden.log import kv
@@ -64,11 +65,14 @@ class Transaction:
     failed: Reply | None = None  # storing the data failed; the rest is read and dropped
     checked: bool = False  # [auth_checks] apply: the message is held until its verdict
     verdict: AuthVerdict | None = None  # theirs, once made
+    envelope: asyncio.Task[EnvelopeFacts] | None = None  # SPF, started at the first RCPT
 
     def discard(self) -> None:
         if self.message is not None:
             self.message.writer.abort()
             self.message = None
+        if self.envelope is not None:
+            self.envelope.cancel()
 
 
 class SMTPConnection:
@@ -241,7 +245,16 @@ class SMTPConnection:
         self.s.metrics.relay_decision(decision.verdict.value, decision.rule)
         if decision.accepted:
             txn.accepted.append(DsnRecipient(rcpt.address, rcpt.notify, rcpt.orcpt))
+            if txn.checked and txn.envelope is None:
+                txn.envelope = self._begin_checks(txn)
         return decision.reply
+
+    def _begin_checks(self, txn: Transaction) -> asyncio.Task[EnvelopeFacts]:
+        assert self.s.sender_auth is not None
+        hello = self.machine.hello
+        return self.s.sender_auth.begin(client_ip=str(self.peer.client_ip),
+                                        helo=hello.name if hello else "",
+                                        mail_from=str(txn.mail.sender.address or ""))
 
     async def _decide(self, address: Address, *, null_sender: bool) -> Decision:
         return await self.s.recipients.check_recipient(await self._facts(), address,
@@ -349,7 +362,7 @@ class SMTPConnection:
         verdict = await self.s.sender_auth.check(
             client_ip=str(self.peer.client_ip), helo=hello.name if hello else "",
             mail_from=str(txn.mail.sender.address or ""), message=message.writer.held(),
-            queue_id=txn.queue_id)
+            queue_id=txn.queue_id, envelope=txn.envelope)
         txn.verdict = verdict
         if verdict.reply is not None:
             return verdict.reply

@@ -1,0 +1,103 @@
+"""Our DKIM verification (dkimpy's parsing, OpenSSL's arithmetic) agrees with dkimpy's own."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from postwarden.delivery import dkimsign
+from postwarden.intake import dkimcheck
+
+MESSAGE = (b"From: Joe <joe@sig.test>\r\nTo: bob@example.test\r\nSubject: hello\r\n"
+           b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@sig.test>\r\n\r\n"
+           b"Hi there,  \r\ntrailing space above.\r\n\r\n")
+
+
+def lookup(records: dict[str, str]) -> Callable[..., bytes | None]:
+    def dnsfunc(name: bytes | str, timeout: int = 5) -> bytes | None:
+        text = name.decode() if isinstance(name, bytes) else name
+        value = records.get(text.rstrip("."))
+        return value.encode() if value is not None else None
+    return dnsfunc
+
+
+def both_verdicts(signed: bytes, records: dict[str, str], idx: int = 0) -> tuple[object, object]:
+    """(ours, dkimpy's): True/False, or the exception class raised."""
+    out: list[object] = []
+    for check in (lambda d: dkimcheck.verify(d, idx, lookup(records)),
+                  lambda d: d.verify(idx=idx, dnsfunc=lookup(records))):
+        try:
+            out.append(bool(check(dkim.DKIM(signed, minkey=1024))))
+        except dkim.DKIMException as exc:
+            out.append(type(exc))
+    return out[0], out[1]
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """MESSAGE signed by our signer with an RSA and with an Ed25519 key, and the key records."""
+    data_dir = tmp_path_factory.mktemp("keys")
+    out = {}
+    for algorithm in dkimsign.ALGORITHMS:
+        key = dkimsign.generate(data_dir, "sig.test", None, algorithm, time.time())
+        head = dkimsign.sign(MESSAGE, [dkimsign.SigningKey(key, dkimsign.parse_private(key))])
+        out[algorithm] = (head + MESSAGE, {f"{key.selector}._domainkey.sig.test":
+                                           "".join(key.txt_strings())})
+    return out
+
+
+@pytest.mark.parametrize("algorithm", dkimsign.ALGORITHMS)
+class TestAgreesWithDkimpy:
+    def test_a_good_signature_passes(self, signed: dict[str, tuple[bytes, dict[str, str]]],
+                                     algorithm: str) -> None:
+        data, records = signed[algorithm]
+        assert both_verdicts(data, records) == (True, True)
+
+    @pytest.mark.parametrize(("label", "edit"), [
+        ("body", lambda m: m.replace(b"Hi there", b"Hi where")),
+        ("subject", lambda m: m.replace(b"Subject: hello", b"Subject: hullo")),
+        ("added From", lambda m: b"From: mallory@evil.test\r\n" + m),
+        ("no key", lambda m: m.replace(b"s=pw", b"s=xx")),
+    ])
+    def test_edited_messages_fail_alike(self, signed: dict[str, tuple[bytes, dict[str, str]]],
+                                        algorithm: str, label: str,
+                                        edit: Callable[[bytes], bytes]) -> None:
+        data, records = signed[algorithm]
+        ours, theirs = both_verdicts(edit(data), records)
+        assert ours == theirs and ours is not True, label
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_a_small_rsa_key_is_refused() -> None:
+    """RFC 8301: a 512-bit RSA key (cryptography will not make one: openssl does) never
+    makes a pass; ours raises what dkimpy raises."""
+    pem = subprocess.run(["openssl", "genrsa", "512"], capture_output=True, check=True,
+                         timeout=30).stdout
+    private = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(private, rsa.RSAPrivateKey) and private.key_size == 512
+    der = private.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    records = {"small._domainkey.sig.test": "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()}
+    data = dkim.sign(MESSAGE, b"small", b"sig.test", pem) + MESSAGE
+    assert both_verdicts(data, records) == (dkim.KeyFormatError, dkim.KeyFormatError)
+
+
+def test_an_algorithm_that_does_not_fit_the_key_is_an_error(
+        signed: dict[str, tuple[bytes, dict[str, str]]]) -> None:
+    """a=ed25519-sha256 against an RSA key record: an error, never a pass."""
+    data, _ = signed["ed25519-sha256"]
+    _, rsa_records = signed["rsa-sha256"]
+    [(name, record)] = rsa_records.items()
+    selector = name.split(".")[0]
+    ed_selector = data.split(b"s=")[1].split(b";")[0].decode()
+    swapped = {name.replace(selector, ed_selector): record}
+    ours, _theirs = both_verdicts(data, swapped)
+    assert ours is dkim.ValidationError
