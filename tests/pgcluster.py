@@ -132,11 +132,12 @@ class PgCluster:
             self.stop()
             raise RuntimeError("PostgreSQL did not start:\n" + "\n".join(self._lines[-20:]))
 
-    def database(self) -> str:
-        """A new, empty database; its DSN."""
+    def database(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (a name from an earlier call)."""
         name = f"test_{os.getpid()}_{next(self._names)}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # our own name: no quoting issue
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')  # our own names: no quoting issue
         return self.dsn(name)
 
     def log(self) -> list[str]:

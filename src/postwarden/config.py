@@ -223,11 +223,13 @@ class DNSConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    backend: str = "sqlite"  # the only backend of this release
-    dsn: str = ""  # for a database server (PostgreSQL, later)
-    blobs: str = "files"  # where message bytes live: files in data_dir/messages
+    backend: str = "sqlite"  # "sqlite" | "postgresql"
+    dsn: str = ""  # postgresql://user@host:port/db (PostgreSQL only)
+    blobs: str = "files"  # message bytes: "files" in data_dir/messages (SQLite), "database" (PG)
     blob_grace_seconds: int = 86400  # a released message file is deleted after this
     index_batch: int = 200  # messages parsed and indexed per idle step
+    password_file: Path | None = None  # PostgreSQL password, the file's first line
+    pool_size: int = 10  # PostgreSQL connections per process at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,7 +541,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         delivery=_delivery(_Table(sections["delivery"], "delivery")),
         dns=dns,
         routes=routes,
-        storage=_storage(_Table(sections["storage"], "storage")),
+        storage=_storage(_Table(sections["storage"], "storage"), base),
         imap=_imap(_Table(sections["imap"], "imap")),
         log=_log(_Table(sections["log"], "log"), base),
         auth_checks=_auth_checks(_Table(sections["auth_checks"], "auth_checks")),
@@ -621,20 +623,35 @@ def _auth_checks(t: _Table) -> AuthChecksConfig:
     return cfg
 
 
-def _storage(t: _Table) -> StorageConfig:
+BLOB_PLACES = {"sqlite": ("files",), "postgresql": ("database",)}  # the first is the default
+
+
+def _storage(t: _Table, base: Path) -> StorageConfig:
     d = StorageConfig()
     backend = t.get("backend", str, d.backend)
-    if backend != "sqlite":
-        raise ConfigError(f"storage.backend: {backend!r} is not available (this release: sqlite)")
-    blobs = t.get("blobs", str, d.blobs)
-    if blobs != "files":
-        raise ConfigError(f"storage.blobs: {blobs!r} is not available with sqlite (files)")
-    cfg = StorageConfig(backend, t.get("dsn", str, d.dsn), blobs,
+    if backend not in BLOB_PLACES:
+        raise ConfigError(f'storage.backend: expected "sqlite" or "postgresql", got {backend!r}')
+    places = BLOB_PLACES[backend]
+    blobs = t.get("blobs", str, places[0])
+    if blobs not in places:
+        raise ConfigError(f"storage.blobs: {blobs!r} is not available with {backend}"
+                          f" ({', '.join(places)})")
+    dsn = t.get("dsn", str, d.dsn)
+    password_file = t.get("password_file", str, "")
+    cfg = StorageConfig(backend, dsn, blobs,
                         t.get("blob_grace_seconds", int, d.blob_grace_seconds),
-                        t.get("index_batch", int, d.index_batch))
+                        t.get("index_batch", int, d.index_batch),
+                        base / password_file if password_file else None,
+                        t.get("pool_size", int, d.pool_size))
     t.finish()
     if cfg.blob_grace_seconds < 60 or cfg.index_batch < 1:
         raise ConfigError("storage: blob_grace_seconds must be >= 60 and index_batch >= 1")
+    if backend == "postgresql" and not dsn.startswith(("postgresql://", "postgres://")):
+        raise ConfigError('storage.dsn: backend "postgresql" needs dsn = "postgresql://..."')
+    if backend != "postgresql" and (dsn or password_file):
+        raise ConfigError("storage: dsn and password_file are for backend = \"postgresql\"")
+    if cfg.pool_size < 2:
+        raise ConfigError("storage.pool_size: at least 2")
     return cfg
 
 

@@ -28,6 +28,8 @@ from postwarden.storage.interfaces import (
     UnknownFile,
 )
 from postwarden.storage.mailbox import MailboxStore
+from postwarden.storage.postgresql import PgStore
+from postwarden.storage.postgresql.db import read_password
 from postwarden.storage.sqlite import backup as sqlite_backup
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.backup import CopyReport as CopyReport
@@ -84,6 +86,9 @@ def open_store(cfg: Config) -> Store:
     match cfg.storage.backend:
         case "sqlite":
             return SqliteStore(cfg.data_dir, cfg.limits.mime)
+        case "postgresql":
+            return PgStore(cfg.storage.dsn, read_password(cfg.storage.password_file),
+                           cfg.storage.pool_size, cfg.limits.mime)
         case other:
             raise ValueError(f"unknown storage backend {other!r}")
 
@@ -92,6 +97,10 @@ def async_boundary(store: Store) -> AsyncStore:
     """The async boundary the servers use in front of ``store``."""
     match store:
         case SqliteStore():
+            return AsyncSqliteStore(store)
+        case PgStore():
+            # For now the same thread boundary as SQLite's (psycopg's blocking
+            # connections on threads); a native asyncio one is the next step.
             return AsyncSqliteStore(store)
         case _:
             raise TypeError(f"no async boundary for {type(store).__name__}")

@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from postwarden.storage import mailbox as mb
 from postwarden.storage.boundary import GroupCommit, ReadBlob
@@ -30,7 +30,9 @@ from postwarden.storage.interfaces import (
     QueuedMessage,
 )
 from postwarden.storage.mailbox import Appended, Flag
-from postwarden.storage.sqlite.store import SqliteStore
+
+if TYPE_CHECKING:
+    from postwarden.storage.factory import Store
 
 T = TypeVar("T")
 # Concurrent readers: enough for SMTP's lookups and POP3's logins to overlap
@@ -49,9 +51,13 @@ MAX_CACHED_ACCOUNTS = 10_000
 
 
 class AsyncSqliteStore:
-    """Every async store Protocol (storage.boundary) over a SqliteStore."""
+    """Every async store Protocol (storage.boundary) over a SqliteStore.
 
-    def __init__(self, store: SqliteStore, read_threads: int = READ_THREADS) -> None:
+    It uses only the ``Store`` Protocol, so the PostgreSQL backend (blocking
+    psycopg connections) runs behind it too until it has a native one.
+    """
+
+    def __init__(self, store: Store, read_threads: int = READ_THREADS) -> None:
         self.store = store
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="store-read")
         self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="store-files")

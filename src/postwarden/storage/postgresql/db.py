@@ -1,0 +1,105 @@
+"""One PostgreSQL database: a connection pool, transactions, migrations.
+
+Connections are in autocommit mode, so a read is one round trip; writes
+take ``tx()``, one transaction. The pool (psycopg_pool) is shared by the
+threads of the async boundary; its size is ``[storage] pool_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from postwarden.storage.interfaces import DatabaseUnusable
+from postwarden.storage.postgresql.schema import MIGRATIONS
+
+CONNECT_TIMEOUT = 10  # seconds to reach the server at start-up
+Conn = psycopg.Connection[TupleRow]
+MIGRATION_LOCK = 0x70777264  # advisory lock key ("pwrd"): one node migrates at a time
+
+
+def read_password(path: Path | None) -> str | None:
+    """The first line of ``[storage] password_file``; None without one."""
+    if path is None:
+        return None
+    try:
+        return path.read_text().splitlines()[0] if path.stat().st_size else ""
+    except OSError as exc:
+        raise DatabaseUnusable(f"storage.password_file {path}: {exc.strerror}") from None
+
+
+class PgDatabase:
+    """The connection plumbing every PostgreSQL store module shares."""
+
+    def __init__(self, dsn: str, password: str | None = None, pool_size: int = 10) -> None:
+        kwargs: dict[str, object] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+        if password is not None:
+            kwargs["password"] = password
+        self.pool = ConnectionPool(dsn, kwargs=kwargs, min_size=1, max_size=pool_size,
+                                   open=False, name="postwarden")
+        self._where = _where(dsn)
+        try:  # one direct attempt first: the pool would retry a refusal until its timeout
+            psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                            password=password).close()
+            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.pool.close()
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
+            raise DatabaseUnusable(
+                f"cannot connect to PostgreSQL at {self._where}: {reason}") from None
+
+    @contextmanager
+    def conn(self) -> Iterator[Conn]:
+        """A connection for reads (autocommit: each statement sees the latest commits)."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def tx(self) -> Iterator[Conn]:
+        """One transaction: committed at the end, rolled back on any exception."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def migrate(self) -> None:
+        """Check the database is ours (or empty), then bring it up to date."""
+        with self.tx() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            tables = {r[0] for r in db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+            if tables and "schema_version" not in tables:
+                raise DatabaseUnusable(f"{self._where} is not a postwarden database")
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = int(row[0]) if row else 0
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise DatabaseUnusable(
+                    f"{self._where} has schema {version}, newer than this postwarden's"
+                    f" {len(MIGRATIONS)}: run the newer release")
+            for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                db.execute(step.encode())  # several statements: simple query protocol
+                db.execute("UPDATE schema_version SET version = %s", (number,))
+
+    def schema_version(self) -> int:
+        with self.conn() as db:
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _where(dsn: str) -> str:
+    """host:port/database of a DSN, for messages (never the password)."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured dsn"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"

@@ -1,0 +1,46 @@
+"""The PostgreSQL backend assembled: one database shared by every node, a part per concern."""
+
+from __future__ import annotations
+
+from postwarden.mail.mime import MimeLimits
+from postwarden.storage.postgresql.blobs import PgBlobs
+from postwarden.storage.postgresql.changes import PgChanges
+from postwarden.storage.postgresql.db import PgDatabase
+from postwarden.storage.postgresql.delivery import PgDelivery
+from postwarden.storage.postgresql.directory import PgDirectory
+from postwarden.storage.postgresql.indexer import PgIndexer
+from postwarden.storage.postgresql.mailboxes import PgMailboxes
+from postwarden.storage.postgresql.queue import PgQueue
+
+
+class PgStore:
+    """Connects (a pool), migrates, and builds every part on the one database."""
+
+    def __init__(self, dsn: str, password: str | None = None, pool_size: int = 10,
+                 mime_limits: MimeLimits | None = None) -> None:
+        self.dsn = dsn
+        self.db = PgDatabase(dsn, password, pool_size)
+        try:
+            self.db.migrate()
+        except BaseException:
+            self.db.close()
+            raise
+        self.blobs = PgBlobs(self.db)
+        self.indexer = PgIndexer(self.db, self.blobs, mime_limits)
+        self.mailboxes = PgMailboxes(self.db, self.blobs, self.indexer)
+        self.directory = PgDirectory(self.db, self.mailboxes)
+        self.queue = PgQueue(self.db, self.blobs)
+        self.delivery = PgDelivery(self.db, self.blobs, self.mailboxes, self.queue)
+        self.changes = PgChanges(dsn, password)  # ChangeFeed; ``listen()`` to hear all nodes
+
+    def upkeep(self, now: float, grace_seconds: float, index_batch: int) -> None:
+        """Periodic work: collect long-released blobs, index while the intake is idle."""
+        self.blobs.collect(now - grace_seconds)
+        self.indexer.idle_step(index_batch)
+
+    def schema_version(self) -> int:
+        return self.db.schema_version()
+
+    def close(self) -> None:
+        self.changes.close()
+        self.db.close()
