@@ -3,8 +3,11 @@
 The Debian ``postgresql`` package's binaries make a cluster in a temporary
 directory (``initdb``), and the server listens on a free loopback port and
 on a UNIX socket in that directory. It starts once per test session (a few
-seconds) and every store gets a database of its own, made by ``CREATE
-DATABASE`` (a file copy of ``template1``, milliseconds).
+seconds). Every store gets a schema of its own in one shared database
+(``schema()``): as separate as a database for our tables, and far cheaper
+than ``CREATE DATABASE``, which copies 7.5 MB of catalogs each time
+(hundreds of stores per run made the run slower and its directory a
+gigabyte). ``database()`` makes a whole database where a test needs one.
 
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster
 belongs to the ``postgres`` system user (or ``nobody``) and the server runs
@@ -74,6 +77,7 @@ class PgCluster:
         self.port = _free_port()
         self._user = _run_as()
         self._names = itertools.count(1)
+        self._shared: str | None = None  # the database schema() makes schemas in
         self._proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
         self._grew = threading.Condition()
@@ -132,13 +136,21 @@ class PgCluster:
             self.stop()
             raise RuntimeError("PostgreSQL did not start:\n" + "\n".join(self._lines[-20:]))
 
-    def database(self, template: str | None = None) -> str:
-        """A new database, empty or a copy of ``template`` (a name from an earlier call)."""
+    def database(self) -> str:
+        """A new, empty database; its DSN."""
         name = f"test_{os.getpid()}_{next(self._names)}"
-        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"{copy}')  # our own names: no quoting issue
+            conn.execute(f'CREATE DATABASE "{name}"')  # our own name: no quoting issue
         return self.dsn(name)
+
+    def schema(self) -> str:
+        """A new, empty schema in the shared test database; a DSN that works in it."""
+        if self._shared is None:
+            self._shared = self.database()
+        name = f"s{next(self._names)}"
+        with psycopg.connect(self._shared, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        return f"{self._shared}?options=-csearch_path%3D{name}"
 
     def log(self) -> list[str]:
         with self._grew:

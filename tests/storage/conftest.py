@@ -1,7 +1,7 @@
 """The backend fixture: every conformance test runs once per backend.
 
 SQLite stores live in the test's data directory; PostgreSQL stores get a
-fresh database on the session's throwaway server (``pg_cluster``), one per
+fresh schema on the session's throwaway server (``pg_cluster``), one per
 data directory, so opening the same directory again reopens the same data.
 The test modules use only the store's interfaces, so both run them unchanged.
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from pgcluster import PgCluster
 from postwarden.storage.factory import Store
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.sqlite import SqliteStore
@@ -26,25 +25,16 @@ BACKENDS = ("sqlite", "postgresql")
 PG_POOL_SIZE = 4  # connections per test store: a run opens hundreds of stores
 
 
-@pytest.fixture(scope="session")
-def pg_template(pg_cluster: PgCluster) -> str:
-    """A database migrated once, copied for each store: faster than migrating each."""
-    dsn = pg_cluster.database()
-    PgStore(dsn, pool_size=2).close()
-    return dsn.rsplit("/", 1)[1]
-
-
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest) -> Callable[[Path], Store]:
     if request.param == "sqlite":
         return SqliteStore
     cluster = request.getfixturevalue("pg_cluster")
-    template = request.getfixturevalue("pg_template")
     databases: dict[Path, str] = {}
 
     def open_pg(data_dir: Path) -> PgStore:
         if data_dir not in databases:
-            databases[data_dir] = cluster.database(template)
+            databases[data_dir] = cluster.schema()
         return PgStore(databases[data_dir], pool_size=PG_POOL_SIZE)
 
     return open_pg

@@ -33,8 +33,8 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def dsn(pg_cluster: PgCluster, pg_template: str) -> str:
-    return pg_cluster.database(pg_template)
+def dsn(pg_cluster: PgCluster) -> str:
+    return pg_cluster.schema()
 
 
 @pytest.fixture

@@ -285,16 +285,19 @@ class PgMailboxes:
 
     # --- writing -------------------------------------------------------------------------
 
-    def deliver(self, db: Conn, account: str, blob_id: int, size: int, when: float) -> int:
-        """SMTP delivery into INBOX inside the caller's transaction; the UID.
+    def deliver(self, db: Conn, account: str, blob_id: int, size: int, when: float, *,
+                junk: bool = False) -> int:
+        """SMTP delivery into INBOX (with ``junk`` the \\Junk mailbox) inside the
+        caller's transaction; the UID.
 
         Not refused over quota: the message was accepted already.
         """
         mailbox_id = _row(db, account, INBOX)
         if mailbox_id is None:
             self.create_mailboxes(db, account)
-            return self.deliver(db, account, blob_id, size, when)
-        ((uid, _),) = self._add(db, mailbox_id, account, [(blob_id, size, 0, 0, when)])
+            return self.deliver(db, account, blob_id, size, when, junk=junk)
+        target = _junk(db, account) if junk else mailbox_id
+        ((uid, _),) = self._add(db, target, account, [(blob_id, size, 0, 0, when)])
         return uid
 
     def append(self, account: str, mailbox: str, blob: BlobRef, flags: Flag = NO_FLAGS,
@@ -512,6 +515,19 @@ def _insert(db: Conn, account: str, name: str, special_use: str | None) -> int:
         (account, name, _next_uidvalidity(db), special_use)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _junk(db: Conn, account: str) -> int:
+    """The account's \\Junk mailbox, else one named Junk; made if neither exists."""
+    row = db.execute(
+        "SELECT id FROM mailboxes WHERE account = %s AND (special_use = '\\Junk'"
+        " OR name = 'Junk') ORDER BY special_use IS NOT DISTINCT FROM '\\Junk' DESC, id"
+        " LIMIT 1", (account,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    db.execute("INSERT INTO subscriptions VALUES (%s, 'Junk') ON CONFLICT DO NOTHING",
+               (account,))
+    return _insert(db, account, "Junk", "\\Junk")
 
 
 def _make_parents(db: Conn, account: str, name: str) -> None:

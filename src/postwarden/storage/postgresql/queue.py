@@ -17,12 +17,13 @@ from postwarden.storage.interfaces import (
     QueuedMessage,
     QueueRecipient,
     RecipientState,
+    SenderProof,
 )
 from postwarden.storage.postgresql.blobs import PgBlobs
 from postwarden.storage.postgresql.db import Conn, PgDatabase
 
 _MESSAGE = ("SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
-            " trusted_origin, lease_owner, lease_until FROM queue_messages")
+            " trusted_origin, lease_owner, lease_until, sender_proof FROM queue_messages")
 _RECIPIENTS = ("SELECT id, queue_id, address, orcpt, notify, state, attempts, next_attempt,"
                " last_error, remote_mta FROM queue_recipients")
 
@@ -38,9 +39,10 @@ class PgQueue:
         """Queue an accepted message's remote recipients inside the caller's transaction."""
         db.execute(
             "INSERT INTO queue_messages (queue_id, blob, size, sender, created, envid, ret,"
-            " smtputf8, trusted_origin) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " smtputf8, trusted_origin, sender_proof)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (acc.queue_id, acc.blob.name, acc.blob.size, acc.sender, acc.received_at,
-             acc.envid, acc.ret, acc.smtputf8, acc.trusted_origin))
+             acc.envid, acc.ret, acc.smtputf8, acc.trusted_origin, acc.sender_proof.value))
         db.cursor().executemany(
             "INSERT INTO queue_recipients (queue_id, address, orcpt, notify, next_attempt)"
             " VALUES (%s, %s, %s, %s, %s)",
@@ -160,5 +162,5 @@ def _load(db: Conn, ids: Sequence[str]) -> dict[str, QueuedMessage]:
     return {row[0]: QueuedMessage(
         row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
         tuple(recipients.get(row[0], ())), trusted_origin=row[9], lease_owner=row[10],
-        lease_until=row[11],
+        lease_until=row[11], sender_proof=SenderProof(row[12]),
     ) for row in db.execute(_MESSAGE + " WHERE queue_id = ANY(%s)", (list(ids),))}

@@ -140,6 +140,7 @@ MIGRATIONS: tuple[str, ...] = (
         smtputf8 boolean NOT NULL DEFAULT false,
         delay_notified boolean NOT NULL DEFAULT false,
         trusted_origin boolean NOT NULL DEFAULT false,
+        sender_proof text NOT NULL DEFAULT '',
         lease_owner text,
         lease_until double precision NOT NULL DEFAULT 0
     );
