@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from postwarden.cli import add_local_domain
+from postwarden.config import load
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
+from postwarden.storage.factory import open_store
 from postwarden.storage.mailbox import Field, UidSet
-from postwarden.storage.sqlite import SqliteStore
 
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
@@ -85,8 +86,9 @@ class ServerProcess:
         )
         write_self_signed(root / "var/tls/cert.pem", root / "var/tls/key.pem", HOSTNAME)
         self.cert = root / "var/tls/cert.pem"
-        self.store = SqliteStore(root / "var")
-        add_local_domain(self.store.directory, DOMAIN)
+        self.store = open_store(load(self.config_path))  # SQLite, or a shared PostgreSQL
+        if DOMAIN not in self.store.directory.list_domains():  # another node made it
+            add_local_domain(self.store.directory, DOMAIN)
         self.proc: subprocess.Popen[str] | None = None
         self.ports: dict[str, list[tuple[str, int]]] = {}
         self.output: list[str] = []
@@ -205,7 +207,7 @@ class ServerProcess:
 
     def inbox(self, account: str) -> list[bytes]:
         """Message bytes in the account's INBOX, oldest first (read from the store)."""
-        store = SqliteStore(self.root / "var")
+        store = open_store(load(self.config_path))
         box = store.mailboxes.get_mailbox(account, "INBOX")
         assert box is not None
         found = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
