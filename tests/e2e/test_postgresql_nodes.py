@@ -59,7 +59,8 @@ class TestTwoNodes:
         pop.pass_(PASSWORD)
         _, lines, _ = pop.retr(1)
         received = b"\r\n".join(lines) + b"\r\n"
-        assert received.startswith(b"Received: ") and received.endswith(MESSAGE)
+        assert received.startswith(b"Return-Path: <a@remote.test>\r\nDelivered-To: alice@")
+        assert received.endswith(MESSAGE)
         pop.quit()
         with IMAPClient(*two.addr("imap"), ssl=False, timeout=TIMEOUT) as imap:
             imap.login(f"alice@{DOMAIN}", PASSWORD)

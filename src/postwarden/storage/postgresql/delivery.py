@@ -32,9 +32,10 @@ class PgDelivery:
             for acc in batch:
                 refs = len(acc.local_accounts) + (1 if acc.remote else 0)
                 blob_id = self._blobs.register(db, acc.blob, refs, now)
-                for account in acc.local_accounts:
+                prefixes = acc.prefixes or (b"",) * len(acc.local_accounts)
+                for account, prefix in zip(acc.local_accounts, prefixes, strict=True):
                     self._mailboxes.deliver(db, account, blob_id, acc.blob.size, acc.received_at,
-                                            junk=acc.junk)
+                                            prefix, junk=acc.junk)
                 if acc.remote:
                     self._queue.enqueue(db, acc)
         self._blobs.stored(acc.blob.name for acc in batch)

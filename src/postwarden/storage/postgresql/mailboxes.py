@@ -24,7 +24,6 @@ from postwarden.storage.mailbox import (
     INBOX,
     NO_FLAGS,
     Appended,
-    BlobHandle,
     Changes,
     CopyResult,
     Expunged,
@@ -41,6 +40,7 @@ from postwarden.storage.mailbox import (
     Quota,
     QuotaExceeded,
     UidSet,
+    copy_handle,
     normalise_name,
 )
 from postwarden.storage.postgresql.blobs import PgBlobs
@@ -58,7 +58,8 @@ from postwarden.storage.sqlite.mailboxes import (
 )
 
 _MAILBOX = "SELECT id, account, name, uidvalidity, special_use FROM mailboxes"
-_Row = tuple[int, int, int, int, float]  # blob id, size, flags, keyword mask, internal date
+# blob id, size (prefix included), flags, keyword mask, internal date, prefix
+_Row = tuple[int, int, int, int, float, bytes]
 
 
 class PgMailboxes:
@@ -213,13 +214,15 @@ class PgMailboxes:
         want_blob = bool(fields & Field.SIZE)
         want_headers = bool(fields & Field.HEADERS)
         want_structure = bool(fields & Field.STRUCTURE)
+        want_head = bool(fields & Field.HEAD)
         if want_headers or want_structure:
             self._indexer.index_mailbox(mailbox_id, uids)
         asked = {h.lower() for h in header_names} if header_names is not None else None
         wanted = [n for n in HEADER_NAMES if asked is None or n in asked]
         columns = ["m.uid", "m.flags", "m.keywords", "m.modseq", "m.internaldate",
                    "b.name", "b.size", "b.wire_size", "b.header_size", "b.lines",
-                   "p.structure" if want_structure else "NULL"]
+                   "p.structure" if want_structure else "NULL", "m.prefix",
+                   "p.head" if want_head else "NULL"]
         columns += [f"p.{HEADER_COLUMNS[HEADER_NAMES.index(n)]}" for n in wanted] \
             if want_headers else []
         where, params = uid_condition(uids)
@@ -232,10 +235,11 @@ class PgMailboxes:
                 (mailbox_id, *params)).fetchall()
         return [MessageMeta(
             r[0], Flag(r[1]), _keywords(r[2], names), r[3], r[4],
-            BlobHandle(r[5], r[6], r[7], r[8], r[9]) if want_blob else None,
-            tuple((n, v) for n, v in zip(wanted, r[11:], strict=True) if v)
+            copy_handle(r[5], r[6], r[7], r[8], r[9], bytes(r[11])) if want_blob else None,
+            tuple((n, v) for n, v in zip(wanted, r[13:], strict=True) if v)
             if want_headers else (),
             bytes(r[10]) if want_structure and r[10] is not None else None,
+            bytes(r[12]) if want_head and r[12] is not None else None,
         ) for r in rows]
 
     def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
@@ -285,8 +289,8 @@ class PgMailboxes:
 
     # --- writing -------------------------------------------------------------------------
 
-    def deliver(self, db: Conn, account: str, blob_id: int, size: int, when: float, *,
-                junk: bool = False) -> int:
+    def deliver(self, db: Conn, account: str, blob_id: int, size: int, when: float,
+                prefix: bytes = b"", *, junk: bool = False) -> int:
         """SMTP delivery into INBOX (with ``junk`` the \\Junk mailbox) inside the
         caller's transaction; the UID.
 
@@ -295,9 +299,10 @@ class PgMailboxes:
         mailbox_id = _row(db, account, INBOX)
         if mailbox_id is None:
             self.create_mailboxes(db, account)
-            return self.deliver(db, account, blob_id, size, when, junk=junk)
+            return self.deliver(db, account, blob_id, size, when, prefix, junk=junk)
         target = _junk(db, account) if junk else mailbox_id
-        ((uid, _),) = self._add(db, target, account, [(blob_id, size, 0, 0, when)])
+        ((uid, _),) = self._add(db, target, account,
+                                [(blob_id, size + len(prefix), 0, 0, when, prefix)])
         return uid
 
     def append(self, account: str, mailbox: str, blob: BlobRef, flags: Flag = NO_FLAGS,
@@ -316,7 +321,7 @@ class PgMailboxes:
             mask = _keyword_mask(db, row[0], keywords)
             when = now if internaldate is None else internaldate
             ((uid, _),) = self._add(db, row[0], account,
-                                    [(blob_id, blob.size, int(flags), mask, when)])
+                                    [(blob_id, blob.size, int(flags), mask, when, b"")])
         self._blobs.stored([blob.name])
         return Appended(row[1], uid)
 
@@ -343,9 +348,10 @@ class PgMailboxes:
         assert got is not None
         first, modseq = got
         db.cursor().executemany(
-            "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(mailbox_id, first + i, blob_id, modseq, flags, mask, when)
-             for i, (blob_id, _, flags, mask, when) in enumerate(rows)])
+            "INSERT INTO messages (mailbox_id, uid, blob_id, modseq, flags, keywords,"
+            " internaldate, prefix) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(mailbox_id, first + i, blob_id, modseq, flags, mask, when, prefix)
+             for i, (blob_id, _, flags, mask, when, prefix) in enumerate(rows)])
         db.execute("UPDATE quota SET used_messages = used_messages + %s,"
                    " used_bytes = used_bytes + %s WHERE account = %s", (count, size, account))
         return [(first + i, modseq) for i in range(count)]
@@ -400,7 +406,7 @@ class PgMailboxes:
         where, params = uid_condition(uids)
         only = f" AND m.flags & {int(Flag.DELETED)} <> 0" if deleted_only else ""
         gone = sorted(db.execute(
-            "SELECT m.uid, m.blob_id, m.flags, b.size FROM messages m"
+            "SELECT m.uid, m.blob_id, m.flags, b.size + length(m.prefix) FROM messages m"
             f" JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = %s AND {where}{only}",
             (mailbox_id, *params)).fetchall())
         if not gone:
@@ -450,8 +456,8 @@ class PgMailboxes:
         source_names = _keyword_names(db, source_id)
         where, params = uid_condition(uids)
         rows = db.execute(
-            "SELECT m.uid, m.blob_id, b.size, m.flags, m.keywords, m.internaldate"
-            " FROM messages m JOIN blobs b ON b.id = m.blob_id"
+            "SELECT m.uid, m.blob_id, b.size + length(m.prefix), m.flags, m.keywords,"
+            " m.internaldate, m.prefix FROM messages m JOIN blobs b ON b.id = m.blob_id"
             f" WHERE m.mailbox_id = %s AND {where} ORDER BY m.uid",
             (source_id, *params)).fetchall()
         if not rows:
@@ -462,8 +468,8 @@ class PgMailboxes:
             _check_quota(db, target[0], sum(r[2] for r in rows))
         new_rows = [
             (blob_id, size, flags, _keyword_mask(db, target_id, _keywords(kw, source_names)),
-             when)
-            for _, blob_id, size, flags, kw, when in rows]
+             when, bytes(prefix))
+            for _, blob_id, size, flags, kw, when, prefix in rows]
         added = self._add(db, target_id, target[0], new_rows)
         self._blobs.add_refs(db, [r[1] for r in rows])
         return CopyResult(target[1], tuple((r[0], a[0]) for r, a in zip(rows, added,

@@ -80,6 +80,7 @@ MIGRATIONS: tuple[str, ...] = (
         flags integer NOT NULL DEFAULT 0,
         keywords bigint NOT NULL DEFAULT 0,
         internaldate double precision NOT NULL,
+        prefix bytea NOT NULL DEFAULT '\x'::bytea,  -- this copy's own header lines
         PRIMARY KEY (mailbox_id, uid)
     );
     CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);
@@ -126,6 +127,7 @@ MIGRATIONS: tuple[str, ...] = (
         in_reply_to text,
         refs text,
         structure bytea NOT NULL,
+        head bytea,
         body tsvector
     );
     CREATE INDEX parsed_body ON parsed USING gin (body);

@@ -98,10 +98,10 @@ def _compile(q: Query, params: list[object], needs: list[bool]) -> str:
             parts = ["true"]
             if larger is not None:
                 params.append(larger)
-                parts.append("b.size > %s")
+                parts.append("b.size + length(m.prefix) > %s")
             if smaller is not None:
                 params.append(smaller)
-                parts.append("b.size < %s")
+                parts.append("b.size + length(m.prefix) < %s")
             return "(" + " AND ".join(parts) + ")"
         case SearchModSeq(at_least):
             params.append(at_least)
