@@ -475,16 +475,16 @@ class PgMailboxes:
         return CopyResult(target[1], tuple((r[0], a[0]) for r, a in zip(rows, added,
                                                                           strict=True)))
 
-    def claim_recent(self, mailbox_id: int) -> int:
-        """The first UID that is \\Recent for the caller; later sessions will not see them."""
+    def claim_recent(self, mailbox_id: int) -> range:
+        """The UIDs that are \\Recent for the caller; later sessions will not see them."""
         with self._db.tx() as db:
             row = db.execute(
                 "UPDATE mailboxes n SET first_recent = n.uidnext FROM mailboxes o"
-                " WHERE n.id = %s AND o.id = n.id RETURNING o.first_recent",
+                " WHERE n.id = %s AND o.id = n.id RETURNING o.first_recent, n.uidnext",
                 (mailbox_id,)).fetchone()
         if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
-        return int(row[0])
+        return range(int(row[0]), int(row[1]))
 
     # --- the POP3 maildrop lock, shared by every node ---------------------------------
 
