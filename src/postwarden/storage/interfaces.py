@@ -9,7 +9,7 @@ Each room is handed only the interface it needs: the SMTP server gets a
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -159,6 +159,11 @@ class Acceptance:
     # with (Return-Path, Delivered-To), held on the copy's row, not in the
     # shared file, so the queue's copy never carries them. Empty: none.
     prefixes: tuple[bytes, ...] = ()
+
+    def local_copies(self) -> Iterator[tuple[str, bytes]]:
+        """Each local account with the header lines its copy starts with."""
+        prefixes = self.prefixes or (b"",) * len(self.local_accounts)
+        return zip(self.local_accounts, prefixes, strict=True)
 
 
 class Directory(Protocol):

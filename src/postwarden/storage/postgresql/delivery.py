@@ -32,8 +32,7 @@ class PgDelivery:
             for acc in batch:
                 refs = len(acc.local_accounts) + (1 if acc.remote else 0)
                 blob_id = self._blobs.register(db, acc.blob, refs, now)
-                prefixes = acc.prefixes or (b"",) * len(acc.local_accounts)
-                for account, prefix in zip(acc.local_accounts, prefixes, strict=True):
+                for account, prefix in acc.local_copies():
                     self._mailboxes.deliver(db, account, blob_id, acc.blob.size, acc.received_at,
                                             prefix, junk=acc.junk)
                 if acc.remote:
