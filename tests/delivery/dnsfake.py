@@ -35,13 +35,15 @@ class _UDP(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
-        self.transport.sendto(self.server.answer(data), addr)
+        if (reply := self.server.answer(data)) is not None:
+            self.transport.sendto(reply, addr)
 
 
 class DNSServer:
     """``records`` maps (name, type) to rdata texts, e.g. ("a.test", "MX"): ["10 mx.a.test."].
 
-    A name with a ("name", "SERVFAIL") entry is answered with SERVFAIL.
+    A name with a ("name", "SERVFAIL") entry is answered with SERVFAIL; one with a
+    ("name", "TIMEOUT") entry is never answered (the asker times out).
     """
 
     def __init__(self, records: Records) -> None:
@@ -52,7 +54,8 @@ class DNSServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
 
-    def answer(self, wire: bytes) -> bytes:
+    def answer(self, wire: bytes) -> bytes | None:
+        """The response, or None for a name that never gets one."""
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
@@ -60,6 +63,8 @@ class DNSServer:
         name = question.name.to_text(omit_final_dot=True).lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
+        if (name, "TIMEOUT") in self.records:
+            return None
         if (name, "SERVFAIL") in self.records:  # a broken zone: the server cannot answer
             response.set_rcode(dns.rcode.SERVFAIL)
         elif name not in self.names:
@@ -76,6 +81,8 @@ class DNSServer:
             while True:
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
                 reply = self.answer(await reader.readexactly(length))
+                if reply is None:
+                    continue
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 await writer.drain()
         writer.close()

@@ -70,6 +70,12 @@ RECORDS: dict[tuple[str, str], list[str]] = {
     (f"sel._domainkey.{DOMAIN}", "TXT"): [KEY_RECORD],
     ("bad._domainkey.signed.test", "TXT"): ['"v=DKIM1; k=rsa; p=!!notbase64!!"'],
     ("odd._domainkey.signed.test", "TXT"): ['"k=frob; p="'],
+    # DKIM results seen in the header: p=none, SPF not ours, so DKIM alone decides DMARC
+    ("dfail.test", "TXT"): [f'"{SPF_NOT_US}"'],
+    ("_dmarc.dfail.test", "TXT"): ['"v=DMARC1; p=none"'],
+    ("sel._domainkey.dfail.test", "TXT"): [KEY_RECORD],
+    ("sel._domainkey.pass.test", "TXT"): [KEY_RECORD],
+    ("slow._domainkey.pass.test", "TIMEOUT"): [],  # never answered
 }
 
 
@@ -242,6 +248,47 @@ class TestDMARC:
         got = delivered(server, "d-forged")
         assert got.count(f"Authentication-Results: {HOSTNAME};".encode()) == 1
         assert b"Authentication-Results: other.example; spf=pass" in got
+
+
+class TestDKIMResults:
+    """RFC 8601 §2.7.1: fail for a signature checked and found wrong, permerror for one that
+    cannot be checked, temperror for a key lookup that got no answer."""
+
+    def test_a_body_edited_after_signing_is_fail_and_dmarc_fails(
+            self, server: ServerProcess) -> None:
+        data = message("a@dfail.test", "k-body", "dfail.test").replace(b"Hello.", b"Hullo.")
+        assert send(server, "a@dfail.test", data)[0] == 250  # p=none
+        ar = auth_results(delivered(server, "k-body"))
+        assert "dkim=fail header.d=dfail.test header.s=sel" in ar
+        assert "dmarc=fail policy.dmarc=none" in ar
+
+    def test_a_body_edited_after_signing_with_aligned_spf_passes_dmarc(
+            self, server: ServerProcess) -> None:
+        data = message("a@pass.test", "k-body-spf", "pass.test").replace(b"Hello.", b"Hullo.")
+        assert send(server, "a@pass.test", data)[0] == 250
+        ar = auth_results(delivered(server, "k-body-spf"))
+        assert "dkim=fail header.d=pass.test header.s=sel" in ar and "dmarc=pass" in ar
+
+    def test_a_malformed_tag_list_is_permerror(self, server: ServerProcess) -> None:
+        broken = (b"DKIM-Signature: v=1; a=rsa-sha256; d=dfail.test; s=sel; h=from;"
+                  b" bh=AA==; b=AA==; =orphan\r\n")
+        assert send(server, "a@dfail.test", broken + message("a@dfail.test", "k-tags"))[0] == 250
+        ar = auth_results(delivered(server, "k-tags"))
+        assert "dkim=permerror header.d=dfail.test header.s=sel" in ar and "dmarc=fail" in ar
+
+    def test_a_missing_key_record_is_permerror(self, server: ServerProcess) -> None:
+        data = message("a@dfail.test", "k-nokey", "dfail.test", "missing")
+        assert send(server, "a@dfail.test", data)[0] == 250
+        ar = auth_results(delivered(server, "k-nokey"))
+        assert "dkim=permerror header.d=dfail.test header.s=missing" in ar
+
+    def test_a_key_lookup_timeout_is_temperror(self, server: ServerProcess) -> None:
+        """The key's name is never answered (dns_timeout_seconds = 3); SPF aligns, so the
+        message is accepted, and the header says what happened to the signature."""
+        data = message("a@pass.test", "k-slow", "pass.test", "slow")
+        assert send(server, "a@pass.test", data)[0] == 250
+        ar = auth_results(delivered(server, "k-slow"))
+        assert "dkim=temperror header.d=pass.test header.s=slow" in ar and "dmarc=pass" in ar
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Our DKIM verification (dkimpy's parsing, OpenSSL's arithmetic) agrees with dkimpy's own."""
+"""Our DKIM verification (dkimpy's parsing, OpenSSL's arithmetic) agrees with dkimpy's own,
+but for the two verdicts RFC 8601 §2.7.1 sorts differently (body hash mismatch: fail;
+no key record: permerror)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def lookup(records: dict[str, str]) -> Callable[..., bytes | None]:
 def both_verdicts(signed: bytes, records: dict[str, str], idx: int = 0) -> tuple[object, object]:
     """(ours, dkimpy's): True/False, or the exception class raised."""
     out: list[object] = []
-    for check in (lambda d: dkimcheck.verify(d, idx, lookup(records)),
+    for check in (lambda d: dkimcheck.failure(d, idx, lookup(records)) is None,
                   lambda d: d.verify(idx=idx, dnsfunc=lookup(records))):
         try:
             out.append(bool(check(dkim.DKIM(signed, minkey=1024))))
@@ -62,17 +64,30 @@ class TestAgreesWithDkimpy:
         assert both_verdicts(data, records) == (True, True)
 
     @pytest.mark.parametrize(("label", "edit"), [
-        ("body", lambda m: m.replace(b"Hi there", b"Hi where")),
         ("subject", lambda m: m.replace(b"Subject: hello", b"Subject: hullo")),
         ("added From", lambda m: b"From: mallory@evil.test\r\n" + m),
-        ("no key", lambda m: m.replace(b"s=pw", b"s=xx")),
     ])
     def test_edited_messages_fail_alike(self, signed: dict[str, tuple[bytes, dict[str, str]]],
                                         algorithm: str, label: str,
                                         edit: Callable[[bytes], bytes]) -> None:
         data, records = signed[algorithm]
-        ours, theirs = both_verdicts(edit(data), records)
-        assert ours == theirs and ours is not True, label
+        assert both_verdicts(edit(data), records) == (False, False), label
+
+    def test_a_body_edited_after_signing_fails(
+            self, signed: dict[str, tuple[bytes, dict[str, str]]], algorithm: str) -> None:
+        """A failed verification (dkim=fail), where dkimpy raises (which reads as permerror)."""
+        data, records = signed[algorithm]
+        edited = data.replace(b"Hi there", b"Hi where")
+        assert both_verdicts(edited, records) == (False, dkim.ValidationError)
+        why = dkimcheck.failure(dkim.DKIM(edited, minkey=1024), 0, lookup(records))
+        assert why is not None and why.startswith("body hash mismatch")
+
+    def test_a_missing_key_record_is_an_error(
+            self, signed: dict[str, tuple[bytes, dict[str, str]]], algorithm: str) -> None:
+        """Nothing to verify with (permerror), where dkimpy returns False (which reads as fail)."""
+        data, records = signed[algorithm]
+        assert both_verdicts(data.replace(b"s=pw", b"s=xx"), records) == (
+            dkim.KeyFormatError, False)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
@@ -101,3 +116,17 @@ def test_an_algorithm_that_does_not_fit_the_key_is_an_error(
     swapped = {name.replace(selector, ed_selector): record}
     ours, _theirs = both_verdicts(data, swapped)
     assert ours is dkim.ValidationError
+
+
+@pytest.mark.parametrize(("label", "field"), [
+    ("tag without a name", b"v=1; a=rsa-sha256; d=sig.test; s=pw; h=from; bh=AA==; b=AA==; =x"),
+    ("repeated tag", b"v=1; a=rsa-sha256; d=sig.test; d=sig.test; s=pw; h=from; bh=AA==; b=AA=="),
+    ("no b= tag", b"v=1; a=rsa-sha256; d=sig.test; s=pw; h=from; bh=AA=="),
+])
+def test_a_malformed_tag_list_is_an_error(
+        signed: dict[str, tuple[bytes, dict[str, str]]], label: str, field: bytes) -> None:
+    """A signature that cannot be parsed is never evaluated: permerror, as dkimpy."""
+    _, records = signed["rsa-sha256"]
+    data = b"DKIM-Signature: " + field + b"\r\n" + MESSAGE
+    ours, theirs = both_verdicts(data, records)
+    assert ours == theirs and isinstance(ours, type) and issubclass(ours, dkim.DKIMException)

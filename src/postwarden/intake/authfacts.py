@@ -116,9 +116,8 @@ def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | N
                                         "key lookup failed"))
             continue
         try:
-            ok = dkimcheck.verify(verifier, i, dnsfunc)
-            reason = "" if ok else "signature did not verify"
-            result = Result.PASS if ok else Result.FAIL
+            why = dkimcheck.failure(verifier, i, dnsfunc)
+            result, reason = (Result.PASS, "") if why is None else (Result.FAIL, why)
         except dkim.DnsTimeoutError as exc:
             result, reason = Result.TEMPERROR, str(exc)
         except dkim.DKIMException as exc:

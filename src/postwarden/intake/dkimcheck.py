@@ -8,6 +8,14 @@ all sender checks). This follows its steps with its own public pieces
 ``hash_headers`` build the header hash) and leaves only the signature check
 to ``cryptography``, so the verdicts stay dkimpy's: same exceptions, same
 1024-bit minimum, the same extra ``From`` in the header hash.
+
+Two verdicts differ from dkimpy's, for RFC 8601 §2.7.1's split between a
+signature that was checked and failed (``fail``) and one that could not be
+checked (``permerror``): a body hash mismatch is a failure here (dkimpy
+raises, which would read as permerror; RFC 6376 §6.1.3 makes it the
+"body hash did not verify" PERMFAIL, a verification that failed), and a
+missing or unusable key record is an error (dkimpy returns False, which
+would read as fail; RFC 6376 §6.1.2: no key, no verification).
 """
 
 from __future__ import annotations
@@ -29,18 +37,19 @@ MIN_RSA_BITS = 1024  # RFC 8301 §3.2: smaller keys do not verify
 _SPACE = re.compile(rb"\s+")
 
 
-def verify(message: dkim.DKIM, idx: int, dnsfunc: Callable[..., bytes | None]) -> bool:
-    """Whether the ``idx``-th DKIM-Signature verifies; raises ``dkim.DKIMException``
-    for a malformed signature or key, as ``dkim.DKIM.verify`` does."""
+def failure(message: dkim.DKIM, idx: int, dnsfunc: Callable[..., bytes | None]) -> str | None:
+    """Why the ``idx``-th DKIM-Signature fails to verify (``dkim=fail``), None when it
+    verifies; raises ``dkim.DKIMException`` for a signature that cannot be
+    evaluated: malformed tags, a missing or malformed key record (``permerror``)."""
     prep = message.verify_headerprep(idx)
     if not prep:
-        return False
+        raise dkim.MessageFormatError(f"no DKIM-Signature number {idx + 1}")
     sig, include, sig_headers = prep
     name = sig[b"s"] + b"._domainkey." + sig[b"d"] + b"."
     try:
         key, bits, kind, tls_only = _key(name, dnsfunc(name))
-    except (dkim.KeyFormatError, binascii.Error):
-        return False  # as dkimpy: an unusable key record does not verify
+    except binascii.Error as exc:
+        raise dkim.KeyFormatError(f"key record: {exc}") from None
     if tls_only:
         raise dkim.ValidationError("the key is for TLS reports only (s=tlsrpt)")
     try:
@@ -56,13 +65,15 @@ def verify(message: dkim.DKIM, idx: int, dnsfunc: Callable[..., bytes | None]) -
     except binascii.Error as exc:
         raise dkim.MessageFormatError(str(exc)) from None
     if hashlib.sha256(body).digest() != claimed:
-        raise dkim.ValidationError("body hash mismatch")
+        return "body hash mismatch (the body changed after signing)"
     if b"from" in include:  # a From added above the signed one breaks it (dkimpy does too)
         include.append(b"from")
     digest = hashlib.sha256()
     dkim.hash_headers(digest, policy, policy.canonicalize_headers(message.headers), include,
                       sig_headers[idx], sig)
-    return _check(sig[b"a"], kind, key, bits, signature, digest.digest())
+    if _check(sig[b"a"], kind, key, bits, signature, digest.digest()):
+        return None
+    return "signature did not verify"
 
 
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
