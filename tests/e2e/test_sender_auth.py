@@ -23,7 +23,7 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
@@ -48,6 +48,19 @@ def _key() -> tuple[bytes, str]:
 
 KEY, KEY_RECORD = _key()
 
+
+def _ed25519_key() -> tuple[bytes, str]:
+    """A PKCS#8 PEM Ed25519 key (as OpenDKIM reads it) and its record (RFC 8463 §4)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                        serialization.PublicFormat.Raw)
+    return pem, f'"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"'
+
+
+ED_KEY, ED_KEY_RECORD = _ed25519_key()
+
 RECORDS: dict[tuple[str, str], list[str]] = {
     ("pass.test", "TXT"): [f'"{SPF_US}"'],
     ("_dmarc.pass.test", "TXT"): ['"v=DMARC1; p=reject"'],
@@ -68,6 +81,7 @@ RECORDS: dict[tuple[str, str], list[str]] = {
     ("_dmarc.signed.test", "TXT"): ['"v=DMARC1; p=reject"'],
     ("sel._domainkey.signed.test", "TXT"): [KEY_RECORD],
     (f"sel._domainkey.{DOMAIN}", "TXT"): [KEY_RECORD],
+    ("ed._domainkey.signed.test", "TXT"): [ED_KEY_RECORD],
     ("bad._domainkey.signed.test", "TXT"): ['"v=DKIM1; k=rsa; p=!!notbase64!!"'],
     ("odd._domainkey.signed.test", "TXT"): ['"k=frob; p="'],
     # DKIM results seen in the header: p=none, SPF not ours, so DKIM alone decides DMARC
@@ -411,17 +425,20 @@ class TestCLI:
         assert out.stderr.strip() == "postwarden: error: bad client address 'nope'"
 
 
-def opendkim_sign(tmp_path: Path, data: bytes, domain: str, selector: str) -> bytes:
+def opendkim_sign(tmp_path: Path, data: bytes, domain: str, selector: str,
+                  algorithm: str = "rsa-sha256") -> bytes:
     """``data`` with a DKIM-Signature made by the OpenDKIM filter itself.
 
     The signer is Debian's ``opendkim`` (libopendkim, C) in its test mode
     (``-t FILE``: one message through the filter's own code, no MTA), not
     dkimpy: so this checks our verifier against an independent signer.
     ``RequireSafeKeys no``: the key sits in a pytest folder under /tmp.
+    For ed25519-sha256 (``SignatureAlgorithm``, which Debian's 2.11 build
+    lists in ``opendkim -V``) it reads a PKCS#8 PEM Ed25519 key.
     """
-    (tmp_path / "key.pem").write_bytes(KEY)
+    (tmp_path / "key.pem").write_bytes(ED_KEY if algorithm == "ed25519-sha256" else KEY)
     (tmp_path / "opendkim.conf").write_text("Syslog no\nRequireSafeKeys no\n"
-                                            "SignatureAlgorithm rsa-sha256\n")
+                                            f"SignatureAlgorithm {algorithm}\n")
     (tmp_path / "msg.eml").write_bytes(data)
     out = subprocess.run(
         ["opendkim", "-x", str(tmp_path / "opendkim.conf"), "-b", "s", "-d", domain,
@@ -430,7 +447,7 @@ def opendkim_sign(tmp_path: Path, data: bytes, domain: str, selector: str) -> by
         capture_output=True, timeout=30, check=True)
     # Prints "opendkim: FILE:", LF, then the field (folded with CRLF) and LF.
     field = out.stdout.decode().split(":\n", 1)[1].rstrip("\n").replace("\r\n", "\n")
-    assert field.startswith("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;"), field
+    assert field.startswith(f"DKIM-Signature: v=1; a={algorithm}; c=relaxed/relaxed;"), field
     return field.replace("\n", "\r\n").encode() + b"\r\n" + data
 
 
@@ -446,6 +463,21 @@ class TestOpenDKIMSignatures:
         assert send(server, "a@signed.test", signed)[0] == 250  # SPF fails: DKIM carries DMARC
         ar = auth_results(delivered(server, "odk-pass"))
         assert "dkim=pass header.d=signed.test header.s=sel" in ar and "dmarc=pass" in ar
+
+    def test_an_ed25519_signature_made_by_opendkim_verifies(self, server: ServerProcess,
+                                                           tmp_path: Path) -> None:
+        """OpenDKIM signs ed25519-sha256 (RFC 8463) with selector ed; over SMTP: dkim=pass,
+        and DMARC passes on it alone (SPF fails for signed.test)."""
+        data = message("a@signed.test", "odk-ed").replace(
+            b"\r\n\r\n", b"\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\n", 1)
+        signed = opendkim_sign(tmp_path, data, "signed.test", "ed", "ed25519-sha256")
+        assert send(server, "a@signed.test", signed)[0] == 250
+        ar = auth_results(delivered(server, "odk-ed"))
+        assert "dkim=pass header.d=signed.test header.s=ed" in ar and "dmarc=pass" in ar
+        broken = opendkim_sign(tmp_path, data.replace(b"odk-ed", b"odk-ed-broken"),
+                               "signed.test", "ed", "ed25519-sha256").replace(b"Hello.", b"Hullo")
+        code, text = send(server, "a@signed.test", broken)
+        assert (code, text[:5]) == (550, b"5.7.1")  # dkim=fail: p=reject applies
 
     def test_an_opendkim_signature_broken_in_transit_fails(self, server: ServerProcess,
                                                            tmp_path: Path) -> None:
