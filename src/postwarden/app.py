@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from postwarden import config as configmod
 from postwarden import log as logsetup
@@ -28,7 +28,7 @@ from postwarden.mail import reply as R
 from postwarden.metrics import Metrics
 from postwarden.policy.srs import from_config as srs_from_config
 from postwarden.policy.throttle import AuthThrottle
-from postwarden.servers.acme import Issued, Renewer, certificate_pair
+from postwarden.servers.certificates import Challenges, Issued, certificate_pair
 from postwarden.servers.common import Authenticator, ConnectionLimiter, Peer
 from postwarden.servers.gate import Door, Gate, Handler, bind
 from postwarden.servers.hashing import HashPool
@@ -40,6 +40,9 @@ from postwarden.servers.smtp import SMTPServer
 from postwarden.servers.tls import LiveTLS
 from postwarden.service import Notifier, ServiceError, check_writable, drop_privileges, identity
 from postwarden.storage.factory import Store, async_boundary, open_store
+
+if TYPE_CHECKING:
+    from postwarden.servers.acme import Renewer
 
 log = logging.getLogger("postwarden")
 IMPLICIT_TLS = frozenset({"submissions", "pop3s", "imaps"})
@@ -125,7 +128,9 @@ class App:
         self.aio = async_boundary(self.store)
         self.live_tls = tls or LiveTLS(certificate_pair(cfg))
         self.tls = self.live_tls.context  # every TLS listener and STARTTLS holds this one
-        self.renewer = Renewer(cfg, self.install_certificate)
+        self.challenges = Challenges()
+        self.renewer: Renewer | None = None  # built once [acme] is on (start or SIGHUP)
+        self.renewal: asyncio.Task[None] | None = None
         self.listeners = listeners  # bound by serve() before dropping privileges
         limits = cfg.limits
         throttle = AuthThrottle(limits.auth_failures_per_ip, limits.auth_failure_window_seconds,
@@ -161,7 +166,7 @@ class App:
         }
         self.http = HTTPServer(Site(cfg.hostname, self.metrics, self.readiness,
                                     self.count_queue, self.bound_ports,
-                                    self.renewer.challenges.http01), cfg)
+                                    self.challenges.http01), cfg)
         self.bound: list[tuple[str, str, int]] = []
         self.started = False
 
@@ -187,7 +192,7 @@ class App:
 
     def _door(self, kind: str) -> Door:
         service = SERVICE[kind]
-        tls = self.renewer.challenges.alpn.context if kind == "acme_tls" else (
+        tls = self.challenges.alpn.context if kind == "acme_tls" else (
             self.tls if kind in IMPLICIT_TLS else None)
         return Door(kind, service, BUSY[service], tls, self.cfg.limits.handshake_timeout_seconds)
 
@@ -199,6 +204,16 @@ class App:
         with contextlib.suppress(TimeoutError, ConnectionError, OSError):
             async with asyncio.timeout(ACME_VALIDATION_SECONDS):
                 await reader.read()
+
+    def start_renewer(self) -> None:
+        """With ``[acme]`` on, build the renewer and run it in the background; without,
+        do nothing: the ACME client's libraries are imported only here."""
+        if not self.cfg.acme.enabled or self.renewer is not None:
+            return
+        from postwarden.servers.acme import Renewer
+
+        self.renewer = Renewer(self.cfg, self.install_certificate, self.challenges)
+        self.renewal = asyncio.ensure_future(self.renewer.run())
 
     def install_certificate(self, issued: Issued) -> None:
         """A certificate the renewer just stored: served from the next handshake on."""
@@ -310,7 +325,10 @@ class App:
         self.limiter.resize(*connection_limits(cfg.limits))
         self.http.limits = cfg.limits
         self.queue.reroute(cfg.routes)
-        self.renewer.configure(cfg)
+        if self.renewer is not None:
+            self.renewer.configure(cfg)
+        else:
+            self.start_renewer()
         checks = SenderAuth(cfg, self.recipients) if cfg.auth_checks.enabled else None
         for smtp in self.smtp_servers.values():
             smtp.services = dataclasses.replace(smtp.services, cfg=cfg, sender_auth=checks)
@@ -342,8 +360,8 @@ class App:
         notify = notifier or Notifier({})
         await self.start()
         background = [asyncio.ensure_future(self.sweep_login_records()),
-                      asyncio.ensure_future(self.upkeep_store()),
-                      asyncio.ensure_future(self.renewer.run())]
+                      asyncio.ensure_future(self.upkeep_store())]
+        self.start_renewer()
         if notify.watchdog_seconds is not None:
             background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))
         loop = asyncio.get_running_loop()
@@ -358,6 +376,8 @@ class App:
         log.info(kv("shutdown", sessions=len(self.sessions)))
         for task in background:
             task.cancel()
+        if self.renewal is not None:
+            self.renewal.cancel()
         await self.stop()
 
     def hangup(self, notify: Notifier) -> None:

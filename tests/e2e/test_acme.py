@@ -270,6 +270,24 @@ def test_an_unreachable_ca_is_logged_and_retried_while_mail_goes_on(
         server.stop()
 
 
+def test_acme_turned_on_by_sighup_issues(
+        tmp_path: Path, pebble: Pebble, ports: dict[str, int]) -> None:
+    """Started without [acme] (so without its client), then given a directory: the
+    renewer starts there and then, and the certificate is issued and served."""
+    server = acme_server(tmp_path / "server", pebble, ports, directory="")
+    server.start()
+    try:
+        with smtplib.SMTP(*server.addr("submission"), timeout=30) as client:
+            assert client.ehlo("client.test")[0] == 250
+        assert not [ln for ln in server.output if "acme-" in ln]
+        reconfigure(server, directory=pebble.directory)
+        issued = server.wait_for_log("acme-issued")
+        assert f"serial={serial_on(server.addr('imaps'), trusting(pebble.root_pem()))}" in issued
+    finally:
+        server.stop()
+    assert not [ln for ln in server.output if "Traceback" in ln]
+
+
 def test_a_failed_validation_names_the_reason_in_one_line(
         tmp_path: Path, pebble: Pebble, ports: dict[str, int]) -> None:
     server = acme_server(tmp_path / "server", pebble, ports, challenge="tls-alpn-01")

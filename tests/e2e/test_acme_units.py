@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -76,3 +79,51 @@ def test_the_responder_shows_the_challenge_certificate_for_a_pending_name_only()
     responder.withdraw("mail.example.test")
     with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
         handshake(responder, "mail.example.test", [ACME_TLS_ALPN])
+
+
+STARTED = """
+import asyncio, json, sys
+from pathlib import Path
+from postwarden.app import App
+from postwarden.config import from_dict
+from postwarden.servers.tls import write_self_signed
+
+async def main() -> None:
+    cfg = from_dict(json.loads(sys.argv[2]), Path(sys.argv[1]) / "postwarden.toml")
+    write_self_signed(cfg.tls.cert, cfg.tls.key, cfg.hostname)
+    app = App(cfg)
+    await app.start()
+    app.start_renewer()  # as App.run does
+    if app.renewal is not None:
+        app.renewal.cancel()  # before its first step: no order goes out
+    print(json.dumps(sorted(m for m in ("acme", "josepy", "OpenSSL", "requests")
+                            if m in sys.modules)))
+    await app.stop()
+
+asyncio.run(main())
+"""
+
+
+def libraries_after_start(tmp_path: Path, acme: dict[str, object]) -> list[str]:
+    """Which ACME client libraries a started server (in a fresh interpreter) has imported."""
+    listen = {kind: [] for kind in ("submission", "submissions", "pop3", "pop3s", "imap",
+                                    "imaps", "http", "acme_tls")}
+    raw = {"hostname": "mail.example.test", "listen": {**listen, "smtp": ["127.0.0.1:0"]},
+           "acme": acme}
+    done = subprocess.run([sys.executable, "-c", STARTED, str(tmp_path), json.dumps(raw)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
+
+
+class TestTheACMEClientLoadsOnlyWhenOn:
+    def test_a_server_without_acme_never_imports_its_libraries(self, tmp_path: Path) -> None:
+        """No [acme]: no acme, josepy, pyOpenSSL or requests in the process (start-up time
+        and memory every such server paid before)."""
+        assert libraries_after_start(tmp_path, {}) == []
+
+    def test_a_server_with_acme_has_its_client(self, tmp_path: Path) -> None:
+        """[acme] on: the renewer is built, with the client's libraries."""
+        loaded = libraries_after_start(tmp_path, {"directory": "https://127.0.0.1:1/dir"})
+        assert {"acme", "josepy"} <= set(loaded)

@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,9 +30,9 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from postwarden import __version__
-from postwarden.config import AcmeConfig, Config, TLSConfig
+from postwarden.config import AcmeConfig, Config
 from postwarden.log import kv
-from postwarden.servers.tls import AlpnResponder
+from postwarden.servers.certificates import Challenges, Issued, stored_pair
 
 log = logging.getLogger("postwarden.acme")
 T = TypeVar("T")
@@ -56,39 +55,6 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
 
     def validation(self, account_key: JWK, **unused_kwargs: Any) -> str:
         return self.key_authorization(account_key)
-
-
-class Challenges:
-    """What the listeners answer while a validation is pending (set from the ACME thread,
-    read by the event loop: single dict operations)."""
-
-    def __init__(self) -> None:
-        self.http: dict[str, str] = {}  # token -> key authorization
-        self.alpn = AlpnResponder()
-
-    def http01(self, token: str) -> str | None:
-        """The key authorization to answer for ``token``, if one is pending."""
-        return self.http.get(token)
-
-
-@dataclass(frozen=True, slots=True)
-class Issued:
-    pair: TLSConfig
-    serial: str  # hex in whole octets, as `openssl x509 -serial` prints it
-    not_after: datetime.datetime
-
-
-def stored_pair(data_dir: Path) -> TLSConfig:
-    """One PEM file with the key and the full chain: replaced in one rename, never a
-    certificate beside a key it does not match."""
-    path = data_dir / "acme" / "cert.pem"
-    return TLSConfig(cert=path, key=path)
-
-
-def certificate_pair(cfg: Config) -> TLSConfig:
-    """The pair to serve: the ACME certificate once there is one, else ``[tls]``."""
-    pair = stored_pair(cfg.data_dir)
-    return pair if cfg.acme.enabled and pair.cert.exists() else cfg.tls
 
 
 def seconds_until_due(cfg: Config, now: datetime.datetime) -> float:
@@ -228,10 +194,11 @@ def reason(exc: BaseException) -> str:
 class Renewer:
     """The background task: issue when due, retry failures with a doubling wait."""
 
-    def __init__(self, cfg: Config, install: Callable[[Issued], None]) -> None:
+    def __init__(self, cfg: Config, install: Callable[[Issued], None],
+                 challenges_: Challenges) -> None:
         self.cfg = cfg
         self.install = install
-        self.challenges = Challenges()
+        self.challenges = challenges_  # the listeners' answers, which Issuer publishes
         self.failures = 0
         self._wake = asyncio.Event()
 
