@@ -17,10 +17,20 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from postwarden.storage.interfaces import DatabaseUnusable
 from postwarden.storage.postgresql.schema import MIGRATIONS
+from postwarden.storage.sql.dialect import Dialect
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start-up
 Conn = psycopg.Connection[TupleRow]
 MIGRATION_LOCK = 0x70777264  # advisory lock key ("pwrd"): one node migrates at a time
+POSTGRESQL = Dialect(
+    placeholder="%s", for_update=" FOR UPDATE", greatest="greatest", bytewise=' COLLATE "C"',
+    like="ILIKE", fold="lower", position="strpos",  # lower() folds any script in UTF-8
+    body_match="coalesce(p.body @@ to_tsquery('simple', ?), false)",
+    word="{}:*", word_and=" & ",
+    ranges_per_statement=32,  # more go in as two arrays of bounds
+    range_arrays="EXISTS (SELECT 1 FROM unnest(?::bigint[], ?::bigint[]) r(lo, hi)"
+                 " WHERE {column} BETWEEN r.lo AND r.hi)",
+)
 
 
 def read_password(path: Path | None) -> str | None:
@@ -57,6 +67,14 @@ class PgDatabase:
     def conn(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commits)."""
         with self.pool.connection() as conn:
+            yield conn
+
+    read = conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Conn]:
+        """A connection whose reads all see one snapshot (one transaction)."""
+        with self.pool.connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager

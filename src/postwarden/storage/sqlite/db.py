@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Protocol
 
 from postwarden.storage.interfaces import DatabaseUnusable
+from postwarden.storage.sql.dialect import Dialect
 from postwarden.storage.sqlite.schema import MIGRATIONS
 from postwarden.storage.sqlite.store_v2_schema import APPLICATION_ID
+
+SQLITE = Dialect(
+    placeholder="?", for_update="", greatest="max", bytewise="", like="LIKE",
+    fold="pw_fold", position="instr",
+    body_match="m.blob_id IN (SELECT rowid FROM {table} WHERE {table} MATCH ?)",
+    word='"{}"*', word_and=" AND ",
+    ranges_per_statement=400,  # SQLite's parameter limit; no row locks: one writer
+)
 
 
 class CommitObserver(Protocol):
@@ -55,6 +64,20 @@ class Database:
                 self._observer.capture(conn)
             self._local.conn = conn
         return conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, for reads (WAL: each statement sees the latest commit)."""
+        yield self.conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads that all see one snapshot (a read transaction)."""
+        self.conn.execute("BEGIN")  # deferred: the first read takes the snapshot
+        try:
+            yield self.conn
+        finally:  # nothing was written: COMMIT and ROLLBACK end it alike
+            self.conn.execute("COMMIT")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
