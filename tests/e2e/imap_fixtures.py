@@ -35,13 +35,14 @@ class IMAPWorld:
         return self.server.add_user(f"user{next(_numbers)}@{DOMAIN}")
 
     def deliver(self, to: str, subject: str = "Hello", body: str = "Body text\n",
-                sender: str = "someone@remote.example", **headers: str) -> None:
+                sender: str = "someone@remote.example",
+                date: str = "Mon, 30 Nov 2026 10:00:00 +0000", **headers: str) -> None:
         """One message over SMTP to a local account (as any MX would hand it over)."""
         message = EmailMessage()
         message["From"] = sender
         message["To"] = to
         message["Subject"] = subject
-        message["Date"] = "Mon, 30 Nov 2026 10:00:00 +0000"
+        message["Date"] = date
         for name, value in headers.items():
             message[name.replace("_", "-")] = value
         message.set_content(body)

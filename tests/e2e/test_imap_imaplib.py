@@ -205,6 +205,39 @@ class TestSortAndThread:
         assert ok(client.thread("ORDEREDSUBJECT", "UTF-8", "ALL")) == [b"(1 3)(2)"]
         client.logout()
 
+    def test_thread_references_over_the_wire(self, imap_world: IMAPWorld) -> None:
+        """THREAD and UID THREAD REFERENCES UTF-8 ALL on mail sent over SMTP, with a
+        message expunged first so sequence numbers and UIDs differ: replies linked
+        by References / In-Reply-To whatever their subjects, siblings in date order,
+        a reply to a message not in the mailbox under its original by subject, and
+        two replies to a missing message side by side under a dummy."""
+        account = imap_world.new_account()
+
+        def send(subject: str, at: str, message_id: str, **headers: str) -> None:
+            imap_world.deliver(account, subject=subject, Message_ID=message_id,
+                               date=f"Mon, 30 Nov 2026 {at}:00 +0000", **headers)
+
+        send("gone", "08:00", "<gone@x>")  # UID 1, expunged
+        send("plan", "10:00", "<a@x>")  # UID 2
+        send("Re: plan", "10:05", "<b@x>", References="<a@x>")
+        send("Change of plan", "10:03", "<c@x>", In_Reply_To="<a@x>")
+        send("lunch", "09:00", "<d@x>")  # UID 5
+        send("Re: lunch", "09:30", "<e@x>", References="<missing@x>")
+        send("Re: budget", "11:00", "<f@x>", References="<zz@x>")
+        send("Re: budget", "11:05", "<g@x>", References="<zz@x>")
+        send("Re: Change of plan", "10:04", "<h@x>", References="<a@x> <c@x>")  # UID 9
+        client = imap_world.login(account)
+        ok(client.select("INBOX"))
+        ok(client.store("1", "+FLAGS", "(\\Deleted)"))
+        ok(client.expunge())
+        threads = ok(client.thread("REFERENCES", "UTF-8", "ALL"))
+        assert b"* THREAD " + threads[0] == b"* THREAD (4 5)(1 (3 8)(2))((6)(7))"
+        uid_threads = ok(client.uid("THREAD", "REFERENCES", "UTF-8", "ALL"))
+        assert b"* THREAD " + uid_threads[0] == b"* THREAD (5 6)(2 (4 9)(3))((7)(8))"
+        assert ok(client.uid("THREAD", "REFERENCES", "UTF-8", "SUBJECT", "plan")) == [
+            b"(2 (4 9)(3))"]
+        client.logout()
+
 
 class TestTwoSessions:
     def test_a_flag_set_in_one_session_shows_in_the_other(self, imap_world: IMAPWorld) -> None:

@@ -20,7 +20,14 @@ from postwarden.mail.mime_headers import (
     field_values,
     parse_content_type,
 )
-from postwarden.mail.sortkeys import base_subject, message_ids, sent_date, thread_references
+from postwarden.mail.sortkeys import (
+    Subject,
+    base_subject,
+    message_ids,
+    parse_subject,
+    sent_date,
+    thread_references,
+)
 
 A = EnvelopeAddress
 
@@ -124,6 +131,27 @@ class TestSortKeys:
     def test_base_subject(self, subject: str, base: str) -> None:
         """RFC 5256 §2.1 steps 2-6."""
         assert base_subject(subject) == base
+
+    @pytest.mark.parametrize(("subject", "parsed"), [
+        ("Re: hello", Subject("hello", True)),
+        ("FWD: hello", Subject("hello", True)),
+        ("hello (fwd)", Subject("hello", True)),
+        ("[fwd: hello]", Subject("hello", True)),
+        ("[list] Re: hello", Subject("hello", True)),
+        ("[list] hello", Subject("hello", False)),
+        ("  hello  ", Subject("hello", False)),
+        ("Reply later", Subject("Reply later", False)),
+        ("Re:", Subject("", True)),
+    ])
+    def test_reply_or_forward(self, subject: str, parsed: Subject) -> None:
+        """A reply or forward is one whose extraction removed "Re:"/"Fwd:", "(fwd)" or
+        "[fwd: ...]"; a list tag or blanks alone do not count (RFC 5256 §3)."""
+        assert parse_subject(subject) == parsed
+
+    def test_quoted_message_ids(self) -> None:
+        """A quoted local part is unquoted, so both forms are one id (RFC 5256 §3)."""
+        assert message_ids('<"01KF8JC"@x.y> <"a\\"b c"@h>') == ("<01KF8JC@x.y>", '<a"b c@h>')
+        assert message_ids("<01KF8JC@x.y>") == ("<01KF8JC@x.y>",)
 
     def test_thread_references(self) -> None:
         """References ids in order; else the first In-Reply-To id; junk is not an id."""

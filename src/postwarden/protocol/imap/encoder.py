@@ -154,20 +154,28 @@ def _fetch_item(item: r.FetchItem, utf8: bool) -> bytes:
 
 
 def _thread(tree: r.ThreadTree) -> bytes:
+    """One thread: ``(3 6 (4 23)(44 7 96))``; a stack, not recursion, as a thread
+    can nest as deeply as a mailbox's replies do."""
     out = bytearray(b"(")
-    previous_number = False
-    for member in tree:
+    stack = [iter(tree)]
+    after_number = False
+    while stack:
+        member = next(stack[-1], None)
+        if member is None:
+            out += b")"
+            stack.pop()
+            after_number = False
+            continue
+        if after_number:
+            out += b" "
         if isinstance(member, int):
-            if len(out) > 1:
-                out += b" "
             out += b"%d" % member
-            previous_number = True
+            after_number = True
         else:
-            if previous_number:
-                out += b" "
-            out += _thread(member)
-            previous_number = False
-    return bytes(out + b")")
+            out += b"("
+            stack.append(iter(member))
+            after_number = False
+    return bytes(out)
 
 
 def _numbers(numbers: tuple[int, ...]) -> bytes:
