@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import imaplib
 import socket
+import ssl
 from collections.abc import Callable
 from typing import BinaryIO
 
 import pytest
 
 from e2e.imap_fixtures import raw_login
-from serverproc import DOMAIN, ServerProcess
+from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 TIMEOUT = 10
 
@@ -21,8 +22,37 @@ def login(server: ServerProcess, account: str, source: str = "127.0.0.1"
     return raw_login(server.addr("imap"), account, source)
 
 
+def tls_login(server: ServerProcess, account: str, source: str = "127.0.0.1"
+              ) -> tuple[socket.socket, BinaryIO, bytes]:
+    """As ``login``, on the imaps listener (TLS from the first byte)."""
+    context = ssl.create_default_context(cafile=str(server.cert))
+    context.check_hostname = False
+    plain = socket.create_connection(server.addr("imaps"), TIMEOUT, source_address=(source, 0))
+    sock = context.wrap_socket(plain)
+    reader = sock.makefile("rb")
+    reader.readline()
+    sock.sendall(f'a LOGIN {account} "{PASSWORD}"\r\n'.encode())
+    return sock, reader, reader.readline()
+
+
+def logout(session: tuple[socket.socket, BinaryIO, bytes]) -> None:
+    """LOGOUT, then read to the end: the server has closed (and given back the place)."""
+    session[0].sendall(b"z LOGOUT\r\n")
+    while session[1].readline():
+        pass
+    session[0].close()
+
+
+def hang_up(server: ServerProcess, session: tuple[socket.socket, BinaryIO, bytes]) -> None:
+    """Close the socket without a word, and wait until the server has logged the end."""
+    ip, port = session[0].getsockname()[:2]
+    session[1].close()  # the reader holds the socket open until it is closed too
+    session[0].close()
+    server.wait_for_log("disconnect", f"client={ip}:{port} ")
+
+
 def _server(make_server: Callable[..., ServerProcess], **imap: int) -> ServerProcess:
-    server = make_server(listen={"imap": ["127.0.0.1:0"]}, imap=imap)
+    server = make_server(listen={"imap": ["127.0.0.1:0"], "imaps": ["127.0.0.1:0"]}, imap=imap)
     for name in ("ann", "ben", "cat"):
         server.add_user(f"{name}@{DOMAIN}")
     return server.start()
@@ -61,6 +91,65 @@ class TestSessionLimits:
         assert all(s[2].startswith(b"a OK") for s in held)
         assert login(limited, f"cat@{DOMAIN}", "127.0.0.7")[2].startswith(b"a NO [LIMIT]")
         assert login(limited, f"ben@{DOMAIN}", "127.0.0.8")[2].startswith(b"a OK")
+
+
+class TestSessionLimitsAcrossListeners:
+    def test_imap_and_imaps_sessions_count_together_per_user(self, limited: ServerProcess
+                                                              ) -> None:
+        """One session on imap and one on imaps fill max_sessions_per_user = 2: a third is
+        refused on either listener; after a LOGOUT on imaps, imap takes the place."""
+        plain = login(limited, f"ann@{DOMAIN}")
+        secure = tls_login(limited, f"ann@{DOMAIN}")
+        assert plain[2].startswith(b"a OK") and secure[2].startswith(b"a OK")
+        assert tls_login(limited, f"ann@{DOMAIN}")[2].startswith(b"a NO [LIMIT]")
+        assert login(limited, f"ann@{DOMAIN}")[2].startswith(b"a NO [LIMIT]")
+        logout(secure)
+        assert login(limited, f"ann@{DOMAIN}")[2].startswith(b"a OK")
+
+    def test_imap_and_imaps_sessions_count_together_per_ip(self, limited: ServerProcess
+                                                            ) -> None:
+        """max_sessions_per_ip = 3 from one address, whichever listener each used."""
+        held = [login(limited, f"ann@{DOMAIN}", "127.0.0.9"),
+                tls_login(limited, f"ben@{DOMAIN}", "127.0.0.9"),
+                tls_login(limited, f"cat@{DOMAIN}", "127.0.0.9")]
+        assert all(s[2].startswith(b"a OK") for s in held)
+        assert login(limited, f"cat@{DOMAIN}", "127.0.0.9")[2].startswith(b"a NO [LIMIT]")
+        assert tls_login(limited, f"ben@{DOMAIN}", "127.0.0.9")[2].startswith(b"a NO [LIMIT]")
+
+    def test_a_client_that_hangs_up_frees_its_place(self, limited: ServerProcess) -> None:
+        """No LOGOUT, just a closed socket (on imaps and on imap): once the server has
+        seen each end, the next login of that user succeeds."""
+        first = login(limited, f"ben@{DOMAIN}")
+        second = tls_login(limited, f"ben@{DOMAIN}")
+        assert login(limited, f"ben@{DOMAIN}")[2].startswith(b"a NO [LIMIT]")
+        hang_up(limited, second)
+        third = login(limited, f"ben@{DOMAIN}")
+        assert third[2].startswith(b"a OK")
+        hang_up(limited, first)
+        assert tls_login(limited, f"ben@{DOMAIN}")[2].startswith(b"a OK")
+
+    def test_logins_at_the_same_moment_do_not_pass_the_limit(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """Six clients send LOGIN for one user at once with max_sessions_per_user = 1
+        (half on imap, half on imaps): exactly one is let in."""
+        server = _server(make_server, max_sessions_per_user=1)
+        logout(login(server, f"ann@{DOMAIN}"))  # the password verified: later logins are quick
+        socks = []
+        for n in range(6):
+            address = server.addr("imap") if n % 2 else server.addr("imaps")
+            sock = socket.create_connection(address, TIMEOUT)
+            if not n % 2:
+                context = ssl.create_default_context(cafile=str(server.cert))
+                context.check_hostname = False
+                sock = context.wrap_socket(sock)
+            reader = sock.makefile("rb")
+            reader.readline()
+            socks.append((sock, reader))
+        for sock, _ in socks:
+            sock.sendall(f'a LOGIN ann@{DOMAIN} "{PASSWORD}"\r\n'.encode())
+        answers = [reader.readline() for _, reader in socks]
+        assert sum(a.startswith(b"a OK") for a in answers) == 1, answers
+        assert sum(a.startswith(b"a NO [LIMIT]") for a in answers) == 5, answers
 
 
 class TestTimeouts:

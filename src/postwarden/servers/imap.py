@@ -128,14 +128,25 @@ class _Session(MailboxCommands, SelectedCommands):
         self.deadline.close()
         self.close_view()
         self.append_abort()  # a message cut off by a dropped connection
-        if self.account:
-            IMAPServer._per_user[self.account] -= 1
-            IMAPServer._per_ip[self.ip] -= 1
-            for counter, key in ((IMAPServer._per_user, self.account),
-                                 (IMAPServer._per_ip, self.ip)):
-                if counter[key] <= 0:
-                    del counter[key]
-            self.account = ""
+        self._free_place()
+
+    def _hold_place(self, account: str) -> None:
+        """Count this session for its user and address. Done in the same step as the
+        check against the limits, with no await between, so logins finishing at the
+        same moment cannot all pass a limit that has room for one."""
+        self.account = account
+        IMAPServer._per_user[account] += 1
+        IMAPServer._per_ip[self.ip] += 1
+
+    def _free_place(self) -> None:
+        if not self.account:
+            return
+        for counter, key in ((IMAPServer._per_user, self.account),
+                             (IMAPServer._per_ip, self.ip)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        self.account = ""
 
     async def run(self) -> None:
         """Until the machine says Closed: each event answered, output flushed, input read."""
@@ -302,15 +313,13 @@ class _Session(MailboxCommands, SelectedCommands):
                               r.Code.AUTHENTICATIONFAILED)
         ok = done.status is r.Status.OK
         if ok:
+            self._hold_place(account)
             try:
                 await self._logged_in(account)
             except Exception:
                 log.exception(kv("imap-login-setup-failed", user=account))
+                self._free_place()
                 ok, done = False, r.Done(r.Status.NO, "Mailbox unavailable", r.Code.UNAVAILABLE)
-        if ok:
-            self.account = account
-            IMAPServer._per_user[account] += 1
-            IMAPServer._per_ip[self.ip] += 1
         outcome = "ok" if ok else (done.code.value if isinstance(done.code, r.Code) else "no")
         log.info(kv("imap-login", user=account or attempt.username, ip=self.ip,
                     method=attempt.mechanism, tls="yes" if self.machine.tls_active else "no",
