@@ -1,4 +1,5 @@
-"""Failed-login throttling per client IP and per account, over real SMTP and POP3 sockets."""
+"""Failed-login throttling per client IP and per account, over real SMTP, POP3 and IMAP
+sockets."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 CAROL = f"carol@{DOMAIN}"
 DAVE = f"dave@{DOMAIN}"
+ERIN = f"erin@{DOMAIN}"
 PER_IP = 3
 PER_ACCOUNT = 4
 THROTTLED = R.AUTH_THROTTLED.code, f"{R.AUTH_THROTTLED.status} {R.AUTH_THROTTLED.text}".encode()
@@ -27,9 +29,10 @@ OK = R.AUTH_OK.code, f"{R.AUTH_OK.status} {R.AUTH_OK.text}".encode()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root: Path = tmp_path_factory.mktemp("throttle")
-    srv = ServerProcess(root, limits={"auth_failures_per_ip": PER_IP,
-                                      "auth_failures_per_account": PER_ACCOUNT})
-    for user in (ALICE, BOB, CAROL, DAVE):
+    srv = ServerProcess(root, listen={"imap": ["127.0.0.1:0"]},
+                        limits={"auth_failures_per_ip": PER_IP,
+                                "auth_failures_per_account": PER_ACCOUNT})
+    for user in (ALICE, BOB, CAROL, DAVE, ERIN):
         srv.add_user(user)
     srv.start()
     yield srv
@@ -53,6 +56,16 @@ def pop3_login(server: ServerProcess, source: str, user: str, password: str) -> 
         sock.sendall(f"USER {user}\r\n".encode())
         assert reader.readline().startswith(b"+OK")
         sock.sendall(f"PASS {password}\r\n".encode())
+        return reader.readline()
+
+
+def imap_login(server: ServerProcess, source: str, user: str, password: str) -> bytes:
+    """LOGIN on a fresh connection; the server's tagged reply."""
+    with socket.create_connection(server.addr("imap"), timeout=30,
+                                  source_address=(source, 0)) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")
+        sock.sendall(f'a LOGIN {user} "{password}"\r\n'.encode())
         return reader.readline()
 
 
@@ -82,6 +95,18 @@ class TestPerAccountAndPerIP:
         assert [r.split(b" ")[0] for r in replies[:PER_IP + 1]] == [b"-ERR", b"-ERR", b"+OK",
                                                                     b"-ERR"]
         assert all(r.startswith(b"-ERR [SYS/TEMP]") for r in replies[PER_IP + 1:])
+
+    def test_imap_logins_count_the_same_way(self, server: ServerProcess) -> None:
+        """The same attack over IMAP (at erin) is refused with NO [UNAVAILABLE], and the
+        address is refused over SMTP too: one count for every protocol."""
+        source = "127.0.1.3"
+        replies = []
+        for _ in range(3):
+            replies += [imap_login(server, source, ERIN, "wrong") for _ in range(PER_IP - 1)]
+            replies.append(imap_login(server, source, ALICE, PASSWORD))
+        assert [r.split(b" ")[1] for r in replies[:PER_IP + 1]] == [b"NO", b"NO", b"OK", b"NO"]
+        assert all(r.startswith(b"a NO [UNAVAILABLE]") for r in replies[PER_IP + 1:]), replies
+        assert smtp_auth(server, source, ALICE, PASSWORD) == THROTTLED
 
     def test_guesses_from_many_addresses_lock_the_account_not_its_owner(
         self, server: ServerProcess,
