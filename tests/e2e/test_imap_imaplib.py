@@ -191,6 +191,18 @@ class TestSortAndThread:
         assert ok(client.sort("(REVERSE SIZE)", "UTF-8", "ALL")) == [b"2 3 1"]
         client.logout()
 
+    def test_sort_subject_ignores_case(self, imap_world: IMAPWorld) -> None:
+        """SORT SUBJECT compares without case (RFC 5256 §1: I18NLEVEL=1's casemap): "apple" before
+        "Banana" before "cherry", and "APPLE"/"apple" tie (then by sequence number)."""
+        account = imap_world.new_account()
+        for subject in ("cherry", "Banana", "apple", "Re: APPLE"):
+            imap_world.deliver(account, subject=subject)
+        client = imap_world.login(account)
+        ok(client.select("INBOX"))
+        assert ok(client.sort("(SUBJECT)", "UTF-8", "ALL")) == [b"3 4 2 1"]
+        assert ok(client.sort("(REVERSE SUBJECT)", "UTF-8", "ALL")) == [b"1 2 3 4"]
+        client.logout()
+
     def test_thread_by_references_and_subject(self, imap_world: IMAPWorld) -> None:
         """THREAD REFERENCES links replies under their parent; ORDEREDSUBJECT groups
         by base subject."""

@@ -193,8 +193,8 @@ def _sort_value(key: SortKey, meta: m.MessageMeta) -> tuple[float, str]:
             return (when.timestamp() if when is not None else meta.internaldate), ""
         case SortKey.SIZE:
             return float(meta.blob.size if meta.blob is not None else 0), ""
-        case SortKey.SUBJECT:
-            return 0.0, base_subject(_header_value(meta, "subject") or "")
+        case SortKey.SUBJECT:  # compared without case, as I18NLEVEL=1 asks (RFC 5256 §1)
+            return 0.0, base_subject(_header_value(meta, "subject") or "").casefold()
         case SortKey.FROM:
             return 0.0, _first_mailbox(_header_value(meta, "from"))
         case SortKey.TO:
