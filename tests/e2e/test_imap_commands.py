@@ -1,6 +1,7 @@
 """Commands of issue 10 not driven elsewhere over a real socket: AUTHENTICATE with
 SASL-IR and AUTH=LOGIN, NAMESPACE, ID, CHECK, UNSELECT, LSUB, ENABLE IMAP4rev2,
-HEADER.FIELDS.NOT / MIME / TEXT sections, SEARCH keys, STORE UNCHANGEDSINCE."""
+STATUS SIZE, HEADER.FIELDS.NOT / MIME / TEXT sections, SEARCH keys, STORE
+UNCHANGEDSINCE, and no EXPUNGE during FETCH, STORE or SEARCH."""
 
 from __future__ import annotations
 
@@ -144,6 +145,17 @@ class TestSessionCommands:
         assert not any(line.endswith(b"Junk") for line in ok(client.lsub()))
         client.logout()
 
+    def test_status_size_is_the_sum_of_the_messages_sizes(self, imap_world: IMAPWorld,
+                                                          toured: str) -> None:
+        """STATUS=SIZE (RFC 8438): the octets of all messages, as RFC822.SIZE counts them."""
+        client = imap_world.login(toured)
+        status = ok(client.status("INBOX", "(MESSAGES SIZE)"))[0]
+        ok(client.select("INBOX", readonly=True))
+        sizes = [int(re.search(rb"RFC822.SIZE (\d+)", line)[1])  # type: ignore[index]
+                 for line in ok(client.fetch("1:*", "(RFC822.SIZE)"))]
+        assert status == b"INBOX (MESSAGES 2 SIZE %d)" % sum(sizes), (status, sizes)
+        client.logout()
+
     def test_enable_imap4rev2_and_unselect(self, imap_world: IMAPWorld, toured: str) -> None:
         """After ENABLE IMAP4rev2, SEARCH answers ESEARCH (RFC 9051 §6.4.4) and no
         RECENT is sent on SELECT; UNSELECT leaves the mailbox (FETCH is then BAD)."""
@@ -241,3 +253,29 @@ class TestConditionalStore:
         flags = ok(client.fetch("1:2", "(FLAGS)"))
         assert b"\\Flagged" not in flags[0] and b"\\Flagged" in flags[1], flags
         client.logout()
+
+
+class TestExpungeTiming:
+    def test_no_expunge_during_fetch_store_or_search(self, imap_world: IMAPWorld,
+                                                     toured: str) -> None:
+        """Another session expunges message 1: FETCH, STORE and SEARCH answer without an
+        EXPUNGE (RFC 9051 §7.5.1) and message 2 keeps its number; NOOP then tells of it."""
+        other = imap_world.login(toured)
+        ok(other.select("INBOX"))
+        raw = Raw(imap_world)
+        raw.send(f'a LOGIN {toured} "{PASSWORD}"')
+        raw.send("b SELECT INBOX")
+        ok(other.store("1", "+FLAGS", "(\\Deleted)"))
+        ok(other.expunge())
+        other.logout()
+        for tag, command in (("c", "FETCH 2 (FLAGS)"), ("d", "STORE 2 +FLAGS (\\Seen)"),
+                             ("e", "SEARCH ALL")):
+            lines = raw.send(f"{tag} {command}")
+            assert lines[-1].startswith(tag.encode() + b" OK"), lines
+            assert not any(b"EXPUNGE" in line for line in lines), lines
+        # the expunged message is not found, and the other keeps its number until told
+        assert raw.send("e2 SEARCH ALL")[0] == b"* SEARCH 2\r\n"
+        lines = raw.send("f NOOP")
+        assert b"* 1 EXPUNGE\r\n" in lines, lines
+        assert raw.send("g SEARCH ALL")[0] == b"* SEARCH 1\r\n"
+        raw.close()

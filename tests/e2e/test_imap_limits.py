@@ -152,6 +152,24 @@ class TestSessionLimitsAcrossListeners:
         assert sum(a.startswith(b"a NO [LIMIT]") for a in answers) == 5, answers
 
 
+class TestAppendLimit:
+    def test_a_message_over_max_append_size_is_refused_unread(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """APPENDLIMIT=1000 is advertised; APPEND of a 2,000-octet literal gets NO [TOOBIG]
+        instead of the continuation, and the session serves on."""
+        server = _server(make_server, max_append_size=1000)
+        sock, reader, answer = login(server, f"ann@{DOMAIN}")
+        assert b" APPENDLIMIT=1000" in answer
+        sock.sendall(b"b APPEND INBOX {2000}\r\n")
+        assert reader.readline().startswith(b"b NO [TOOBIG]")
+        sock.sendall(b"c APPEND INBOX {5}\r\n")
+        assert reader.readline().startswith(b"+")
+        sock.sendall(b"hello\r\n")
+        assert reader.readline().startswith(b"c OK [APPENDUID ")
+        reader.close()
+        sock.close()
+
+
 class TestTimeouts:
     def test_autologout(self, impatient: ServerProcess) -> None:
         """A logged-in session that stays silent gets BYE and is closed."""
