@@ -115,16 +115,17 @@ class ServerProcess:
         )
 
     def start(self, file_size_limit: int | None = None,
-              env: dict[str, str] | None = None) -> ServerProcess:
+              env: dict[str, str] | None = None, serve_args: Iterable[str] = ()) -> ServerProcess:
         """Start and wait for ready; ``file_size_limit`` (RLIMIT_FSIZE) fakes a full disk;
-        ``env`` is added to the server's environment."""
+        ``env`` is added to the server's environment; ``serve_args`` to its command line."""
 
         def limit_files() -> None:
             if file_size_limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "postwarden", "-c", str(self.config_path), "serve"],
+            [sys.executable, "-m", "postwarden", "-c", str(self.config_path), "serve",
+             *serve_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=limit_files,
         )

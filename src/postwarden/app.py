@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from postwarden.policy.srs import from_config as srs_from_config
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.certificates import Challenges, Issued, certificate_pair
 from postwarden.servers.common import Authenticator, ConnectionLimiter, Peer
-from postwarden.servers.gate import Door, Gate, Handler, bind
+from postwarden.servers.gate import Door, Gate, Handler, bind, twin
 from postwarden.servers.hashing import HashPool
 from postwarden.servers.http import HTTPServer, Site
 from postwarden.servers.imap import IMAPServer
@@ -38,8 +37,10 @@ from postwarden.servers.pop3 import POP3Server
 from postwarden.servers.services import MailboxServices, SMTPServices
 from postwarden.servers.smtp import SMTPServer
 from postwarden.servers.tls import LiveTLS
+from postwarden.servers.workers import Listeners, Supervisor, WorkerMain, twins
 from postwarden.service import Notifier, ServiceError, check_writable, drop_privileges, identity
 from postwarden.storage.factory import Store, async_boundary, open_store
+from postwarden.storage.interfaces import StoreError
 
 if TYPE_CHECKING:
     from postwarden.servers.acme import Renewer
@@ -102,16 +103,14 @@ def connection_limits(limits: LimitsConfig) -> tuple[int, int, dict[str, int]]:
     }
 
 
-Listeners = list[tuple[str, socket.socket]]  # (kind, listening socket)
 
-
-def bind_listeners(cfg: Config) -> Listeners:
+def bind_listeners(cfg: Config, reuse_port: bool = False) -> Listeners:
     """Every configured listening socket, bound now (as root, before privileges go)."""
     bound: Listeners = []
     try:
         for kind, addresses in cfg.listen.items():
             for hp in addresses:
-                bound += [(kind, sock) for sock in bind(hp)]
+                bound += [(kind, sock) for sock in bind(hp, reuse_port)]
     except OSError:
         for _, sock in bound:
             sock.close()
@@ -121,8 +120,10 @@ def bind_listeners(cfg: Config) -> Listeners:
 
 class App:
     def __init__(self, cfg: Config, store: Store | None = None, *,
-                 tls: LiveTLS | None = None, listeners: Listeners | None = None) -> None:
+                 tls: LiveTLS | None = None, listeners: Listeners | None = None,
+                 log_tag: str = "") -> None:
         self.cfg = cfg
+        self.log_tag = log_tag  # which worker of ``serve --workers`` this is, in the log
         self.metrics = Metrics()
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
@@ -306,7 +307,7 @@ class App:
         old = self.cfg
         live = live_part(old, new)
         try:
-            setup_logging(live)
+            setup_logging(live, self.log_tag)
         except OSError as exc:
             log.error(kv("reload-log-failed", error=exc.strerror or exc, kept="previous log"))
             live = dataclasses.replace(live, log=old.log)
@@ -393,10 +394,10 @@ class App:
             await asyncio.sleep(every)
 
 
-def _announce(app: App) -> None:
-    for kind, host, port in app.bound:
+def _announce(hostname: str, bound: list[tuple[str, str, int]]) -> None:
+    for kind, host, port in bound:
         print(f"listening {kind} {host}:{port}", flush=True)
-    print(f"postwarden ready: {app.cfg.hostname}", flush=True)
+    print(f"postwarden ready: {hostname}", flush=True)
 
 
 def keep_big_buffers_returnable() -> None:
@@ -427,19 +428,25 @@ def become_service_user(cfg: Config) -> bool:
     return False
 
 
-def setup_logging(cfg: Config) -> None:
+def setup_logging(cfg: Config, tag: str = "") -> None:
     logsetup.setup(fmt=cfg.log.format, file=cfg.log.file,
-                   syslog=cfg.log.syslog_socket if cfg.log.syslog else None)
+                   syslog=cfg.log.syslog_socket if cfg.log.syslog else None, tag=tag)
 
 
-def serve(cfg: Config) -> None:
+def serve(cfg: Config, workers: int | None = None) -> None:
     """Bind, become the service user, then open the store and serve until SIGTERM.
 
     The certificate is read before the drop too (keys are often root's);
     the store is opened after it, so every file it creates is the user's.
+    With ``workers`` (or ``[service] workers``) above one, a supervisor binds
+    a set of listeners per worker and forks the workers (servers/workers.py).
     """
+    count = workers or cfg.service.workers
+    if count > 1 and cfg.acme.enabled:  # the CA's validation may reach another worker
+        _fail("acme: not available with several workers (a challenge is answered by the"
+              " worker that asked); use service.workers = 1 or certificates from elsewhere")
     try:
-        setup_logging(cfg)
+        setup_logging(cfg, f"main/{os.getpid()}" if count > 1 else "")
     except OSError as exc:
         where = exc.filename or cfg.log.syslog_socket  # the file has a name, the socket not
         _fail(f"cannot open the log {where}: {exc.strerror or exc}")
@@ -449,7 +456,7 @@ def serve(cfg: Config) -> None:
         log.warning(kv("notify-socket-unusable", error=notifier.problem))
     tls = LiveTLS(certificate_pair(cfg))
     try:
-        listeners = bind_listeners(cfg)
+        slots = twins(bind_listeners(cfg, reuse_port=count > 1), count, twin)
     except OSError as exc:
         _fail(f"cannot listen: {exc.strerror or exc}")
     try:
@@ -459,15 +466,54 @@ def serve(cfg: Config) -> None:
     except OSError as exc:
         _fail(f"service.user: cannot switch: {exc.strerror or exc}")
 
-    def ready(app: App) -> None:
-        _announce(app)
+    def ready(hostname: str, bound: list[tuple[str, str, int]]) -> None:
+        _announce(hostname, bound)
         if root:  # said once serving: a store that does not open gets its error alone
             log.warning(kv("running-as-root", hint="set [service] user to an unprivileged account"))
 
     try:
-        asyncio.run(App(cfg, tls=tls, listeners=listeners).run(ready, notifier))
+        if count == 1:
+            asyncio.run(App(cfg, tls=tls, listeners=slots[0]).run(
+                lambda app: ready(app.cfg.hostname, app.bound), notifier))
+            return
+        open_store(cfg).close()  # migrated once, and a bad store is one line, before any fork
+        bound = [(kind, *sock.getsockname()[:2]) for kind, sock in slots[0]]
+        status = Supervisor(
+            slots, _worker(cfg, tls), notifier, cfg.limits.shutdown_grace_seconds,
+            on_ready=lambda: ready(cfg.hostname, bound),
+            on_hangup=lambda: _reopen_log(cfg, f"main/{os.getpid()}")).run()
     finally:
         notifier.close()
+    if status:
+        raise SystemExit(status)
+
+
+def _worker(cfg: Config, tls: LiveTLS) -> WorkerMain:
+    """What each worker process runs: the one-process server on its own listeners."""
+
+    def main(index: int, listeners: Listeners, notifier: Notifier) -> int:
+        tag = f"w{index}/{os.getpid()}"
+        setup_logging(cfg, tag)
+        try:
+            asyncio.run(App(cfg, tls=tls, listeners=listeners, log_tag=tag).run(
+                notifier=notifier))
+        except StoreError as exc:
+            print(f"postwarden: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"postwarden: error: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return main
+
+
+def _reopen_log(cfg: Config, tag: str) -> None:
+    """SIGHUP in the supervisor: its log reopened (logrotate), where the new config says."""
+    try:
+        setup_logging(configmod.load(cfg.path), tag)
+    except (ConfigError, OSError) as exc:  # the workers say the same in their reload lines
+        log.error(kv("reload-log-failed", error=exc, kept="previous log"))
 
 
 def _fail(message: str) -> NoReturn:

@@ -166,7 +166,16 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from postwarden.app import serve
 
-    serve(_config(args))
+    serve(_config(args), _workers(args.workers))
+
+
+def _workers(text: str | None) -> int | None:
+    """``--workers N``: checked here, for a one-line error rather than argparse's usage."""
+    if text is None:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise CLIError(f"--workers: expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def cmd_domain(args: argparse.Namespace) -> None:
@@ -503,6 +512,9 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("serve", help="run every listener and the delivery queue")
+    s.add_argument("--workers", metavar="N",
+                   help="N processes sharing the listeners and the store"
+                        " (default: [service] workers, 1)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("domain", help="local domains")

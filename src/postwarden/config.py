@@ -246,6 +246,7 @@ class ServiceConfig:
 
     user: str = ""
     group: str = ""  # "" = the user's primary group
+    workers: int = 1  # serve's processes sharing the listeners and the store (--workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,10 +553,11 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
 
 def _service(t: _Table) -> ServiceConfig:
     user, group = t.get("user", str, ""), t.get("group", str, "")
+    workers = _positive(t, "workers", 1)
     t.finish()
     if group and not user:
         raise ConfigError("service.group: set service.user too (a group alone changes nothing)")
-    return ServiceConfig(user, group)
+    return ServiceConfig(user, group, workers)
 
 
 def _log(t: _Table, base: Path) -> LogConfig:
@@ -765,6 +767,7 @@ syslog_socket = "/dev/log"
 [service]           # `serve` binds its ports, then runs as this user ("" = as started)
 user = ""
 group = ""                   # "" = the user's primary group
+workers = 1                  # processes sharing the listeners and the store (serve --workers)
 
 [acme]              # certificates for the hostname from an ACME CA; off while directory is ""
 directory = ""               # e.g. "https://acme-v02.api.letsencrypt.org/directory"

@@ -30,21 +30,34 @@ def kv(event: str, **fields: object) -> str:
 
 
 class _Text(logging.Formatter):
-    """``<RFC 3339 time with milliseconds and zone> LEVEL logger message``."""
+    """``<RFC 3339 time with milliseconds and zone> LEVEL logger message``; with a process
+    tag (``serve --workers``) the logger reads ``postwarden[w1/4242]`` as Postfix's do."""
+
+    def __init__(self, tag: str = "") -> None:
+        super().__init__()
+        self.tag = f"[{tag}]" if tag else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{timestamp(record.created)} {record.levelname} {record.name} {record.getMessage()}"
+        line = (f"{timestamp(record.created)} {record.levelname} {record.name}{self.tag}"
+                f" {record.getMessage()}")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
 
 
 class _JSON(logging.Formatter):
-    """One JSON object per line, for log shippers: time, level, logger, message."""
+    """One JSON object per line, for log shippers: time, level, logger, message (and
+    process, with ``serve --workers``)."""
+
+    def __init__(self, tag: str = "") -> None:
+        super().__init__()
+        self.tag = tag
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, str] = {"time": timestamp(record.created), "level": record.levelname,
                                  "logger": record.name, "message": record.getMessage()}
+        if self.tag:
+            event["process"] = self.tag
         if record.exc_info:
             event["exception"] = self.formatException(record.exc_info)
         return json.dumps(event, ensure_ascii=False)
@@ -79,15 +92,16 @@ def syslog_handler(address: str) -> logging.Handler:
 
 
 def setup(level: int = logging.INFO, fmt: str = "text", file: Path | None = None,
-          syslog: str | None = None) -> None:
-    """Log to ``file`` (appending) or stderr, as text or JSON, and to ``syslog`` if given.
+          syslog: str | None = None, tag: str = "") -> None:
+    """Log to ``file`` (appending) or stderr, as text or JSON, and to ``syslog`` if given;
+    ``tag`` names the process among ``serve --workers`` (``w1/4242``, ``main/4241``).
 
     Called at start and again on SIGHUP, which reopens the file (after logrotate).
     """
     handlers = [syslog_handler(syslog)] if syslog is not None else []
     handler: logging.Handler = (
         logging.FileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr))
-    handler.setFormatter(_JSON() if fmt == "json" else _Text())
+    handler.setFormatter(_JSON(tag) if fmt == "json" else _Text(tag))
     handlers.insert(0, handler)
     # Our format uses none of these: skip computing them for every record
     # (the "Optimization" advice of the logging HOWTO).

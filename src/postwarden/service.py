@@ -51,13 +51,22 @@ class Notifier:
             self.problem = f"{path}: not a socket path"
         self.watchdog_seconds = _watchdog_interval(env)
 
+    @classmethod
+    def channel(cls, sock: socket.socket, watchdog_seconds: float | None) -> Notifier:
+        """States told over ``sock`` instead: a ``serve --workers`` worker to its supervisor,
+        in the same format, so the worker's code does not know which it talks to."""
+        notifier = cls({})
+        notifier.sock, notifier.watchdog_seconds = sock, watchdog_seconds
+        return notifier
+
     def send(self, **states: str | int) -> None:
-        """``send(READY=1, STATUS="...")``; a lost datagram is not worth failing over."""
+        """``send(READY=1, STATUS="...")``; a lost datagram is not worth failing over, nor
+        waiting for: a reader that lets its buffer fill must not stop our loop."""
         if self.sock is None:
             return
         message = "\n".join(f"{key}={value}" for key, value in states.items())
         with contextlib.suppress(OSError):
-            self.sock.send(message.encode())
+            self.sock.send(message.encode(), socket.MSG_DONTWAIT)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -17,17 +17,9 @@ import pytest
 from postwarden.service import Notifier
 from serverproc import DOMAIN, ServerProcess
 
-NOTIFY_TIMEOUT = 30.0
+NOTIFY_TIMEOUT = 30.0  # as conftest.notify_socket waits
+FULL_SOCKET_PINGS = 10_000
 WATCHDOG_USEC = 400_000  # pings every 0.2 s: the test sees several without waiting long
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify"))
-    sock.settimeout(NOTIFY_TIMEOUT)
-    yield sock
-    sock.close()
 
 
 def receive_until(sock: socket.socket, wanted: str, limit: int = 200) -> list[str]:
@@ -75,6 +67,16 @@ class TestSdNotify:
             notifier.close()
             assert listener.recv(4096) == b"READY=1\nSTATUS=up"
         assert notifier.watchdog_seconds == 1.5
+
+    def test_a_reader_that_stops_reading_never_blocks_the_sender(self, tmp_path: Path) -> None:
+        """Pings to a full socket are dropped: the server's loop (or supervisor) goes on."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+            listener.bind(str(tmp_path / "full"))
+            notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "full")})
+            for _ in range(FULL_SOCKET_PINGS):  # far more than a socket buffer holds
+                notifier.send(WATCHDOG=1)
+            notifier.close()
+            assert listener.recv(4096) == b"WATCHDOG=1"
 
     def test_no_socket_and_a_foreign_watchdog_do_nothing(self) -> None:
         """Not under systemd, or a watchdog meant for another process: no pings, no errors."""

@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from postwarden.config import HostPort, IPAddress, Network
 from postwarden.log import kv
@@ -62,26 +63,43 @@ def _client(peer: Peer) -> str:
     return _where(peer.client_ip, peer.client_port)
 
 
-def bind(address: HostPort) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to, as start_server binds."""
+def bind(address: HostPort, reuse_port: bool = False) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to, as start_server binds;
+    ``reuse_port`` lets twins (``twin``) share each port."""
     infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, where in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(where)
-            sock.listen(BACKLOG)
-            sock.setblocking(False)
+        for family, _, _, _, where in dict.fromkeys(infos):
+            sockets.append(_listening(family, where, reuse_port))
     except OSError:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def twin(sock: socket.socket) -> socket.socket:
+    """Another listening socket on ``sock``'s address (bound with ``reuse_port``): the
+    kernel spreads new connections over the twins (``serve --workers``)."""
+    return _listening(sock.family, sock.getsockname(), reuse_port=True)
+
+
+def _listening(family: int, where: tuple[Any, ...], reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(where)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Gate:

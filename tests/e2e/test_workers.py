@@ -1,0 +1,199 @@
+"""``serve --workers N``: worker processes sharing the listeners (SO_REUSEPORT) and the store.
+
+Each log line of a worker carries ``[wN/PID]``, so a test learns which
+process served a connection from the ``connect`` line naming the client's
+own port. The kernel picks the worker by a hash of the client's address and
+port, so the tests open connections until both workers have served one
+(bounded loops, no sleeps).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import signal
+import smtplib
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pgcluster import PgCluster
+from serverproc import DOMAIN, PASSWORD, ServerProcess
+
+TIMEOUT = 10
+TRIES = 64  # connections before giving up on reaching a given worker (each is 1/2 likely)
+WATCHDOG_USEC = 400_000  # the workers ping every 0.2 s, and the supervisor passes it on
+TAG = re.compile(r"\[w(\d+)/(\d+)\]")
+
+pytestmark = pytest.mark.slow
+
+
+def message(n: int) -> bytes:
+    return f"From: a@remote.test\r\nSubject: number {n}\r\n\r\nbody {n}\r\n".encode()
+
+
+def served_by(server: ServerProcess, listener: str, sock: socket.socket) -> int:
+    """The pid of the worker whose log has the connect line for this client socket."""
+    host, port = sock.getsockname()[:2]
+    line = server.wait_for_log("connect", f"listener={listener}", f"client={host}:{port} ")
+    found = TAG.search(line)
+    assert found is not None, line
+    return int(found.group(2))
+
+
+def send(server: ServerProcess, n: int, to: str) -> int:
+    """Message ``n`` over SMTP; the pid of the worker that acknowledged it."""
+    with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail("a@remote.test", [to], message(n))
+        assert smtp.sock is not None
+        return served_by(server, "smtp", smtp.sock)
+
+
+def worker_pids(server: ServerProcess, count: int) -> dict[int, int]:
+    """Worker index -> pid of the latest ``worker-ready`` line of each."""
+    lines = server.wait_for_log_count(count, "worker-ready")
+    pids: dict[int, int] = {}
+    for line in lines:
+        found = re.search(r"worker=(\d+) pid=(\d+)", line)
+        assert found is not None, line
+        pids[int(found.group(1))] = int(found.group(2))
+    return pids
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, object]:
+    """The ``[storage]`` table: SQLite in the data directory, or a throwaway PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return {"backend": "postgresql", "dsn": cluster.schema(), "pool_size": 4}
+
+
+class TestTwoWorkers:
+    def test_connections_reach_both_workers_and_share_one_store(
+            self, make_server: Callable[..., ServerProcess], backend: dict[str, object],
+            notify_socket: socket.socket) -> None:
+        """Two pids accept SMTP; a message one accepted is read over IMAP via the other."""
+        server = make_server(listen={"imap": ["127.0.0.1:0"]}, storage=backend)
+        bob = server.add_user(f"bob@{DOMAIN}")
+        server.start(serve_args=["--workers", "2"],
+                     env={"NOTIFY_SOCKET": notify_socket.getsockname(),
+                          "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+        first = notify_socket.recv(4096).decode().splitlines()
+        assert "READY=1" in first and "STATUS=2 workers serving" in first
+        assert any("WATCHDOG=1" in notify_socket.recv(4096).decode() for _ in range(20))
+        assert len(server.wait_for_log_count(2, "worker-ready")) == 2  # all ready before READY
+        pids = set(worker_pids(server, 2).values())
+        by_pid: dict[int, int] = {}
+        for n in range(TRIES):
+            by_pid.setdefault(send(server, n, bob), n)
+            if len(by_pid) == 2:
+                break
+        assert set(by_pid) == pids, "SMTP did not reach both workers"
+        for imap_pid in pids:  # read each worker's message through the *other* worker
+            wanted = next(n for pid, n in by_pid.items() if pid != imap_pid)
+            for _ in range(TRIES):
+                client = imaplib.IMAP4(*server.addr("imap"), timeout=TIMEOUT)
+                if served_by(server, "imap", client.sock) == imap_pid:
+                    break
+                client.logout()
+            else:
+                raise AssertionError(f"no IMAP connection reached worker {imap_pid}")
+            try:
+                client.login(bob, PASSWORD)
+                client.select("INBOX", readonly=True)
+                _, hits = client.search(None, "SUBJECT", f'"number {wanted}"')
+                assert hits[0].split(), f"message {wanted} not seen by worker {imap_pid}"
+            finally:
+                client.logout()
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)  # forwarded: each worker reloads
+        assert len(server.wait_for_log_count(2, "reloaded")) == 2
+        assert server.stop() == 0
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists(), "a worker outlived SIGTERM"
+
+    def test_a_killed_worker_is_restarted_and_no_acknowledged_message_is_lost(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """kill -9 of a worker mid-stream: restarted, the others go on, 250 means stored."""
+        server = make_server()
+        bob = server.add_user(f"bob@{DOMAIN}")
+        server.start(serve_args=["--workers", "2"])
+        victim = worker_pids(server, 2)[1]
+        acknowledged: list[int] = []
+        sent = threading.Event()
+
+        def stream() -> None:
+            for n in range(40):
+                try:
+                    send(server, n, bob)
+                    acknowledged.append(n)
+                except (OSError, smtplib.SMTPException):
+                    pass  # cut off by the kill: not acknowledged, so nothing is promised
+                if n == 10:
+                    sent.set()
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        assert sent.wait(60)
+        os.kill(victim, signal.SIGKILL)
+        sender.join(120)
+        died = server.wait_for_log("worker-died", "worker=1")
+        assert "killed by SIGKILL" in died
+        replacement = worker_pids(server, 3)[1]
+        assert replacement != victim
+        for n in range(TRIES):
+            if send(server, 100 + n, bob) == replacement:
+                break
+        else:
+            raise AssertionError("the restarted worker took no connection")
+        assert server.stop() == 0
+        stored = {int(m.split(b"body ")[1]) for m in server.inbox(bob)}
+        assert set(acknowledged) <= stored
+        assert len(acknowledged) >= 30  # most of the stream went on beside the kill
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
+    def test_bad_worker_counts_are_one_line_errors(self, tmp_path: Path, value: str) -> None:
+        """``--workers`` must be a whole number of at least one."""
+        result = ServerProcess(tmp_path).cli("serve", "--workers", value)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"postwarden: error: --workers: expected a whole number of at least 1, got {value!r}"]
+
+    def test_a_bad_config_value_names_the_key(self, tmp_path: Path) -> None:
+        """``[service] workers = 0`` stops serve with the key's name."""
+        server = ServerProcess(tmp_path)
+        with server.config_path.open("a", encoding="utf-8") as config:
+            config.write("\n[service]\nworkers = 0\n")
+        result = server.cli("serve")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "postwarden: error: service.workers: must be at least 1"]
+
+    def test_acme_with_several_workers_is_refused(self, tmp_path: Path) -> None:
+        """A CA's validation could reach a worker that holds no challenge: said at start."""
+        server = ServerProcess(tmp_path, acme={"directory": "https://127.0.0.1:1/dir"})
+        result = server.cli("serve", "--workers", "2")
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("postwarden: error: acme: not available with several workers")
+
+    def test_a_corrupt_database_is_one_line_before_any_worker_starts(
+            self, tmp_path: Path) -> None:
+        """The store is opened (and migrated) once by the supervisor: one error, no workers."""
+        server = ServerProcess(tmp_path)
+        server.store.close()
+        for suffix in ("-wal", "-shm"):
+            (server.root / "var" / f"postwarden.sqlite3{suffix}").unlink(missing_ok=True)
+        (server.root / "var" / "postwarden.sqlite3").write_bytes(b"garbage" * 1000)
+        result = server.cli("serve", "--workers", "2")
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and "worker-started" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("postwarden: error:")
+        assert "not a usable SQLite database" in result.stderr
