@@ -62,11 +62,12 @@ LISTENER_KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", 
 
 
 def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = ("smtp",),
-                nameserver: str = "") -> Path:
+                nameserver: str = "", dsn: str = "") -> Path:
     """``postwarden init`` in ``root``, then only ``listeners`` on port 0 and raised limits.
 
     Sender checks (``[auth_checks]``) need DNS: they are on only when a
     ``nameserver`` ("127.0.0.1:PORT", a loopback DNS server) is given.
+    With a ``dsn`` the store is that PostgreSQL database (``pgserver.py``).
     Creates the local domain and one user (``USER``) through the CLI.
     """
     cfg = root / "postwarden.toml"
@@ -89,7 +90,14 @@ def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = (
     assert n == 1, "init wrote no [auth_checks] enabled"
     text = re.sub(r"(?m)^nameservers = \[\]", f"nameservers = [\"{nameserver}\"]"
                   if nameserver else "nameservers = []", text)
+    if dsn:
+        text, n = re.subn(r'(?m)^backend = "sqlite"\nblobs = "files"',
+                          f'backend = "postgresql"\ndsn = "{dsn}"\nblobs = "database"', text)
+        assert n == 1, "init wrote no [storage] backend"
     cfg.write_text(text, encoding="utf-8")
+    if dsn:  # init made the domain in its SQLite store
+        subprocess.run([*run, "domain", "add", DOMAIN], check=True, capture_output=True,
+                       timeout=60)
     subprocess.run([*run, "user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
                    text=True, check=True, capture_output=True, timeout=60)
     return cfg
@@ -180,14 +188,20 @@ class Server:
 
 
 def start_postwarden(root: Path, max_connections: int,
-                     listeners: tuple[str, ...] = ("smtp",), nameserver: str = "") -> Server:
-    """Configure and start ``postwarden serve`` in ``root``."""
-    cfg = make_config(root, max_connections, listeners, nameserver)
-    return Server([POSTWARDEN, "-c", str(cfg), "serve"], root, "postwarden ready").start()
+                     listeners: tuple[str, ...] = ("smtp",), nameserver: str = "",
+                     workers: int = 1, dsn: str = "") -> Server:
+    """Configure and start ``postwarden serve [--workers N]`` in ``root`` (on ``dsn``'s
+    PostgreSQL database when given)."""
+    cfg = make_config(root, max_connections, listeners, nameserver, dsn)
+    return Server([POSTWARDEN, "-c", str(cfg), "serve", "--workers", str(workers)], root,
+                  "postwarden ready").start()
 
 
-def stored_messages(root: Path) -> int:
-    """Rows in ``messages`` of the server's SQLite store (read-only)."""
+def stored_messages(root: Path, dsn: str = "") -> int:
+    """Rows in ``messages`` of the server's store (SQLite read-only, or ``dsn``)."""
+    if dsn:
+        import pgserver  # psycopg only for the PostgreSQL runs
+        return pgserver.count(dsn, "SELECT count(*) FROM messages")
     db = root / "var" / "postwarden.sqlite3"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/imap.py [--messages 100000] [--repeat 3] [--idle 1000]
                                    [--server both|dovecot|postwarden] [--no-install]
+                                   [--backend sqlite|postgresql|both]
 
 Each server gets an INBOX of ``--messages`` messages from ``corpus.py``
 (seeded, 2-20 KB, some multipart), then, warm:
@@ -32,6 +33,10 @@ serve`` in a temp dir with SMTP and IMAP listeners, the same messages
 delivered over SMTP (the real intake). Until postwarden has an IMAP listener,
 its side reports "postwarden IMAP not built yet" and Dovecot runs alone.
 
+``--backend postgresql`` runs postwarden on a throwaway, durable PostgreSQL
+(``pgserver.py``) instead of SQLite, as column ``postwarden-pg``; ``both``
+runs the two, one after the other, with the same corpus.
+
 Run by hand, never by ``make test``. Loopback only; temp dirs and servers are
 removed at exit, on Ctrl-C and on SIGTERM. 100,000 messages take ~850 MB of
 disk per server and a few minutes to generate and load.
@@ -59,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
 import dovecot_instance
+import pgserver
 from common import (
     PASSWORD,
     USER,
@@ -112,6 +118,7 @@ class Target:
     problems: list[str] = field(default_factory=list)
     idle: dict[str, float] = field(default_factory=dict)
     database: Path | None = None  # postwarden's SQLite file, read to see its indexer
+    dsn: str = ""  # or its PostgreSQL database (--backend postgresql)
     memory_after: float = 0.0  # MB of PSS over the server's processes after the rounds
 
     def median(self, op: str) -> float:
@@ -149,15 +156,17 @@ def stop_dovecot_service() -> None:
             subprocess.run(argv, capture_output=True, timeout=60, check=False)
 
 
-def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace) -> Target:
+def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace,
+                          on_postgresql: bool = False) -> Target:
     """``postwarden serve`` with SMTP and IMAP on loopback, the corpus delivered over SMTP.
 
     ``max_connections`` (``args.idle + 100``) also raises the IMAP connection
     budget and the per-user and per-IP session limits (``make_config``).
     """
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-imap-")))
+    dsn = pgserver.database(pgserver.start(stack)) if on_postgresql else ""
     server = start_postwarden(root, max_connections=args.idle + 100,
-                              listeners=("smtp", "imap"))
+                              listeners=("smtp", "imap"), dsn=dsn)
     stack.callback(server.stop)
     if "imap" not in server.ports:
         raise NotAvailable(NOT_BUILT)
@@ -165,6 +174,9 @@ def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace)
     count = asyncio.run(deliver_over_smtp(server.port, args))
     loaded = time.perf_counter() - started
     note = f"{count} messages delivered over SMTP in {loaded:.0f} s (generation included)"
+    if dsn:
+        return Target("postwarden-pg", server.ports["imap"], USER, PASSWORD, server.pid, note,
+                      dsn=dsn)
     return Target("postwarden", server.ports["imap"], USER, PASSWORD, server.pid, note,
                   database=root / "var" / "postwarden.sqlite3")
 
@@ -335,8 +347,8 @@ def measure(t: Target, args: argparse.Namespace) -> None:
     t.first = one_round(t, args.messages)
     print(f"{t.name}: first round (indexing, cache filling): "
           + "; ".join(f"{op} {fmt(s)}" for op, s in t.first.items()), flush=True)
-    if t.database is not None:
-        waited = wait_for_indexer(t.database)
+    if t.database is not None or t.dsn:
+        waited = wait_for_indexer(t)
         print(f"{t.name}: its background indexer caught up {waited:.1f} s after the first round",
               flush=True)
     for i in range(args.repeat):
@@ -348,22 +360,25 @@ def measure(t: Target, args: argparse.Namespace) -> None:
           flush=True)
 
 
-def wait_for_indexer(database: Path, limit: float = INDEXER_WAIT) -> float:
+UNINDEXED = ("SELECT count(*) FROM blobs b WHERE b.indexed = 0"
+             " AND EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = b.id)")
+
+
+def wait_for_indexer(t: Target, limit: float = INDEXER_WAIT) -> float:
     """Seconds until no delivered message waits for postwarden's idle-time indexer
     (the database read-only, every half second), so the timed rounds are warm
     for both servers; a backlog's searches are in the first round."""
     started = time.perf_counter()
-    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        if t.database is not None:
+            con = sqlite3.connect(f"file:{t.database}?mode=ro", uri=True)
+            stack.callback(con.close)
         while time.perf_counter() - started < limit:
-            (waiting,) = con.execute(
-                "SELECT count(*) FROM blobs b WHERE b.indexed = 0"
-                " AND EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = b.id)").fetchone()
+            waiting = (pgserver.count(t.dsn, UNINDEXED) if t.dsn
+                       else con.execute(UNINDEXED).fetchone()[0])
             if not waiting:
                 break
             time.sleep(0.5)
-    finally:
-        con.close()
     return time.perf_counter() - started
 
 
@@ -421,6 +436,15 @@ def report(targets: list[Target], skipped: dict[str, str], args: argparse.Namesp
           f"{BODY.hits(args.messages)} for BODY (corpus seed {args.seed})")
 
 
+def compare_backends(targets: list[Target]) -> None:
+    """With --backend both: PostgreSQL's time over SQLite's, per operation."""
+    by = {t.name: t for t in targets}
+    if "postwarden" in by and "postwarden-pg" in by:
+        sqlite, pg = by["postwarden"], by["postwarden-pg"]
+        print("postwarden-pg/postwarden time (PostgreSQL over SQLite): " + "; ".join(
+            f"{op} {pg.median(op) / sqlite.median(op):.2f}x" for op in OPERATIONS))
+
+
 def main() -> None:
     """Parse flags, start the servers, measure each in turn, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -429,6 +453,10 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000,
                         help="idle sessions for the memory figure (0: skip)")
     parser.add_argument("--server", choices=("both", "dovecot", "postwarden"), default="both")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"),
+                        default="sqlite",
+                        help="postwarden's store: SQLite, a throwaway PostgreSQL "
+                             "(column postwarden-pg), or both one after the other")
     parser.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED, help="corpus seed")
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install dovecot-imapd when it is missing")
@@ -441,8 +469,14 @@ def main() -> None:
     raise_fd_limit(4 * args.idle + 4096)  # inherited by the servers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     load_before = os.getloadavg()[0]
-    starters = {"postwarden": start_postwarden_imap, "dovecot": start_dovecot}
-    wanted = list(starters) if args.server == "both" else [args.server]
+    starters: dict[str, Callable[[contextlib.ExitStack, argparse.Namespace], Target]] = {
+        "postwarden": start_postwarden_imap, "dovecot": start_dovecot,
+        "postwarden-pg": lambda stack, args: start_postwarden_imap(stack, args, True)}
+    wanted = ["postwarden", "dovecot"] if args.server == "both" else [args.server]
+    if "postwarden" in wanted and args.backend != "sqlite":
+        wanted.insert(wanted.index("postwarden") + 1, "postwarden-pg")
+        if args.backend == "postgresql":
+            wanted.remove("postwarden")
     targets: list[Target] = []
     skipped: dict[str, str] = {}
     for name in wanted:  # one server at a time: they never compete for the CPU
@@ -458,6 +492,7 @@ def main() -> None:
     if not targets:
         sys.exit("no server measured: " + "; ".join(skipped.values()))
     report(targets, skipped, args)
+    compare_backends(targets)
     print(f"machine: {os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
 

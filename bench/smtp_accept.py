@@ -57,6 +57,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "delivery"))
 
+import pgserver
 from common import (
     USER,
     Server,
@@ -131,6 +132,9 @@ class Result:
     stored: int = 0
     expected: int = 0
     mailbox_rates: list[float] = field(default_factory=list)
+    workers: int = 1  # --workers: processes of one postwarden
+    dsn: str = ""  # --backend postgresql: its database
+    sent: pgserver.Counts | None = None  # statements to PostgreSQL over the counted passes
 
     @property
     def rate(self) -> float:
@@ -147,9 +151,14 @@ class Result:
         """True for Postfix: it answers before the message is in the mailbox."""
         return isinstance(self.server, PostfixInstance)
 
+    @property
+    def tree(self) -> bool:
+        """True when the server is several processes (Postfix, postwarden --workers)."""
+        return self.queues or self.workers > 1
+
     def memory_kb(self) -> int:
-        """VmHWM of a one-process server; summed PSS of Postfix's processes now."""
-        if self.queues:
+        """VmHWM of a one-process server; summed PSS of a server's processes now."""
+        if self.tree:
             return tree_pss_kb(self.server.pid)
         return proc_status_kb(self.server.pid, "VmHWM")
 
@@ -177,7 +186,7 @@ async def sample_memory(results: list[Result]) -> None:
     """Keep the highest summed PSS of multi-process servers, every 0.5 s until cancelled."""
     while True:  # cancelled by drive() when the passes are over
         for r in results:
-            if r.queues:
+            if r.tree:
                 r.peak_rss_kb = max(r.peak_rss_kb, r.memory_kb())
         await asyncio.sleep(0.5)
 
@@ -259,7 +268,7 @@ async def drive(results: list[Result], smtp_source: str | None,
     """Interleaved throughput passes (so drift hits all servers alike), then latency."""
     for r in results:  # the startup peak is reported apart
         r.startup_hwm_kb = r.memory_kb()
-        r.hwm_reset = not r.queues and reset_peak_rss(r.server.pid)
+        r.hwm_reset = not r.tree and reset_peak_rss(r.server.pid)
     if args.warmup:
         print(f"warm-up: {args.warmup} messages per server, not counted", flush=True)
         warm = argparse.Namespace(**{**vars(args), "messages": args.warmup})
@@ -271,6 +280,8 @@ async def drive(results: list[Result], smtp_source: str | None,
     for r in results:
         r.cpu_start = tree_cpu_seconds(r.server.pid)
         r.counted_from = r.expected
+        if r.dsn:
+            pgserver.reset_counts(r.dsn)
     sampler = asyncio.ensure_future(sample_memory(results))
     for round_ in range(args.repeat):
         print(f"throughput pass {round_ + 1}/{args.repeat}", flush=True)
@@ -283,6 +294,8 @@ async def drive(results: list[Result], smtp_source: str | None,
     sampler.cancel()
     for r in results:
         r.cpu_seconds = tree_cpu_seconds(r.server.pid) - r.cpu_start
+        if r.dsn:
+            r.sent = pgserver.counts(r.dsn)
         r.peak_rss_kb = max(r.peak_rss_kb, r.memory_kb())
 
 
@@ -348,13 +361,21 @@ def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -
         results: list[Result] = []
         server: Server | PostfixInstance
         auth = auth_dns(stack) if CHECKED in servers else None
+        extra = variants(args)
+        cluster = pgserver.start(stack) if any(pg for _, pg in extra.values()) else None
         for name in servers:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"pw-{name}-")))
+            workers, dsn = 1, ""
             match name:
                 case "postwarden" | "postwarden+checks":
                     server = start_postwarden(
                         root, max_connections=max(5000, 4 * args.sessions),
                         nameserver=auth.nameserver if auth and name == CHECKED else "")
+                case _ if name in extra:
+                    workers, on_pg = extra[name]
+                    dsn = pgserver.database(cluster) if cluster and on_pg else ""
+                    server = start_postwarden(root, max_connections=max(5000, 4 * args.sessions),
+                                              workers=workers, dsn=dsn)
                 case "aiosmtpd+fsync":
                     server = start_baseline(root)
                 case _:
@@ -362,7 +383,7 @@ def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -
                     stack.callback(server.stop)  # registered first: stopped even if start fails
                     server.start()
             stack.callback(server.stop)
-            results.append(Result(name, server, root))
+            results.append(Result(name, server, root, workers=workers, dsn=dsn))
         asyncio.run(drive(results, smtp_source, args, bench_body(args, auth)))
         for r in results:
             if r.queues:
@@ -371,7 +392,7 @@ def run(smtp_source: str | None, servers: list[str], args: argparse.Namespace) -
             if code not in (0, None) and r.name.startswith("postwarden"):  # aiosmtpd: SIGTERM
                 print(f"warning: {r.name} exited {code}: {''.join(r.server.stderr[-5:])}")
             if r.name.startswith("postwarden"):
-                r.stored = stored_messages(r.root)
+                r.stored = stored_messages(r.root, r.dsn)
             elif r.name == "aiosmtpd+fsync":
                 r.stored = len(os.listdir(r.root / "mail" / "new"))
         return results
@@ -406,8 +427,9 @@ def report(results: list[Result], generator: str, args: argparse.Namespace) -> N
             f"{r.name} {r.warmup_rate:.0f} msgs/s" for r in results))
     print("peak mem = VmHWM of the server process during the load (reset after startup: "
           + ", ".join(f"{r.name} {'yes' if r.hwm_reset else 'NO'}" for r in results
-                      if not r.queues)
-          + "); for Postfix the highest sum of PSS over all its processes, sampled every "
+                      if not r.tree)
+          + "); for Postfix and --workers the highest sum of PSS over all its processes, "
+          "sampled every "
           "0.5 s; at startup: " + ", ".join(
               f"{r.name} {r.startup_hwm_kb / 1024:.1f} MB" for r in results))
     print("CPU s = server user+sys over the throughput and latency passes (not the warm-up), "
@@ -418,6 +440,7 @@ def report(results: list[Result], generator: str, args: argparse.Namespace) -> N
             print(f"WARNING: {r.name} stored {r.stored} of {r.expected} acknowledged messages")
     by_name = {r.name: r for r in results}
     pw = by_name.get("postwarden")
+    compare_variants(results, pw)
     if pw and CHECKED in by_name and pw.rate:
         ratio = by_name[CHECKED].rate / pw.rate
         print(f"ratio {CHECKED}/postwarden: {ratio:.0%} "
@@ -432,6 +455,36 @@ def report(results: list[Result], generator: str, args: argparse.Namespace) -> N
                   f"{by_name[other].cpu_ms_per_message / pw.cpu_ms_per_message:.2f}x")
 
 
+def variants(args: argparse.Namespace) -> dict[str, tuple[int, bool]]:
+    """The postwarden columns ``--workers`` and ``--backend`` add beside the one-process
+    SQLite one: name -> (workers, on PostgreSQL)."""
+    extra: dict[str, tuple[int, bool]] = {}
+    if args.workers > 1:
+        extra[f"postwarden-w{args.workers}"] = (args.workers, False)
+    if args.backend == "postgresql":
+        extra["postwarden-pg"] = (1, True)
+        if args.workers > 1:
+            extra[f"postwarden-pg-w{args.workers}"] = (args.workers, True)
+    return extra
+
+
+def compare_variants(results: list[Result], pw: Result | None) -> None:
+    """Round trips to PostgreSQL per message, and each variant's rate against postwarden's."""
+    for r in results:
+        if r.sent:
+            counted = max(1, r.expected - r.counted_from)
+            print(f"{r.name}: {r.sent.statements / counted:.2f} statements (round trips) and "
+                  f"{r.sent.commits / counted:.2f} COMMITs (write transactions) per accepted "
+                  f"message ({r.sent.statements} and {r.sent.commits} for {counted} messages, "
+                  "background work such as the indexer and the queue manager's polls "
+                  "included); the most sent:")
+            for calls, query in r.sent.busiest:
+                print(f"  {calls / counted:6.2f}/msg  {query[:110]}")
+        if pw and r is not pw and (r.workers > 1 or r.dsn) and pw.rate:
+            print(f"ratio {r.name}/postwarden: {r.rate / pw.rate:.2f}x msgs/s; CPU ms/msg "
+                  f"{r.cpu_ms_per_message:.2f} vs {pw.cpu_ms_per_message:.2f}")
+
+
 def choose_servers(args: argparse.Namespace) -> list[str]:
     """The servers to run: all three unless told otherwise or Postfix cannot run here."""
     servers = ["postwarden", "aiosmtpd+fsync", "postfix"]
@@ -439,6 +492,11 @@ def choose_servers(args: argparse.Namespace) -> list[str]:
         servers = [{"baseline": "aiosmtpd+fsync"}.get(args.only, args.only)]
     if args.auth_checks and "postwarden" in servers:
         servers.insert(servers.index("postwarden") + 1, CHECKED)
+    if "postwarden" in servers:
+        at = servers.index("postwarden") + 1
+        servers[at:at] = list(variants(args))
+    if args.backend == "postgresql" and (reason := pgserver.why_unavailable()):
+        sys.exit(f"--backend postgresql: {reason}")
     if args.no_postfix and "postfix" in servers:
         servers.remove("postfix")
     if "postfix" in servers and (reason := why_unavailable()):
@@ -468,6 +526,13 @@ def main() -> None:
                         help="a second postwarden with [auth_checks] on (SPF/DKIM/DMARC, "
                              "loopback DNS) beside the first, same passes; with the Python "
                              "generator every message carries one DKIM signature")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="also run postwarden serve --workers N beside the one-process "
+                             "postwarden, same passes (and on PostgreSQL with --backend)")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: also run postwarden on a throwaway, durable "
+                             "PostgreSQL (bench/pgserver.py) beside the SQLite one, and "
+                             "count its statements per message")
     parser.add_argument("--repeat", type=int, default=3,
                         help="throughput passes per server, interleaved (default 3)")
     args = parser.parse_args()

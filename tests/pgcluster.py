@@ -30,7 +30,7 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -71,8 +71,9 @@ def _free_port() -> int:
 class PgCluster:
     """``initdb`` + ``postgres`` in a temporary directory; ``database()`` for a fresh one."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, settings: Mapping[str, str] | None = None) -> None:
         self.bindir = bindir
+        self.settings = dict(settings or {})  # after (so over) the test settings below
         self.root = Path(tempfile.mkdtemp(prefix="postwarden-pg-"))
         self.port = _free_port()
         self._user = _run_as()
@@ -105,7 +106,8 @@ class PgCluster:
              "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1",
              "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
              "-c", "max_connections=300", "-c", "shared_buffers=32MB",
-             "-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic"],
+             "-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic",
+             *(f"-c{name}={value}" for name, value in self.settings.items())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=env, cwd=self.root, **as_user)
         threading.Thread(target=self._pump, daemon=True).start()
