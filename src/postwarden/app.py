@@ -121,9 +121,13 @@ def bind_listeners(cfg: Config, reuse_port: bool = False) -> Listeners:
 class App:
     def __init__(self, cfg: Config, store: Store | None = None, *,
                  tls: LiveTLS | None = None, listeners: Listeners | None = None,
-                 log_tag: str = "") -> None:
+                 log_tag: str = "", upkeep: bool = True, worker: bool = False) -> None:
         self.cfg = cfg
         self.log_tag = log_tag  # which worker of ``serve --workers`` this is, in the log
+        # Indexing and sweeps: one worker's job (safe in several, but each would parse
+        # the same new messages: 1.6 parses per message with two workers, bench/README).
+        self.upkeep = upkeep
+        self.worker = worker  # one of ``serve --workers``: no ACME (see serve)
         self.metrics = Metrics()
         self.store = store or open_store(cfg)
         self.aio = async_boundary(self.store)
@@ -210,6 +214,9 @@ class App:
         """With ``[acme]`` on, build the renewer and run it in the background; without,
         do nothing: the ACME client's libraries are imported only here."""
         if not self.cfg.acme.enabled or self.renewer is not None:
+            return
+        if self.worker:  # serve refuses [acme] with workers; a SIGHUP may still turn it on
+            log.error(kv("acme-ignored", reason="not available with several workers"))
             return
         from postwarden.servers.acme import Renewer
 
@@ -360,8 +367,10 @@ class App:
                   notifier: Notifier | None = None) -> None:
         notify = notifier or Notifier({})
         await self.start()
-        background = [asyncio.ensure_future(self.sweep_login_records()),
-                      asyncio.ensure_future(self.upkeep_store())]
+        background: list[asyncio.Future[None]] = []
+        if self.upkeep:
+            background += [asyncio.ensure_future(self.sweep_login_records()),
+                           asyncio.ensure_future(self.upkeep_store())]
         self.start_renewer()
         if notify.watchdog_seconds is not None:
             background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))
@@ -495,8 +504,8 @@ def _worker(cfg: Config, tls: LiveTLS) -> WorkerMain:
         tag = f"w{index}/{os.getpid()}"
         setup_logging(cfg, tag)
         try:
-            asyncio.run(App(cfg, tls=tls, listeners=listeners, log_tag=tag).run(
-                notifier=notifier))
+            asyncio.run(App(cfg, tls=tls, listeners=listeners, log_tag=tag,
+                            upkeep=index == 1, worker=True).run(notifier=notifier))
         except StoreError as exc:
             print(f"postwarden: error: {exc}", file=sys.stderr)
             return 2
