@@ -31,3 +31,23 @@ async def test_a_repeated_question_is_answered_from_the_cache() -> None:
         assert server.queries.count(("missing.test", "TXT")) == 3
     finally:
         await server.close()
+
+
+async def test_has_txt_tells_which_answers_are_at_hand() -> None:
+    """True only once every name's TXT answer is cached (so the checks may ask one after
+    another without a round trip to overlap); an uncached name makes it False."""
+    server = DNSServer({("spf.test", "TXT"): ['"v=spf1 -all"'],
+                        ("_dmarc.spf.test", "TXT"): ['"v=DMARC1; p=none"']})
+    port = await server.start()
+    try:
+        dns = AuthDNS([HostPort("127.0.0.1", port)], 3, cache_size=100)
+        assert not dns.has_txt(["spf.test"])
+        await dns.txt("spf.test")
+        assert dns.has_txt(["SPF.test."])
+        assert not dns.has_txt(["spf.test", "_dmarc.spf.test"])
+        await dns.txt("_dmarc.spf.test")
+        assert dns.has_txt(["spf.test", "_dmarc.spf.test"])
+        await dns.txt("missing.test")  # no SOA from this server: not kept
+        assert not dns.has_txt(["spf.test", "missing.test"])
+    finally:
+        await server.close()

@@ -14,6 +14,9 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.canonicalization import CanonicalizationPolicy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postwarden.delivery import dkimsign
 from postwarden.intake import dkimcheck
@@ -34,10 +37,12 @@ def lookup(records: dict[str, str]) -> Callable[..., bytes | None]:
 def both_verdicts(signed: bytes, records: dict[str, str], idx: int = 0) -> tuple[object, object]:
     """(ours, dkimpy's): True/False, or the exception class raised."""
     out: list[object] = []
-    for check in (lambda d: dkimcheck.failure(d, idx, lookup(records)) is None,
-                  lambda d: d.verify(idx=idx, dnsfunc=lookup(records))):
+    for check in (lambda: dkimcheck.failure(dkimcheck.parse(signed), idx,
+                                            lookup(records)) is None,
+                  lambda: dkim.DKIM(signed, minkey=1024).verify(idx=idx,
+                                                                 dnsfunc=lookup(records))):
         try:
-            out.append(bool(check(dkim.DKIM(signed, minkey=1024))))
+            out.append(bool(check()))
         except dkim.DKIMException as exc:
             out.append(type(exc))
     return out[0], out[1]
@@ -79,7 +84,7 @@ class TestAgreesWithDkimpy:
         data, records = signed[algorithm]
         edited = data.replace(b"Hi there", b"Hi where")
         assert both_verdicts(edited, records) == (False, dkim.ValidationError)
-        why = dkimcheck.failure(dkim.DKIM(edited, minkey=1024), 0, lookup(records))
+        why = dkimcheck.failure(dkimcheck.parse(edited), 0, lookup(records))
         assert why is not None and why.startswith("body hash mismatch")
 
     def test_a_missing_key_record_is_an_error(
@@ -130,3 +135,67 @@ def test_a_malformed_tag_list_is_an_error(
     data = b"DKIM-Signature: " + field + b"\r\n" + MESSAGE
     ours, theirs = both_verdicts(data, records)
     assert ours == theirs and isinstance(ours, type) and issubclass(ours, dkim.DKIMException)
+
+
+# --- the shortcuts give dkimpy's bytes ------------------------------------------------------
+
+# Pieces that matter to the parsers: line ends (bare LF and CR too), folding whitespace,
+# field names, tag syntax and base64 letters.
+FIELD_BYTES = st.lists(st.sampled_from([b"\r\n", b"\r\n\r\n", b"\n", b"\r", b" ", b"  ",
+                                        b"\t", b"From: a", b"x-y:", b"B", b"\x0b"]),
+                       max_size=30).map(b"".join)
+TAG_BYTES = st.lists(st.sampled_from([b";", b"; b=", b" b =", b"bh=", b"b", b"=", b" ", b"\t",
+                                      b"\r\n", b"\n", b"\r", b"\x0c", b"aZ9+/", b"-"]),
+                     max_size=30).map(b"".join)
+
+
+def rfc822(message: bytes) -> tuple[object, object]:
+    """dkimpy's split, or the exception class it raises."""
+    try:
+        return dkim.rfc822_parse(message)
+    except Exception as exc:
+        return type(exc), None
+
+
+def ours(message: bytes) -> tuple[object, object]:
+    try:
+        parsed = dkimcheck.parse(message)
+    except Exception as exc:
+        return type(exc), None
+    return parsed.headers, parsed.body
+
+
+@settings(max_examples=400)
+@given(FIELD_BYTES)
+def test_parse_splits_as_dkimpy_does(message: bytes) -> None:
+    assert ours(message) == rfc822(message)
+
+
+@pytest.mark.parametrize("message", [
+    MESSAGE, b"\r\n" + MESSAGE, MESSAGE.replace(b"\r\n\r\n", b"\r\n\n"),
+    MESSAGE + b"bare\nLF\r\n", b"A: b\r\n", b"A: b", b" folded first\r\n\r\nbody\r\n",
+    b"Bad line\r\n\r\nbody", b"A: b\r\n\r\n\r\n\r\n",
+])
+def test_parse_splits_these_as_dkimpy_does(message: bytes) -> None:
+    assert ours(message) == rfc822(message)
+
+
+@settings(max_examples=400)
+@given(TAG_BYTES)
+def test_emptying_b_is_dkimpys_substitution(value: bytes) -> None:
+    assert dkimcheck.without_signature(value) == dkim.RE_BTAG.sub(rb"\1", value)
+
+
+@pytest.mark.parametrize("value", [
+    b" v=1; a=rsa-sha256; bh=abc=; b=dGhp\r\n\tcyBp cw==\r\n",
+    b"b=abc; b =  de\r\n f; bh=x", b"a=1;b= \r\n", b"x; b=abc  ;", b"; b=\r\n",
+])
+def test_emptying_b_in_these_is_dkimpys(value: bytes) -> None:
+    assert dkimcheck.without_signature(value) == dkim.RE_BTAG.sub(rb"\1", value)
+
+
+@settings(max_examples=400)
+@given(FIELD_BYTES, st.sampled_from([b"relaxed/relaxed", b"simple/simple", b"simple/relaxed"]))
+def test_body_canonicalisation_is_dkimpys(body: bytes, c: bytes) -> None:
+    policy = CanonicalizationPolicy.from_c_value(c)
+    assert dkimcheck.signed_body(policy, body) == policy.canonicalize_body(body)

@@ -15,7 +15,7 @@ and not at all without one.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import dns.asyncresolver
 import dns.exception
@@ -85,6 +85,10 @@ def _negative_ttl(exc: dns.resolver.NXDOMAIN | dns.resolver.NoAnswer) -> float:
     return 0.0
 
 
+def _key(name: str, rdtype: dns.rdatatype.RdataType) -> tuple[str, int]:
+    return name.lower().rstrip("."), int(rdtype)
+
+
 class AuthDNS:
     def __init__(self, nameservers: Sequence[HostPort], timeout: float,
                  cache_size: int = 10000) -> None:
@@ -92,8 +96,14 @@ class AuthDNS:
         self._resolver.cache = None  # ours is in front; dnspython's would be a second copy
         self._cache = AnswerCache(cache_size)
 
+    def has_txt(self, names: Iterable[str]) -> bool:
+        """Whether every name's TXT answer is at hand (asking would cost no round trip)."""
+        now = time.monotonic()
+        return all(self._cache.get(_key(name, dns.rdatatype.TXT), now) is not None
+                   for name in names)
+
     async def _ask(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[object]:
-        key = (name.lower().rstrip("."), int(rdtype))
+        key = _key(name, rdtype)
         now = time.monotonic()
         if (cached := self._cache.get(key, now)) is not None:
             return cached

@@ -62,6 +62,7 @@ class _Term:
     arg: str  # domain-spec or ip, "" if absent
     cidr4: int | None = None
     cidr6: int | None = None
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ip4/ip6: parsed once
 
 
 _QUALIFIED = {"+": Result.PASS, "-": Result.FAIL, "~": Result.SOFTFAIL, "?": Result.NEUTRAL}
@@ -117,7 +118,7 @@ def _mechanism(word: str) -> _Term:
             raise _Stop(Result.PERMERROR, f"bad address in {word!r}") from None
         if (name == "ip4") != (net.version == 4) or re.search(r"/0\d", cidr):
             raise _Stop(Result.PERMERROR, f"bad address in {word!r}")
-        return _Term(qualifier, name, arg, net.prefixlen, net.prefixlen)
+        return _Term(qualifier, name, arg, net.prefixlen, net.prefixlen, net)
     c = _CIDR.fullmatch(cidr or "")
     if c is None or (cidr and name not in ("a", "mx")):
         raise _Stop(Result.PERMERROR, f"bad prefix length in {word!r}")
@@ -232,13 +233,12 @@ def _in_net(ctx: _Ctx, addresses: list[str], t: _Term) -> bool:
 
 
 async def _matches(t: _Term, ctx: _Ctx, domain: str) -> bool:
+    if t.net is not None:  # ip4, ip6: no DNS, no macro
+        return ctx.ip.version == t.net.version and ctx.ip in t.net
     target = _expand(t.arg, ctx, domain) if t.arg else domain
     match t.name:
         case "all":
             return True
-        case "ip4" | "ip6":
-            net = ipaddress.ip_network(f"{t.arg}/{t.cidr4}", strict=False)
-            return ctx.ip.version == net.version and ctx.ip in net
         case "include":
             ctx.budget.lookup(f"include:{target}")
             result, reason = await _check(ctx, target, nested=True)

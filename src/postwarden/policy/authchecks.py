@@ -253,9 +253,12 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower() if "@" in address else ""
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9._@+\-]+")
+
+
 def _value(text: str) -> str:
     """A property value as RFC 8601 allows: a token, else a quoted-string."""
-    if text and re.fullmatch(r"[A-Za-z0-9._@+\-]+", text):
+    if text and _TOKEN.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
