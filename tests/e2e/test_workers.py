@@ -151,6 +151,10 @@ class TestTwoWorkers:
                 break
         else:
             raise AssertionError("the restarted worker took no connection")
+        os.kill(replacement, signal.SIGKILL)  # dying young again: a longer pause
+        again = server.wait_for_log_count(2, "worker-died", "worker=1")[1]
+        assert "restart_in=0.5s" in again and "restart_in=0.25s" in died
+        assert worker_pids(server, 4)[1] not in (victim, replacement)
         assert server.stop() == 0
         stored = {int(m.split(b"body ")[1]) for m in server.inbox(bob)}
         assert set(acknowledged) <= stored
