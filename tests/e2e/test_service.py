@@ -120,16 +120,23 @@ def proc_ids(pid: int) -> dict[str, list[int]]:
     return {key: [int(n) for n in fields[key].split()] for key in ("Uid", "Gid", "Groups")}
 
 
+def nobodys_server(root: Path) -> tuple[ServerProcess, str]:
+    """A server to run as nobody, its data directory nobody's, and one user."""
+    nobody = pwd.getpwnam("nobody")
+    server = ServerProcess(root, service={"user": "nobody", "group": "nogroup"})
+    user = server.add_user(f"bob@{DOMAIN}")
+    for path in [root / "var", *(root / "var").rglob("*")]:
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    return server, user
+
+
 @needs_root
 class TestPrivilegeDrop:
     def test_serve_binds_as_root_then_runs_as_nobody_and_still_takes_mail(
             self, public_root: Path) -> None:
         """Uid and Gid (real, effective, saved, fs) all become nobody's; mail is stored."""
         nobody = pwd.getpwnam("nobody")
-        server = ServerProcess(public_root, service={"user": "nobody", "group": "nogroup"})
-        user = server.add_user(f"bob@{DOMAIN}")
-        for path in [public_root / "var", *(public_root / "var").rglob("*")]:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        server, user = nobodys_server(public_root)
         server.start()
         try:
             assert server.proc is not None
@@ -149,6 +156,25 @@ class TestPrivilegeDrop:
         assert [m.endswith(b"hello\r\n") for m in server.inbox(user)] == [True]
         files = [p for p in (public_root / "var/messages").rglob("*") if p.is_file()]
         assert files and all(p.stat().st_uid == nobody.pw_uid for p in files)
+
+    def test_workers_become_nobody_before_they_start(self, public_root: Path) -> None:
+        """``serve --workers 2``: the supervisor drops root before forking; every process is
+        nobody's, and the sockets root bound still take mail."""
+        nobody = pwd.getpwnam("nobody")
+        server, user = nobodys_server(public_root)
+        server.start(serve_args=["--workers", "2"])
+        try:
+            assert server.proc is not None
+            lines = server.wait_for_log_count(2, "worker-ready")
+            pids = [server.proc.pid, *(int(ln.rsplit("pid=", 1)[1]) for ln in lines)]
+            for pid in pids:
+                assert proc_ids(pid)["Uid"] == [nobody.pw_uid] * 4, pid
+            host, port = server.addr("smtp")
+            with smtplib.SMTP(host, port, timeout=30) as client:
+                client.sendmail("someone@remote.example", [user], b"Subject: hi\r\n\r\nhello\r\n")
+        finally:
+            assert server.stop() == 0
+        assert [m.endswith(b"hello\r\n") for m in server.inbox(user)] == [True]
 
     def test_a_data_dir_the_user_cannot_write_is_one_line_error(self, public_root: Path) -> None:
         """Root's data directory and user=nobody: serve refuses at start, saying what to do."""
