@@ -25,6 +25,7 @@ from pgcluster import PgCluster
 from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 TIMEOUT = 10
+APPENDS = 10  # per worker, at the same time
 TRIES = 64  # connections before giving up on reaching a given worker (each is 1/2 likely)
 WATCHDOG_USEC = 400_000  # the workers ping every 0.2 s, and the supervisor passes it on
 TAG = re.compile(r"\[w(\d+)/(\d+)\]")
@@ -159,6 +160,46 @@ class TestTwoWorkers:
         stored = {int(m.split(b"body ")[1]) for m in server.inbox(bob)}
         assert set(acknowledged) <= stored
         assert len(acknowledged) >= 30  # most of the stream went on beside the kill
+
+
+    def test_appends_through_both_workers_get_unique_increasing_uids(
+            self, make_server: Callable[..., ServerProcess], backend: dict[str, object]) -> None:
+        """Two workers APPEND to one mailbox at once: UIDs unique, each worker's increasing."""
+        server = make_server(listen={"imap": ["127.0.0.1:0"]}, storage=backend)
+        bob = server.add_user(f"bob@{DOMAIN}")
+        server.start(serve_args=["--workers", "2"])
+        sessions: dict[int, imaplib.IMAP4] = {}
+        for _ in range(TRIES):  # one session on each worker
+            client = imaplib.IMAP4(*server.addr("imap"), timeout=TIMEOUT)
+            pid = served_by(server, "imap", client.sock)
+            if pid in sessions:
+                client.logout()
+                continue
+            client.login(bob, PASSWORD)
+            sessions[pid] = client
+            if len(sessions) == 2:
+                break
+        assert len(sessions) == 2, "IMAP did not reach both workers"
+        uids: dict[int, list[int]] = {pid: [] for pid in sessions}
+
+        def append(pid: int) -> None:
+            for n in range(APPENDS):
+                _, data = sessions[pid].append("INBOX", "", None, message(n))
+                found = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
+                assert found is not None, data
+                uids[pid].append(int(found.group(1)))
+
+        threads = [threading.Thread(target=append, args=(pid,)) for pid in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        for client in sessions.values():
+            client.logout()
+        every = [uid for got in uids.values() for uid in got]
+        assert sorted(every) == list(range(1, 2 * APPENDS + 1))
+        assert all(got == sorted(got) for got in uids.values())
+        assert server.stop() == 0
 
 
 class TestBadInput:
