@@ -23,10 +23,12 @@ import pytest
 
 from pgcluster import PgCluster
 from serverproc import DOMAIN, PASSWORD, ServerProcess
+from servers.pop3_fixtures import RawClient
 
 TIMEOUT = 10
 APPENDS = 10  # per worker, at the same time
 TRIES = 64  # connections before giving up on reaching a given worker (each is 1/2 likely)
+CLIENT_IP = "127.0.0.7"  # the POP3 user's address
 WATCHDOG_USEC = 400_000  # the workers ping every 0.2 s, and the supervisor passes it on
 TAG = re.compile(r"\[w(\d+)/(\d+)\]")
 
@@ -200,6 +202,42 @@ class TestTwoWorkers:
         assert sorted(every) == list(range(1, 2 * APPENDS + 1))
         assert all(got == sorted(got) for got in uids.values())
         assert server.stop() == 0
+
+
+    def test_a_pop3_login_through_one_worker_opens_relaying_through_the_other(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """POP-before-SMTP records are in the store, so every worker sees them."""
+        server = make_server(relay={"pop_before_smtp_minutes": 10})
+        bob = server.add_user(f"bob@{DOMAIN}")
+        server.start(serve_args=["--workers", "2"])
+
+        def relay_reply() -> tuple[int, int]:
+            """(worker pid, RCPT reply code) for an outside recipient, nothing sent."""
+            with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT,
+                              source_address=(CLIENT_IP, 0)) as smtp:
+                smtp.ehlo("client.test")
+                smtp.mail("a@remote.test")
+                code, _ = smtp.rcpt("someone@external.example")
+                smtp.rset()
+                assert smtp.sock is not None
+                return served_by(server, "smtp", smtp.sock), code
+
+        assert relay_reply()[1] == 550
+        sock = socket.create_connection(server.addr("pop3"), timeout=TIMEOUT,
+                                        source_address=(CLIENT_IP, 0))
+        pop = RawClient(sock)
+        assert pop.command(f"USER {bob}".encode()).startswith(b"+OK")
+        assert pop.command(f"PASS {PASSWORD}".encode()).startswith(b"+OK")
+        logged_in_at = served_by(server, "pop3", sock)
+        assert pop.command(b"QUIT").startswith(b"+OK")
+        pop.close()
+        for _ in range(TRIES):
+            pid, code = relay_reply()
+            if pid != logged_in_at:
+                assert code == 250
+                break
+        else:
+            raise AssertionError("SMTP never reached the other worker")
 
 
 class TestBadInput:
