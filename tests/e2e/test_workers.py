@@ -207,9 +207,10 @@ class TestTwoWorkers:
     def test_a_pop3_login_through_one_worker_opens_relaying_through_the_other(
             self, make_server: Callable[..., ServerProcess]) -> None:
         """POP-before-SMTP records are in the store, so every worker sees them."""
-        server = make_server(relay={"pop_before_smtp_minutes": 10})
+        server = make_server(relay={"pop_before_smtp_minutes": 10}, service={"workers": 2})
         bob = server.add_user(f"bob@{DOMAIN}")
-        server.start(serve_args=["--workers", "2"])
+        server.start()  # [service] workers, no option
+        assert len(server.wait_for_log_count(2, "worker-ready")) == 2
 
         def relay_reply() -> tuple[int, int]:
             """(worker pid, RCPT reply code) for an outside recipient, nothing sent."""
