@@ -48,7 +48,8 @@ def make_config(root: Path, **sections: Any) -> Config:
 
 
 class World:
-    def __init__(self, root: Path, cfg: Config, *, intake_max_received: int | None = None) -> None:
+    def __init__(self, root: Path, cfg: Config, *, intake_max_received: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.store = SqliteStore(cfg.data_dir)
         self.store.directory.add_domain("local.test")
@@ -61,7 +62,7 @@ class World:
             cfg.hostname, intake_max_received or cfg.delivery.max_received_headers,
             on_queued=self._wake,
         )
-        self.manager = QueueManager(cfg, self.aio, self.aio, self.intake)
+        self.manager = QueueManager(cfg, self.aio, self.aio, self.intake, clock=clock)
 
     def _wake(self) -> None:
         if self.manager is not None:

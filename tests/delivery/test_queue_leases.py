@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from deliveryworld import World, make_config
 from smtppeers import Peer, Transaction
 
 from postwarden.config import RelayConfig
@@ -24,6 +27,7 @@ from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.interfaces import RecipientState
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from serverproc import HOSTNAME, ServerProcess
 
@@ -139,3 +143,50 @@ class TestTwoServersOneDataDirectory:
         # At least once: what the dead one had sent but not yet recorded goes again,
         # bounded by what it could hold at once (its active window of leases).
         assert len(repeated) <= ACTIVE_WINDOW
+
+
+class TestLeaseTokens:
+    async def test_an_attempt_whose_lease_ran_out_and_was_claimed_again_is_not_recorded(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The manager's clock passes its lease mid-delivery and it claims the entry again:
+        the first attempt's result is refused and logged as a possible duplicate; the
+        second claim's result is what counts."""
+        release = [asyncio.Event(), asyncio.Event()]  # one per attempt
+        held: list[Transaction] = []
+
+        async def hold(tx: Transaction) -> None:
+            held.append(tx)
+            await release[len(held) - 1].wait()
+
+        sink = Peer("sink.test", on_data=hold)
+        await sink.start()
+        skew = [0.0]  # seconds the manager's clock runs ahead of the wall
+        cfg = make_config(tmp_path, delivery={"smarthost": f"127.0.0.1:{sink.port}",
+                                              "lease_seconds": "5m"})
+        world = await World(tmp_path, cfg, clock=lambda: time.time() + skew[0]).start()
+        assert world.manager is not None
+        caplog.set_level(logging.WARNING, "postwarden.delivery")
+        try:
+            queue_id = (await world.submit("rcpt@remote.test")).queue_id
+            await world.until(lambda: len(held) == 1)
+            first = world.queued(queue_id)
+            assert first is not None and first.lease_token
+            skew[0] = 301.0  # past the lease: the entry is due for a claim again
+            world.manager.wake()
+            await world.until(lambda: getattr(world.queued(queue_id), "lease_token", None)
+                              != first.lease_token)
+            release[0].set()
+            lost = f"lease-lost queue_id={queue_id} outcome=possible-duplicate"
+            await world.until(lambda: lost in caplog.text)
+            still = world.queued(queue_id)
+            assert still is not None and still.recipients[0].state is RecipientState.PENDING
+            release[1].set()
+            await world.until(lambda: world.queued(queue_id) is None)  # the second claim's
+            assert caplog.text.count("lease-lost") == 1
+            assert len(sink.messages) == 2  # the duplicate the log line warns of
+        finally:
+            for event in release:
+                event.set()
+            await world.stop()
+            await sink.close()

@@ -121,13 +121,14 @@ class TestSeveralNodes:
             worker.join(WAIT * 6)
         assert not set(got["one"]) & set(got["two"])
         assert sorted(got["one"] + got["two"]) == sorted(f"q{i}" for i in range(30))
-        (recipient,) = two.queue.get_queued("q0").recipients  # type: ignore[union-attr]
+        leased = two.queue.get_queued("q0")
+        assert leased is not None
+        (recipient,) = leased.recipients
         owner = "one" if "q0" in got["one"] else "two"
         other = "two" if owner == "one" else "one"
-        assert two.queue.record_attempts([(other, AttemptRecord("q0", (recipient.id,)))]) == [
-            False]
-        assert one.queue.record_attempts([(owner, AttemptRecord("q0", (recipient.id,)))]) == [
-            True]
+        result = AttemptRecord("q0", (recipient.id,), lease_token=leased.lease_token)
+        assert two.queue.record_attempts([(other, result)]) == [False]
+        assert one.queue.record_attempts([(owner, result)]) == [True]
 
     def test_concurrent_appends_get_unique_increasing_uids(
         self, nodes: tuple[PgStore, PgStore]

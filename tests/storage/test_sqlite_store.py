@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -470,7 +471,10 @@ B = "manager-b"
 
 
 def record(store: SqliteStore, owner: str, rec: AttemptRecord) -> bool:
-    (recorded,) = store.queue.record_attempts([(owner, rec)])
+    """Record under the entry's current claim token, as the manager that claimed it would."""
+    queued = store.queue.get_queued(rec.queue_id)
+    token = None if queued is None else queued.lease_token
+    (recorded,) = store.queue.record_attempts([(owner, replace(rec, lease_token=token))])
     return recorded
 
 
@@ -542,6 +546,22 @@ class TestQueue:
         assert record(store, B, AttemptRecord("q", (rid,))) is True
         assert store.queue.get_queued("q") is None
         assert collected(store, "q")
+
+    def test_a_result_from_an_earlier_claim_is_not_recorded(self, store: SqliteStore) -> None:
+        """A's lease ran out and A claimed the entry again: the first attempt's token is stale."""
+        deliver(store, "q", (), ("a@r.test",), at=100.0)
+        (first,) = store.queue.claim_due(A, 100.0, 1, 200.0)
+        (second,) = store.queue.claim_due(A, 300.0, 1, 400.0)
+        assert first.lease_token and second.lease_token
+        assert first.lease_token != second.lease_token
+        (rid,) = recipient_ids(store, "q")
+        stale = AttemptRecord("q", (rid,), lease_token=first.lease_token)
+        assert store.queue.record_attempts([(A, stale)]) == [False]
+        queued = store.queue.get_queued("q")
+        assert queued is not None and queued.recipients[0].state is RecipientState.PENDING
+        current = replace(stale, lease_token=second.lease_token)
+        assert store.queue.record_attempts([(A, current)]) == [True]
+        assert store.queue.get_queued("q") is None
 
     def test_recording_releases_the_lease_and_the_last_result_drops_the_entry(
         self, store: SqliteStore

@@ -15,9 +15,10 @@ only door into storage, with the null sender: a report never causes another.
 Several managers (two `serve` processes on one data directory, or nodes on
 one database) share the queue through leases: a manager claims due messages
 for ``[delivery] lease_seconds``, extends the lease while it works on them,
-and its results count only while it still holds the lease, which recording
-them releases. A manager that dies leaves leases that run out, and another
-takes its messages over; only what it had in flight can go out twice.
+and its results count only while it still holds the lease from that same
+claim (each claim has a fresh token), which recording them releases. A
+manager that dies leaves leases that run out, and another takes its messages
+over; only what it had in flight can go out twice.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -113,8 +114,9 @@ def lease_owner(hostname: str) -> str:
 
 class QueueManager:
     def __init__(self, cfg: Config, queue: AsyncQueue, blobs: AsyncBlobs, intake: Intake,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
         self._cfg = cfg
+        self._clock = clock  # wall time, as leases and retry times are kept in the queue
         self._metrics = metrics or Metrics()
         self._d = cfg.delivery
         self._queue = queue
@@ -182,7 +184,7 @@ class QueueManager:
         extended = time.monotonic()
         while not self._stopping:
             self._wake_event.clear()
-            now = time.time()
+            now = self._clock()
             if self._inflight and time.monotonic() - extended >= lease / 3:
                 extended = time.monotonic()
                 await self._queue.extend_leases(self.owner, now + lease)
@@ -297,7 +299,7 @@ class QueueManager:
         srs = self._intake.recipients.srs
         if srs is None or msg.trusted_origin or not msg.sender:
             return msg.sender
-        return srs.forward(msg.sender, time.time())
+        return srs.forward(msg.sender, self._clock())
 
     async def _sign(self, msg: QueuedMessage, data: bytes) -> bytes:
         """DKIM signatures for mail we vouch for (never for a stranger's), made in a thread.
@@ -324,7 +326,7 @@ class QueueManager:
         )
 
     def _logged(self, job: _Job, results: list[RcptResult], host: str) -> list[RcptResult]:
-        delay = time.time() - job.tracker.msg.created
+        delay = self._clock() - job.tracker.msg.created
         for rcpt, result in zip(job.recipients, results, strict=True):
             log.info(kv(
                 "delivery", queue_id=job.tracker.msg.queue_id, rcpt=rcpt.address,
@@ -351,7 +353,7 @@ class QueueManager:
         rather than losing one.
         """
         msg = tracker.msg
-        now = time.time()
+        now = self._clock()
         expired = now - msg.created >= self._d.max_queue_lifetime
         delivered: list[int] = []
         failed: list[tuple[int, str, str | None]] = []
@@ -392,7 +394,7 @@ class QueueManager:
             await self._send_reports(tracker, reports, now)
         record = AttemptRecord(
             msg.queue_id, tuple(delivered), tuple(failed), tuple(deferred),
-            delay_notified=delay_notice and bool(deferred),
+            delay_notified=delay_notice and bool(deferred), lease_token=msg.lease_token,
         )
         # Joins the attempts finishing now in one transaction (one fsync).
         began = time.monotonic()
@@ -400,11 +402,12 @@ class QueueManager:
         self._metrics.store_call("record_attempt", time.monotonic() - began)
         if not recorded:
             log.warning(kv(
-                "lease-lost", queue_id=msg.queue_id,
-                detail="results not recorded: the entry was removed or taken over by"
-                " another queue manager, which may deliver it again",
+                "lease-lost", queue_id=msg.queue_id, outcome="possible-duplicate",
+                detail="results not recorded: the entry was removed, or its lease ran out"
+                " and it was claimed again, and may be delivered again",
             ))
-        self._inflight.pop(msg.queue_id, None)
+        if self._inflight.get(msg.queue_id) is tracker:  # not a later claim's
+            del self._inflight[msg.queue_id]
         self._wake_event.set()
 
     async def _send_reports(

@@ -120,9 +120,11 @@ class QueuedMessage:
     # envelope sender is believed (see ``Acceptance.trusted_origin``).
     trusted_origin: bool = False
     sender_proof: SenderProof = SenderProof.UNCHECKED
-    # The queue manager holding it for delivery, and until when (0: nobody).
+    # The queue manager holding it for delivery, until when (0: nobody), and
+    # the claim's own token: results are recorded only with the current one.
     lease_owner: str | None = None
     lease_until: float = 0.0
+    lease_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +209,11 @@ class QueueStore(Protocol):
     """The outbound queue: per-recipient state, durable, shared by queue managers.
 
     A manager (``owner``) claims due messages under a lease until ``until``;
-    no other claims them before the lease runs out. ``record_attempts`` takes
-    (owner, attempt) pairs, records in one transaction only those whose owner
-    still holds the lease (True), releases it, and drops entries left with
-    nothing pending. The rest serves the ``queue`` CLI.
+    no other claims them before the lease runs out. Each claim gets a fresh
+    ``lease_token``. ``record_attempts`` takes (owner, attempt) pairs, records
+    in one transaction only those whose owner still holds the lease under the
+    attempt's token (True), releases it, and drops entries left with nothing
+    pending. The rest serves the ``queue`` CLI.
     """
 
     def claim_due(
@@ -232,7 +235,8 @@ class AttemptRecord:
 
     ``failed`` and ``deferred`` carry (recipient id, reply, remote MTA), and
     deferred ones also the next attempt time; ``delay_notified`` marks that
-    the one delay notice has gone out.
+    the one delay notice has gone out. ``lease_token`` is the token of the
+    claim the attempt was made under (``QueuedMessage.lease_token``).
     """
 
     queue_id: str
@@ -240,3 +244,4 @@ class AttemptRecord:
     failed: tuple[tuple[int, str, str | None], ...] = ()
     deferred: tuple[tuple[int, str, str | None, float], ...] = ()
     delay_notified: bool = False
+    lease_token: str | None = None

@@ -3,8 +3,9 @@
 A claim is one short transaction: the due messages nobody holds are
 selected and locked, skipping rows another node is claiming at the same
 moment (``SKIP LOCKED``: no waiting, no double claim), and marked with the
-claimer's name and lease expiry. Results count only from the manager still
-holding the lease; a dead node's lease runs out and another takes over.
+claimer's name, lease expiry and a fresh token. Results count only from
+the manager still holding the lease under the same claim (token); a dead
+node's lease runs out and another takes over.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from postwarden.storage.postgresql.blobs import PgBlobs
 from postwarden.storage.postgresql.db import Conn, PgDatabase
 
 _MESSAGE = ("SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
-            " trusted_origin, lease_owner, lease_until, sender_proof FROM queue_messages")
+            " trusted_origin, lease_owner, lease_until, sender_proof, lease_token"
+            " FROM queue_messages")
 _RECIPIENTS = ("SELECT id, queue_id, address, orcpt, notify, state, attempts, next_attempt,"
                " last_error, remote_mta FROM queue_recipients")
 
@@ -68,8 +70,9 @@ class PgQueue:
                 " SELECT m.queue_id FROM queue_messages m JOIN due d USING (queue_id)"
                 " WHERE m.lease_until <= %s ORDER BY d.due, m.queue_id LIMIT %s"
                 " FOR UPDATE OF m SKIP LOCKED", (now, now, limit))]
-            db.execute("UPDATE queue_messages SET lease_owner = %s, lease_until = %s"
-                       " WHERE queue_id = ANY(%s)", (owner, until, ids))
+            db.execute("UPDATE queue_messages SET lease_owner = %s, lease_until = %s,"
+                       " lease_token = gen_random_uuid()::text WHERE queue_id = ANY(%s)",
+                       (owner, until, ids))
             loaded = _load(db, ids)
         return [loaded[i] for i in ids if i in loaded]
 
@@ -88,8 +91,8 @@ class PgQueue:
 
     def release_leases(self, owner: str) -> int:
         with self._db.tx() as db:
-            return db.execute("UPDATE queue_messages SET lease_owner = NULL, lease_until = 0"
-                              " WHERE lease_owner = %s", (owner,)).rowcount
+            return db.execute("UPDATE queue_messages SET lease_owner = NULL, lease_until = 0,"
+                              " lease_token = NULL WHERE lease_owner = %s", (owner,)).rowcount
 
     def retry_now(self, queue_id: str | None, now: float) -> int:
         with self._db.tx() as db:
@@ -111,22 +114,24 @@ class PgQueue:
         """One transaction for a batch of (lease owner, attempt); recorded or not.
 
         The message row is locked first, so a claim on another node cannot
-        slip in between the owner check and the update.
+        slip in between the lease check (owner and claim token) and the update.
         """
         recorded: list[bool] = []
         blobs: list[str] = []
         with self._db.tx() as db:
             for owner, rec in batch:
-                holder = db.execute("SELECT lease_owner FROM queue_messages WHERE queue_id = %s"
-                                    " FOR UPDATE", (rec.queue_id,)).fetchone()
-                recorded.append(holder is not None and holder[0] == owner)
+                holder = db.execute("SELECT lease_owner, lease_token FROM queue_messages"
+                                    " WHERE queue_id = %s FOR UPDATE", (rec.queue_id,)).fetchone()
+                recorded.append(holder is not None and rec.lease_token is not None
+                                and tuple(holder) == (owner, rec.lease_token))
                 if not recorded[-1]:
                     continue
                 _record(db, rec)
                 if db.execute("SELECT 1 FROM queue_recipients WHERE queue_id = %s"
                               " AND state = 'pending' LIMIT 1", (rec.queue_id,)).fetchone():
                     db.execute("UPDATE queue_messages SET lease_owner = NULL, lease_until = 0,"
-                               " delay_notified = delay_notified OR %s WHERE queue_id = %s",
+                               " lease_token = NULL, delay_notified = delay_notified OR %s"
+                               " WHERE queue_id = %s",
                                (rec.delay_notified, rec.queue_id))
                     continue
                 row = db.execute("DELETE FROM queue_messages WHERE queue_id = %s RETURNING blob",
@@ -162,5 +167,5 @@ def _load(db: Conn, ids: Sequence[str]) -> dict[str, QueuedMessage]:
     return {row[0]: QueuedMessage(
         row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
         tuple(recipients.get(row[0], ())), trusted_origin=row[9], lease_owner=row[10],
-        lease_until=row[11], sender_proof=SenderProof(row[12]),
+        lease_until=row[11], sender_proof=SenderProof(row[12]), lease_token=row[13],
     ) for row in db.execute(_MESSAGE + " WHERE queue_id = ANY(%s)", (list(ids),))}

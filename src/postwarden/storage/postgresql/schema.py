@@ -173,4 +173,8 @@ MIGRATIONS: tuple[str, ...] = (
         FOR EACH ROW WHEN (NEW.highestmodseq <> OLD.highestmodseq)
         EXECUTE FUNCTION postwarden_mailbox_changed();
     """,
+    # 2: a fresh token per claim (see the SQLite schema's migration 8).
+    """
+    ALTER TABLE queue_messages ADD COLUMN lease_token text;
+    """,
 )

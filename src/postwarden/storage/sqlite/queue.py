@@ -1,11 +1,12 @@
 """The outbound queue: messages with per-recipient state (the QueueStore).
 
 Queue managers share it through leases: ``claim_due`` marks the messages a
-manager takes on with its name and an expiry in one short transaction, so
-no other manager takes them until the lease runs out; ``record_attempts``
-counts a result only from the manager still holding the lease, and releases
-it. SQLite has no ``FOR UPDATE SKIP LOCKED``; ``BEGIN IMMEDIATE`` makes the
-claim's select-and-mark one step among processes instead.
+manager takes on with its name, an expiry and a fresh token in one short
+transaction, so no other manager takes them until the lease runs out;
+``record_attempts`` counts a result only from the manager still holding the
+lease under the same claim (token), and releases it. SQLite has no ``FOR
+UPDATE SKIP LOCKED``; ``BEGIN IMMEDIATE`` makes the claim's select-and-mark
+one step among processes instead.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class SqliteQueue:
     def get_queued(self, queue_id: str) -> QueuedMessage | None:
         row = self._db.conn.execute(
             "SELECT queue_id, blob, size, sender, created, envid, ret, smtputf8, delay_notified,"
-            " trusted_origin, lease_owner, lease_until, sender_proof FROM queue_messages"
-            " WHERE queue_id = ?",
+            " trusted_origin, lease_owner, lease_until, sender_proof, lease_token"
+            " FROM queue_messages WHERE queue_id = ?",
             (queue_id,),
         ).fetchone()
         if row is None:
@@ -87,7 +88,7 @@ class SqliteQueue:
         return QueuedMessage(
             row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]), bool(row[8]),
             recipients, trusted_origin=bool(row[9]), lease_owner=row[10], lease_until=row[11],
-            sender_proof=SenderProof(row[12]),
+            sender_proof=SenderProof(row[12]), lease_token=row[13],
         )
 
     def claim_due(
@@ -106,7 +107,8 @@ class SqliteQueue:
                 )
             ]
             db.executemany(
-                "UPDATE queue_messages SET lease_owner = ?, lease_until = ? WHERE queue_id = ?",
+                "UPDATE queue_messages SET lease_owner = ?, lease_until = ?,"
+                " lease_token = lower(hex(randomblob(16))) WHERE queue_id = ?",
                 [(owner, until, i) for i in ids],
             )
         # Loaded after the commit, to keep the write lock short: leased rows are ours.
@@ -132,8 +134,8 @@ class SqliteQueue:
         """Give back every lease ``owner`` holds (a clean stop): others may take them now."""
         with self._db.tx() as db:
             cur = db.execute(
-                "UPDATE queue_messages SET lease_owner = NULL, lease_until = 0"
-                " WHERE lease_owner = ?",
+                "UPDATE queue_messages SET lease_owner = NULL, lease_until = 0,"
+                " lease_token = NULL WHERE lease_owner = ?",
                 (owner,),
             )
             return cur.rowcount
@@ -166,7 +168,8 @@ class SqliteQueue:
         The delivery queue finishes messages far faster than one fsync each
         would allow, so it commits them in groups, like the intake does. An
         attempt counts only if its manager still holds the message's lease
-        (else another has taken it over, or `queue remove` dropped it).
+        from the same claim (else the lease ran out and the message was
+        claimed again, or `queue remove` dropped it).
         Recording releases the lease; an entry left with no pending recipient
         is dropped with its file.
         """
@@ -175,9 +178,11 @@ class SqliteQueue:
         with self._db.tx() as db:
             for owner, rec in batch:
                 holder = db.execute(
-                    "SELECT lease_owner FROM queue_messages WHERE queue_id = ?", (rec.queue_id,)
+                    "SELECT lease_owner, lease_token FROM queue_messages WHERE queue_id = ?",
+                    (rec.queue_id,),
                 ).fetchone()
-                recorded.append(holder is not None and holder[0] == owner)
+                recorded.append(holder is not None and rec.lease_token is not None
+                                and tuple(holder) == (owner, rec.lease_token))
                 if not recorded[-1]:
                     continue
                 self._record(db, rec)
@@ -195,7 +200,8 @@ class SqliteQueue:
                 else:
                     db.execute(
                         "UPDATE queue_messages SET lease_owner = NULL, lease_until = 0,"
-                        " delay_notified = delay_notified OR ? WHERE queue_id = ?",
+                        " lease_token = NULL, delay_notified = delay_notified OR ?"
+                        " WHERE queue_id = ?",
                         (int(rec.delay_notified), rec.queue_id),
                     )
             self._blobs.release(db, blobs)

@@ -119,4 +119,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     """
     ALTER TABLE messages ADD COLUMN prefix BLOB NOT NULL DEFAULT x'';
     """,
+    # 8: a fresh token per claim, so a result counts only from the claim that
+    # is current: an attempt whose lease ran out and was claimed again (by
+    # anyone, its own manager included) is not recorded.
+    """
+    ALTER TABLE queue_messages ADD COLUMN lease_token TEXT;
+    """,
 )
