@@ -130,6 +130,21 @@ class TestSeveralNodes:
         assert two.queue.record_attempts([(other, result)]) == [False]
         assert one.queue.record_attempts([(owner, result)]) == [True]
 
+    def test_login_records_are_expired_by_one_node_at_a_time(
+        self, nodes: tuple[PgStore, PgStore]
+    ) -> None:
+        """While one node holds the periodic job's lock, another's round is skipped."""
+        one, two = nodes
+        one.directory.record_login("192.0.2.1", 100.0)
+        with one.db.exclusive("login-expiry") as held:
+            assert held is not None
+            assert two.directory.expire_logins(before=200.0) == 0
+            assert two.directory.last_login("192.0.2.1") == 100.0
+            with two.db.exclusive("another-job") as other:
+                assert other is not None  # each kind of work has its own lock
+        assert two.directory.expire_logins(before=200.0) == 1
+        assert one.directory.last_login("192.0.2.1") is None
+
     def test_concurrent_appends_get_unique_increasing_uids(
         self, nodes: tuple[PgStore, PgStore]
     ) -> None:

@@ -22,6 +22,9 @@ from postwarden.storage.sql.dialect import Dialect
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start-up
 Conn = psycopg.Connection[TupleRow]
 MIGRATION_LOCK = 0x70777264  # advisory lock key ("pwrd"): one node migrates at a time
+# Periodic work takes the two-key form (a key space apart from the one above):
+# this number, and a hash of the schema and the kind of work.
+PERIODIC_LOCKS = 0x70777264
 POSTGRESQL = Dialect(
     placeholder="%s", for_update=" FOR UPDATE", greatest="greatest", bytewise=' COLLATE "C"',
     like="ILIKE", fold="lower", position="strpos",  # lower() folds any script in UTF-8
@@ -82,6 +85,21 @@ class PgDatabase:
         """One transaction: committed at the end, rolled back on any exception."""
         with self.pool.connection() as conn, conn.transaction():
             yield conn
+
+    @contextmanager
+    def exclusive(self, kind: str) -> Iterator[Conn | None]:
+        """A transaction holding ``kind``'s advisory lock, or None while another holds it.
+
+        Periodic work (expiring login records, collecting blobs) runs on one
+        node at a time: every node tries on its own schedule, the one that gets
+        the lock does the round, the others skip it. The lock ends with the
+        transaction, so a node that dies mid-round frees it at once.
+        """
+        with self.tx() as db:
+            row = db.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema() || ':' || %s))",
+                (PERIODIC_LOCKS, kind)).fetchone()
+            yield db if row is not None and row[0] else None
 
     def migrate(self) -> None:
         """Check the database is ours (or empty), then bring it up to date."""
