@@ -38,10 +38,23 @@ def pg_cluster() -> Iterator[PgCluster]:
     reason, except in CI (``CI`` set, as ``.ci/run`` does), where they fail:
     a backend must never go untested silently.
     """
+    _need_postgresql()
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL of the test's own, for tests that stop and start it (a database
+    outage) without disturbing the others' shared one."""
+    _need_postgresql()
+    with running_cluster() as cluster:
+        yield cluster
+
+
+def _need_postgresql() -> None:
     if find_bindir() is None:
         why = "PostgreSQL server not installed: apt-get install postgresql (.ci/run does this)"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
-    with running_cluster() as cluster:
-        yield cluster

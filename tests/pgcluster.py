@@ -32,10 +32,12 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 READY = "database system is ready to accept connections"
+_ENV = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 START_TIMEOUT = 60.0
 SUPERUSER = "postgres"
 
@@ -90,17 +92,27 @@ class PgCluster:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
+    def _as_user(self) -> dict[str, Any]:
+        user = self._user
+        return {} if user is None else {"user": user.pw_uid, "group": user.pw_gid,
+                                        "extra_groups": []}
+
     def start(self) -> PgCluster:
         user = self._user
         if user is not None:
             os.chown(self.root, user.pw_uid, user.pw_gid)
-        as_user = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid,
-                                            "extra_groups": []}
-        env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
         subprocess.run(
             [str(self.bindir / "initdb"), "-D", str(self.root / "data"), "-U", SUPERUSER,
              "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"],
-            check=True, capture_output=True, text=True, env=env, cwd=self.root, **as_user)
+            check=True, capture_output=True, text=True, env=_ENV, cwd=self.root,
+            **self._as_user())
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Run the server on the cluster's directory and port; back when it is ready."""
+        with self._grew:
+            self._lines.clear()
         self._proc = subprocess.Popen(
             [str(self.bindir / "postgres"), "-D", str(self.root / "data"), "-p", str(self.port),
              "-k", str(self.socket_dir), "-c", "listen_addresses=127.0.0.1",
@@ -109,14 +121,22 @@ class PgCluster:
              "-c", "log_min_messages=warning", "-c", "log_min_error_statement=panic",
              *(f"-c{name}={value}" for name, value in self.settings.items())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env=env, cwd=self.root, **as_user)
-        threading.Thread(target=self._pump, daemon=True).start()
+            text=True, env=_ENV, cwd=self.root, **self._as_user())
+        threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
         self._wait_ready()
-        return self
 
-    def _pump(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are ended), keeping its data: a
+        database outage, until ``resume()``."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(2)
+            proc.wait(timeout=30)
+        self._proc = None
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
             with self._grew:
                 self._lines.append(line.rstrip("\n"))
                 self._grew.notify_all()
@@ -160,12 +180,11 @@ class PgCluster:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then remove the directory."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(2)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        try:
+            self.halt()
+        except subprocess.TimeoutExpired:
+            proc, self._proc = self._proc, None
+            if proc is not None:
                 proc.kill()
                 proc.wait(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -40,7 +40,7 @@ from postwarden.servers.tls import LiveTLS
 from postwarden.servers.workers import Listeners, Supervisor, WorkerMain, twins
 from postwarden.service import Notifier, ServiceError, check_writable, drop_privileges, identity
 from postwarden.storage.factory import Store, async_boundary, open_store
-from postwarden.storage.interfaces import StoreError
+from postwarden.storage.interfaces import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from postwarden.servers.acme import Renewer
@@ -280,7 +280,10 @@ class App:
         window = self.cfg.relay.pop_before_smtp_minutes * 60
         while True:
             await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
-            await self.aio.expire_logins(time.time() - max(window, 60))
+            try:
+                await self.aio.expire_logins(time.time() - max(window, 60))
+            except StoreUnavailable as exc:  # the next round sweeps
+                log.warning(kv("login-sweep-unavailable", error=str(exc)))
 
     async def upkeep_store(self) -> None:
         """Collect released message files and index new ones, in the background."""
@@ -290,6 +293,8 @@ class App:
             try:
                 await asyncio.to_thread(self.store.upkeep, time.time(),
                                         storage.blob_grace_seconds, storage.index_batch)
+            except StoreUnavailable as exc:  # the next round does it
+                log.warning(kv("store-upkeep-unavailable", error=str(exc)))
             except Exception:
                 log.exception(kv("store-upkeep-failed"))
 

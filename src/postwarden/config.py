@@ -230,6 +230,7 @@ class StorageConfig:
     index_batch: int = 200  # messages parsed and indexed per idle step
     password_file: Path | None = None  # PostgreSQL password, the file's first line
     pool_size: int = 10  # PostgreSQL connections per process at most
+    timeout_seconds: int = 5  # PostgreSQL: longest wait for a connection before "try later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,7 +645,8 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
                         t.get("blob_grace_seconds", int, d.blob_grace_seconds),
                         t.get("index_batch", int, d.index_batch),
                         base / password_file if password_file else None,
-                        t.get("pool_size", int, d.pool_size))
+                        t.get("pool_size", int, d.pool_size),
+                        t.get("timeout_seconds", int, d.timeout_seconds))
     t.finish()
     if cfg.blob_grace_seconds < 60 or cfg.index_batch < 1:
         raise ConfigError("storage: blob_grace_seconds must be >= 60 and index_batch >= 1")
@@ -654,6 +656,8 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
         raise ConfigError("storage: dsn and password_file are for backend = \"postgresql\"")
     if cfg.pool_size < 2:
         raise ConfigError("storage.pool_size: at least 2")
+    if cfg.timeout_seconds < 1:
+        raise ConfigError("storage.timeout_seconds: at least 1")
     return cfg
 
 

@@ -61,6 +61,7 @@ from postwarden.storage.interfaces import (
     QueuedMessage,
     QueueRecipient,
     RecipientState,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("postwarden.delivery")
@@ -90,6 +91,7 @@ class _Tracker:
     head: bytes | None = None  # DKIM signatures, made once per message
     # (recipient, result, whether the peer took the DSN parameters)
     results: list[tuple[QueueRecipient, RcptResult, bool]] = field(default_factory=list)
+    reported: bool = False  # its reports are in; only the record is left
 
 
 @dataclass(slots=True)
@@ -180,6 +182,17 @@ class QueueManager:
     # --- the runner -------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Claim and dispatch until stopped; a store outage pauses it, never ends it."""
+        while not self._stopping:
+            try:
+                await self._claim_loop()
+            except StoreUnavailable as exc:
+                log.warning(kv("delivery store-unavailable", error=str(exc),
+                               retry=f"{POLL_SECONDS:.0f}s"))
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_event.wait(), POLL_SECONDS)
+
+    async def _claim_loop(self) -> None:
         lease = self._d.lease_seconds
         extended = time.monotonic()
         while not self._stopping:
@@ -255,7 +268,11 @@ class QueueManager:
         tracker = job.tracker
         n = len(job.recipients)
         if tracker.data is None:
-            tracker.data = await self._blobs.read_blob(tracker.msg.blob)
+            try:
+                tracker.data = await self._blobs.read_blob(tracker.msg.blob)
+            except StoreUnavailable:
+                gone = RcptResult(Outcome.DEFERRED, "451 4.3.0 Message store unavailable", None)
+                return self._logged(job, [gone] * n, "-"), session, down
         data: bytes = tracker.data
         hops = received_count(data)
         if hops > self._d.max_received_headers:
@@ -347,11 +364,30 @@ class QueueManager:
     # --- after the attempt: reports, then the record ------------------------------
 
     async def _finalize(self, tracker: _Tracker) -> None:
-        """Send the reports the attempt calls for, then record it.
+        """Send the reports the attempt calls for, then record it; then it leaves the window.
 
-        Reports first: a crash in between resends a report (at-least-once)
-        rather than losing one.
+        With the store unreachable it tries again every second, holding the
+        message (and extending its lease) meanwhile, so what was sent is not
+        sent again once the store is back; a stop gives up, and the message
+        goes again after the restart (at-least-once), as after a crash.
         """
+        while True:
+            try:
+                await self._report_and_record(tracker)
+                break
+            except StoreUnavailable as exc:
+                log.warning(kv("delivery store-unavailable", queue_id=tracker.msg.queue_id,
+                               error=str(exc), retry=f"{POLL_SECONDS:.0f}s"))
+                if self._stopping:
+                    break
+                await asyncio.sleep(POLL_SECONDS)
+        if self._inflight.get(tracker.msg.queue_id) is tracker:  # not a later claim's
+            del self._inflight[tracker.msg.queue_id]
+        self._wake_event.set()
+
+    async def _report_and_record(self, tracker: _Tracker) -> None:
+        """Reports first: a crash in between resends a report (at-least-once) rather
+        than losing one."""
         msg = tracker.msg
         now = self._clock()
         expired = now - msg.created >= self._d.max_queue_lifetime
@@ -390,8 +426,9 @@ class QueueManager:
                     )
             if report is not None:
                 reports.setdefault(report.action, []).append(report)
-        if msg.sender and reports:
+        if msg.sender and reports and not tracker.reported:
             await self._send_reports(tracker, reports, now)
+        tracker.reported = True
         record = AttemptRecord(
             msg.queue_id, tuple(delivered), tuple(failed), tuple(deferred),
             delay_notified=delay_notice and bool(deferred), lease_token=msg.lease_token,
@@ -406,9 +443,6 @@ class QueueManager:
                 detail="results not recorded: the entry was removed, or its lease ran out"
                 " and it was claimed again, and may be delivered again",
             ))
-        if self._inflight.get(msg.queue_id) is tracker:  # not a later claim's
-            del self._inflight[msg.queue_id]
-        self._wake_event.set()
 
     async def _send_reports(
         self, tracker: _Tracker, reports: dict[Action, list[RecipientReport]], now: float

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -18,13 +19,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from postwarden.config import AuthConfig, IPAddress
+from postwarden.log import kv
 from postwarden.policy.passwords import verify_password
 from postwarden.policy.relay import normalise_ip
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.hashing import HashPool, HashPoolBusy
 from postwarden.storage.boundary import AsyncDirectory
+from postwarden.storage.interfaces import StoreUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger("postwarden.auth")
 
 
 class PeerDeadline:
@@ -170,7 +174,7 @@ class LoginResult(enum.Enum):
     OK = "ok"
     FAILED = "failed"
     THROTTLED = "throttled"
-    BUSY = "busy"  # no password check could start in time: try again later
+    BUSY = "busy"  # no password check could start in time (or no store): try again later
 
 
 class Authenticator:
@@ -209,7 +213,18 @@ class Authenticator:
         return await self.login(ip, username, password)
 
     async def login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
-        """Returns the result and the canonical account name (lower-case key)."""
+        """Returns the result and the canonical account name (lower-case key).
+
+        With the store unreachable the answer is BUSY (try again later), not
+        a failure: the password was never checked.
+        """
+        try:
+            return await self._login(ip, username, password)
+        except StoreUnavailable as exc:
+            log.warning(kv("login-unavailable", ip=ip, error=str(exc)))
+            return LoginResult.BUSY, ""
+
+    async def _login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         user = username.strip().lower()
         now = time.monotonic()
         if self.throttle.is_blocked(ip, user, now):

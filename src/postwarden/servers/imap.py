@@ -42,6 +42,7 @@ from postwarden.servers.imap_mailboxes import MailboxCommands
 from postwarden.servers.imap_selected import SelectedCommands
 from postwarden.servers.services import MailboxServices
 from postwarden.servers.starttls import drop_plaintext
+from postwarden.storage.interfaces import StoreUnavailable
 
 log = logging.getLogger("postwarden.imap")
 
@@ -168,7 +169,8 @@ class _Session(MailboxCommands, SelectedCommands):
                         self.feed(pending)
                 case c.Idle(tag):
                     self.idle_tag = tag
-                    await self.push_updates(expunge=True)
+                    with contextlib.suppress(StoreUnavailable):  # news waits for the store
+                        await self.push_updates(expunge=True)
                 case IdleDone():
                     self.idle_tag = None
                 case Enabled() | c.Id():
@@ -176,7 +178,10 @@ class _Session(MailboxCommands, SelectedCommands):
                 case AppendData(data):
                     self.append_data(data)
                 case AppendEnd():
-                    await self.append_end()
+                    try:
+                        await self.append_end()
+                    except StoreUnavailable as exc:
+                        self.unavailable(exc, "Append")
                 case AppendAborted():
                     self.append_abort()
                 case _ if event is NEED_DATA or event is PAUSED:
@@ -190,10 +195,19 @@ class _Session(MailboxCommands, SelectedCommands):
         try:
             if not await self.mailbox_command(command):
                 await self.selected_command(command)
+        except StoreUnavailable as exc:
+            self.unavailable(exc, type(command).__name__)
         except Exception:
             log.exception(kv("imap-command-failed", user=self.account, ip=self.ip,
                              command=type(command).__name__))
             self.machine.send(r.Done(r.Status.NO, "Internal error", r.Code.SERVERBUG))
+
+    def unavailable(self, exc: StoreUnavailable, doing: str) -> None:
+        """The store cannot be reached: NO [UNAVAILABLE], one log line, the session goes on."""
+        log.warning(kv("imap-store-unavailable", user=self.account, ip=self.ip, command=doing,
+                       error=str(exc)))
+        self.machine.send(r.Done(r.Status.NO, "Database unavailable; try again later",
+                                 r.Code.UNAVAILABLE))
 
     # --- I/O --------------------------------------------------------------------------
 
@@ -265,7 +279,8 @@ class _Session(MailboxCommands, SelectedCommands):
                 if heard:
                     hint = None
                 if not reading.done():
-                    await self.push_updates(expunge=True, poll=not heard, heard=heard)
+                    with contextlib.suppress(StoreUnavailable):  # news waits for the store
+                        await self.push_updates(expunge=True, poll=not heard, heard=heard)
                     await self.flush()
             try:
                 data = reading.result()
@@ -316,6 +331,10 @@ class _Session(MailboxCommands, SelectedCommands):
             self._hold_place(account)
             try:
                 await self._logged_in(account)
+            except StoreUnavailable as exc:
+                log.warning(kv("imap-store-unavailable", user=account, ip=self.ip,
+                               command="Login", error=str(exc)))
+                ok, done = False, r.Done(r.Status.NO, "Mailbox unavailable", r.Code.UNAVAILABLE)
             except Exception:
                 log.exception(kv("imap-login-setup-failed", user=account))
                 self._free_place()

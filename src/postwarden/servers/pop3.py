@@ -47,7 +47,7 @@ from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import MailboxServices
 from postwarden.servers.starttls import drop_plaintext
 from postwarden.storage.boundary import AsyncMailboxStore
-from postwarden.storage.interfaces import StoreError
+from postwarden.storage.interfaces import StoreError, StoreUnavailable
 from postwarden.storage.mailbox import (
     BlobHandle,
     Field,
@@ -174,9 +174,11 @@ class _Session:
         self.messages: dict[int, MessageMeta] = {}
 
     async def unlock(self) -> None:
+        """Give the maildrop back; with the store unreachable the lock runs out by itself."""
         account, self.account = self.account, None
         if account is not None:
-            await self.services.mailboxes.unlock_maildrop(account, self.lock_owner)
+            with contextlib.suppress(StoreUnavailable):
+                await self.services.mailboxes.unlock_maildrop(account, self.lock_owner)
 
     async def lock(self, account: str) -> None:
         """RFC 1939's exclusive access: one session per maildrop, across processes.
@@ -272,6 +274,9 @@ class _Session:
                 await self.lock(account)
             except MailboxInUse:
                 refusal = Refusal.IN_USE
+            except StoreUnavailable as exc:
+                log.warning("pop3 store-unavailable user=%s error=%s", _kv(account), _kv(str(exc)))
+                refusal = Refusal.UNAVAILABLE
             except StoreError:
                 log.exception("pop3 lock failed user=%s", _kv(account))
                 refusal = Refusal.UNAVAILABLE
@@ -281,6 +286,10 @@ class _Session:
             try:
                 self.mailbox_id, self.messages, items = await self.server.snapshot(account)
                 await self.record_login()
+            except StoreUnavailable as exc:
+                log.warning("pop3 store-unavailable user=%s error=%s", _kv(account), _kv(str(exc)))
+                await self.unlock()
+                refusal, outcome = Refusal.UNAVAILABLE, "unavailable"
             except Exception:
                 log.exception("pop3 snapshot failed user=%s", _kv(account))
                 await self.unlock()
@@ -338,9 +347,10 @@ class _Session:
         self.machine.send(MessageEnd())
         connlog.current().messages += 1
         if event.lines is None and not message.flags & Flag.SEEN:
-            await self.services.mailboxes.store_flags(
-                self.mailbox_id, UidSet.from_uids([message.uid]),
-                FlagChange(FlagMode.ADD, Flag.SEEN))
+            with contextlib.suppress(StoreUnavailable):  # sent; only \Seen waits for the store
+                await self.services.mailboxes.store_flags(
+                    self.mailbox_id, UidSet.from_uids([message.uid]),
+                    FlagChange(FlagMode.ADD, Flag.SEEN))
 
     async def update(self, event: Update) -> None:
         """QUIT in TRANSACTION: the only place POP3 removes anything."""
@@ -350,6 +360,10 @@ class _Session:
             try:
                 removed = len(await self.services.mailboxes.expunge(
                     self.mailbox_id, UidSet.from_uids(uids), deleted_only=False))
+            except StoreUnavailable as exc:
+                log.warning("pop3 store-unavailable user=%s error=%s",
+                            _kv(self.account or ""), _kv(str(exc)))
+                ok = False
             except Exception:
                 log.exception("pop3 delete failed user=%s", _kv(self.account or ""))
                 ok = False

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from postwarden.intake.accept import IntakeError, new_queue_id
@@ -47,6 +48,7 @@ from postwarden.servers.common import LoginResult, Peer, PeerDeadline, plaintext
 from postwarden.servers.deadlines import InputClock
 from postwarden.servers.services import SMTPServices
 from postwarden.servers.starttls import drop_plaintext
+from postwarden.storage.interfaces import StoreUnavailable
 
 log = logging.getLogger("postwarden.smtp")
 READ_SIZE = 256 * 1024
@@ -191,9 +193,9 @@ class SMTPConnection:
                 case Hello() | Reset():
                     self._end_transaction("reset")
                 case MailFrom():
-                    machine.send(await self._mail_from(event))
+                    machine.send(await self._unless_unavailable(self._mail_from(event)))
                 case RcptTo():
-                    machine.send(await self._rcpt_to(event))
+                    machine.send(await self._unless_unavailable(self._rcpt_to(event)))
                     if machine.delay_replies:  # a recipient prober: tarpit it
                         await asyncio.sleep(self.s.cfg.limits.rcpt_error_delay_ms / 1000)
                 case DataChunk(data=chunk):
@@ -202,7 +204,7 @@ class SMTPConnection:
                     self._end_transaction(f"refused {reply.code} {reply.status}",
                                           rule=f"status-{reply.status}")
                 case DataEnd():
-                    machine.send(await self._data_end())
+                    machine.send(await self._unless_unavailable(self._data_end(), ends=True))
                 case MailRefused(reply=reply):  # SIZE= over the limit: no transaction began
                     self.s.metrics.message_refused(self.kind, f"status-{reply.status}")
                 case StartTLS():
@@ -216,6 +218,20 @@ class SMTPConnection:
             await self._flush()
 
     # --- decisions ------------------------------------------------------
+
+    async def _unless_unavailable(self, decision: Awaitable[Reply], ends: bool = False) -> Reply:
+        """The decision, or 451 4.3.0 when the store cannot be reached (nothing committed).
+
+        At the end of DATA (``ends``) the transaction is over: the client
+        sends the whole message again later. A refused RCPT leaves it open.
+        """
+        try:
+            return await decision
+        except StoreUnavailable as exc:
+            log.warning(kv("smtp store-unavailable", ip=self.peer.client_ip, error=str(exc)))
+            if ends:
+                self._end_transaction("refused 451 store unavailable", rule="store-unavailable")
+            return R.TEMP_FAILURE
 
     async def _mail_from(self, mail: MailFrom) -> Reply:
         self._end_transaction("reset")
@@ -347,6 +363,8 @@ class SMTPConnection:
                      else R.TEMP_FAILURE)
             self._end_transaction(f"refused {reply.code} {exc}", rule=f"status-{reply.status}")
             return reply
+        except StoreUnavailable:
+            raise  # answered by _unless_unavailable, in one log line
         except Exception:
             log.exception(kv("smtp intake-failure", queue_id=txn.queue_id))
             self._end_transaction("refused 451 local error", rule="local-error")

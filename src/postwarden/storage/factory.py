@@ -88,7 +88,7 @@ def open_store(cfg: Config) -> Store:
             from postwarden.storage.postgresql import PgStore
             from postwarden.storage.postgresql.db import read_password
             return PgStore(cfg.storage.dsn, read_password(cfg.storage.password_file),
-                           cfg.storage.pool_size, cfg.limits.mime)
+                           cfg.storage.pool_size, cfg.limits.mime, cfg.storage.timeout_seconds)
         case other:
             raise ValueError(f"unknown storage backend {other!r}")
 

@@ -32,6 +32,14 @@ class DatabaseUnusable(StoreError):
     """The database is empty, corrupt, not ours or too new: nothing may start on it."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (down, restarting, no connection in time).
+
+    Temporary: servers answer "try again later" (SMTP 451 4.3.0, IMAP
+    NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]) and carry on; nothing was committed.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     address: str  # lower-case key form, "user@example.test"

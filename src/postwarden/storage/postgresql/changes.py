@@ -69,7 +69,8 @@ class PgChanges:
                     async for note in conn.notifies():
                         self.hub.publish(decode(note.payload))
             except psycopg.Error as exc:
-                log.warning("change listener lost its PostgreSQL connection: %s", exc)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+                log.warning("change listener lost its PostgreSQL connection: %s", reason)
             if self._ready is not None:
                 self._ready.clear()
             await asyncio.sleep(RECONNECT_SECONDS)

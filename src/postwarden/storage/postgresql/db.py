@@ -3,10 +3,16 @@
 Connections are in autocommit mode, so a read is one round trip; writes
 take ``tx()``, one transaction. The pool (psycopg_pool) is shared by the
 threads of the async boundary; its size is ``[storage] pool_size``.
+
+When the database goes away, a store call fails within ``[storage]
+timeout_seconds`` (psycopg_pool would wait 30 s for a connection) with
+``StoreUnavailable``, which the servers answer with "try again later". The
+pool reconnects by itself once the server is back: no restart.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +21,14 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from postwarden.storage.interfaces import DatabaseUnusable
+from postwarden.storage.interfaces import DatabaseUnusable, StoreUnavailable
 from postwarden.storage.postgresql.schema import MIGRATIONS
 from postwarden.storage.sql.dialect import Dialect
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start-up
+# The pool's own warnings (each failed reconnect, several lines, unformatted)
+# would flood the log during an outage; ours say it once per failed call.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 Conn = psycopg.Connection[TupleRow]
 MIGRATION_LOCK = 0x70777264  # advisory lock key ("pwrd"): one node migrates at a time
 # Periodic work takes the two-key form (a key space apart from the one above):
@@ -49,7 +58,9 @@ def read_password(path: Path | None) -> str | None:
 class PgDatabase:
     """The connection plumbing every PostgreSQL store module shares."""
 
-    def __init__(self, dsn: str, password: str | None = None, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, password: str | None = None, pool_size: int = 10,
+                 timeout: float = 5.0) -> None:
+        self.timeout = timeout
         kwargs: dict[str, object] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
         if password is not None:
             kwargs["password"] = password
@@ -69,7 +80,7 @@ class PgDatabase:
     @contextmanager
     def conn(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commits)."""
-        with self.pool.connection() as conn:
+        with self._unavailable(), self.pool.connection(timeout=self.timeout) as conn:
             yield conn
 
     read = conn
@@ -83,8 +94,24 @@ class PgDatabase:
     @contextmanager
     def tx(self) -> Iterator[Conn]:
         """One transaction: committed at the end, rolled back on any exception."""
-        with self.pool.connection() as conn, conn.transaction():
+        with (self._unavailable(), self.pool.connection(timeout=self.timeout) as conn,
+              conn.transaction()):
             yield conn
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """A lost server or no connection in time becomes ``StoreUnavailable``.
+
+        The other idle connections are checked at once (in the pool's own
+        worker), so the ones the outage broke are replaced before they are
+        handed out, rather than failing one call each.
+        """
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.pool.check()
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
+            raise StoreUnavailable(f"PostgreSQL at {self._where}: {reason}") from None
 
     @contextmanager
     def exclusive(self, kind: str) -> Iterator[Conn | None]:

@@ -17,9 +17,9 @@ class PgStore:
     """Connects (a pool), migrates, and builds every part on the one database."""
 
     def __init__(self, dsn: str, password: str | None = None, pool_size: int = 10,
-                 mime_limits: MimeLimits | None = None) -> None:
+                 mime_limits: MimeLimits | None = None, timeout: float = 5.0) -> None:
         self.dsn = dsn
-        self.db = PgDatabase(dsn, password, pool_size)
+        self.db = PgDatabase(dsn, password, pool_size, timeout)
         try:
             self.db.migrate()
         except BaseException:
