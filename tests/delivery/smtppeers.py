@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -179,3 +181,27 @@ class Peer:
                 raise ConnectionError("client went away in DATA")
             lines.append(line[1:] if line.startswith(b".") else line)
         return b"".join(lines)
+
+
+_MESSAGE_ID = re.compile(rb"^Message-ID: <(m\d+)@example\.test>", re.MULTILINE)
+
+
+class Sink(Peer):
+    """A fast receiving server that answers nothing until ``open`` is set; it tells
+    the messages apart by their ``Message-ID: <m<n>@example.test>``."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        super().__init__("sink.test", on_data=self._hold)
+
+    async def _hold(self, _: Transaction) -> None:
+        await self.open.wait()
+
+    def copies(self) -> Counter[str]:
+        return Counter(message_id(tx) for tx in self.messages)
+
+
+def message_id(tx: Transaction) -> str:
+    found = _MESSAGE_ID.search(tx.data)
+    assert found is not None, tx.data[:200]
+    return found.group(1).decode()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from deliveryworld import World, make_config
-from smtppeers import Peer, Transaction
+from smtppeers import Peer, Sink, Transaction, message_id
 
 from postwarden.config import RelayConfig
 from postwarden.intake.accept import Intake
@@ -33,27 +32,6 @@ from serverproc import HOSTNAME, ServerProcess
 
 SECOND = "mail2.example.test"
 ACTIVE_WINDOW = 100
-_MESSAGE_ID = re.compile(rb"^Message-ID: <(m\d+)@example\.test>", re.MULTILINE)
-
-
-class Sink(Peer):
-    """A fast receiving server that answers nothing until ``open`` is set."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        super().__init__("sink.test", on_data=self._hold)
-
-    async def _hold(self, _: Transaction) -> None:
-        await self.open.wait()
-
-    def copies(self) -> Counter[str]:
-        return Counter(message_id(tx) for tx in self.messages)
-
-
-def message_id(tx: Transaction) -> str:
-    found = _MESSAGE_ID.search(tx.data)
-    assert found is not None, tx.data[:200]
-    return found.group(1).decode()
 
 
 async def queue_messages(server: ServerProcess, n: int) -> None:
