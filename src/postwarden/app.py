@@ -277,11 +277,14 @@ class App:
         self.metrics.queue(count, age)
 
     async def sweep_login_records(self) -> None:
+        """Forget POP/IMAP-before-SMTP logins and failed logins that left their windows."""
         window = self.cfg.relay.pop_before_smtp_minutes * 60
         while True:
             await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
             try:
                 await self.aio.expire_logins(time.time() - max(window, 60))
+                await self.aio.expire_login_failures(
+                    self.auth.throttle.since(time.time()))
             except StoreUnavailable as exc:  # the next round sweeps
                 log.warning(kv("login-sweep-unavailable", error=str(exc)))
 

@@ -3,7 +3,8 @@
 Each node has its own data directory (TLS files, nothing else) and the same
 ``[storage] dsn``; mail accepted over SMTP by one node is read over POP3
 and IMAP on either, an IMAP IDLE on one node hears mail the other accepted
-(NOTIFY/LISTEN), and a POP3 login on one node opens relaying on the other.
+(NOTIFY/LISTEN), a POP3 login on one node opens relaying on the other, and
+failed logins on one node count on the other (a guesser cannot spread).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from servers.pop3_fixtures import RawClient
 
 TIMEOUT = 10
 CLIENT_IP = "127.0.0.6"
+GUESSER_IP = "127.0.0.7"
+GUESSES = 3  # [limits] auth_failures_per_ip: one wrong password per protocol
 MESSAGE = b"From: a@remote.test\r\nSubject: via node one\r\n\r\nShared by every node.\r\n"
 
 pytestmark = pytest.mark.slow
@@ -33,9 +36,10 @@ def nodes(make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
     dsn = pg_cluster.schema()
     storage = {"backend": "postgresql", "dsn": dsn, "pool_size": 4}
     listen = {"imap": ["127.0.0.1:0"]}
-    one = make_server(storage=storage, listen=listen,
+    limits = {"auth_failures_per_ip": GUESSES}
+    one = make_server(storage=storage, listen=listen, limits=limits,
                       relay={"pop_before_smtp_minutes": 10})
-    two = make_server(storage=storage, listen=listen,
+    two = make_server(storage=storage, listen=listen, limits=limits,
                       relay={"pop_before_smtp_minutes": 10})
     one.add_user(f"alice@{DOMAIN}")
     return one.start(), two.start()
@@ -103,3 +107,51 @@ class TestTwoNodes:
         assert client.command(b"QUIT").startswith(b"+OK")
         client.close()
         send(two, "someone@external.example", CLIENT_IP)  # accepted for relay now
+
+    def test_failed_logins_on_one_node_lock_the_guesser_out_of_the_other(
+        self, nodes: tuple[ServerProcess, ServerProcess]
+    ) -> None:
+        """A wrong password over POP3, IMAP and SMTP AUTH on node one: on node two even
+        the right one is refused from that address (and still taken from another)."""
+        one, two = nodes
+        user = f"alice@{DOMAIN}".encode()
+        assert pop3_login(one, GUESSER_IP, user, b"wrong").startswith(b"-ERR [AUTH]")
+        imap = connect(one, "imap", GUESSER_IP)  # imaplib cannot choose its source address
+        assert b"NO [AUTHENTICATIONFAILED]" in imap.command(b"a LOGIN " + user + b" wrong")
+        imap.close()
+        assert smtp_login(one, user.decode(), "wrong") == 535
+
+        throttled = pop3_login(two, GUESSER_IP, user, PASSWORD.encode())
+        assert throttled.startswith(b"-ERR [SYS/TEMP] Too many failed logins")
+        assert smtp_login(two, user.decode(), PASSWORD) == 454
+        # Another address is not punished for the guesser's failures.
+        assert pop3_login(two, CLIENT_IP, user, PASSWORD.encode()).startswith(b"+OK")
+
+
+def smtp_login(server: ServerProcess, user: str, password: str) -> int:
+    """AUTH PLAIN from the guesser's address (one try: smtplib would go on to LOGIN)."""
+    with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT,
+                      source_address=(GUESSER_IP, 0)) as smtp:
+        smtp.ehlo()
+        smtp.user, smtp.password = user, password
+        try:
+            code, _ = smtp.auth("PLAIN", smtp.auth_plain)
+        except smtplib.SMTPAuthenticationError as refused:
+            code = refused.smtp_code
+        return code
+
+
+def connect(server: ServerProcess, kind: str, source: str) -> RawClient:
+    sock = socket.create_connection(server.addr(kind), timeout=TIMEOUT,
+                                    source_address=(source, 0))
+    return RawClient(sock)
+
+
+def pop3_login(server: ServerProcess, source: str, user: bytes, password: bytes) -> bytes:
+    """USER and PASS from ``source``: the reply to PASS."""
+    client = connect(server, "pop3", source)
+    assert client.command(b"USER " + user).startswith(b"+OK")
+    reply = client.command(b"PASS " + password)
+    client.command(b"QUIT")
+    client.close()
+    return reply

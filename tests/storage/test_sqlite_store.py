@@ -21,6 +21,7 @@ from postwarden.storage.interfaces import (
     AlreadyExists,
     AttemptRecord,
     BlobRef,
+    LoginFailures,
     NewRecipient,
     NotFound,
     RecipientState,
@@ -303,6 +304,36 @@ class TestLoginRecords:
         assert store.directory.last_login("192.0.2.1") is None
         assert store.directory.last_login("192.0.2.2") == 200.0
         assert store.directory.last_login("192.0.2.3") == 300.0
+
+
+GUESSER, OTHER = "192.0.2.1", "192.0.2.2"
+
+
+class TestLoginFailures:
+    def test_counts_per_address_and_per_account_inside_the_window(
+        self, store: SqliteStore
+    ) -> None:
+        """By address over every account, by account over every address, after ``since``."""
+        for ip, account, at in ((GUESSER, "a", 10.0), (GUESSER, "b", 20.0), (OTHER, "a", 30.0)):
+            store.directory.record_login_failure(ip, account, at)
+        assert store.directory.login_failures(GUESSER, "a", 0.0) == LoginFailures(2, 2)
+        assert store.directory.login_failures(GUESSER, "a", 15.0) == LoginFailures(1, 1)
+        assert store.directory.login_failures(GUESSER, "a", 30.0) == LoginFailures(0, 0)
+        assert store.directory.login_failures("192.0.2.9", "c", 0.0) == LoginFailures(0, 0)
+
+    def test_forgetting_a_pair_keeps_the_other_failures(self, store: SqliteStore) -> None:
+        """A login as a from the guesser's address forgives neither b's nor a's elsewhere."""
+        for ip, account, at in ((GUESSER, "a", 10.0), (GUESSER, "b", 20.0), (OTHER, "a", 30.0)):
+            store.directory.record_login_failure(ip, account, at)
+        store.directory.forget_login_failures(GUESSER, "a")
+        assert store.directory.login_failures(GUESSER, "a", 0.0) == LoginFailures(1, 1)
+
+    def test_expire_drops_failures_up_to_the_cutoff(self, store: SqliteStore) -> None:
+        """Failures at or before the cutoff go and are counted; later ones stay."""
+        for at in (10.0, 20.0, 30.0):
+            store.directory.record_login_failure(GUESSER, "a", at)
+        assert store.directory.expire_login_failures(20.0) == 2
+        assert store.directory.login_failures(GUESSER, "a", 0.0) == LoginFailures(1, 1)
 
 
 @SQLITE_ONLY

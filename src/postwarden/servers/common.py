@@ -184,7 +184,7 @@ class Authenticator:
     a login never stalls the other connections and a flood of logins cannot
     queue ahead of a client with a clean record; unknown users cost the same
     time as wrong passwords, and failures are counted per client IP and per
-    account.
+    account in the store, so every process and node sharing it sees them.
 
     A verified login is remembered (as Dovecot's auth_cache): a keyed hash
     of the password with the stored hash it matched, so a mail client that
@@ -226,10 +226,11 @@ class Authenticator:
 
     async def _login(self, ip: str, username: str, password: str) -> tuple[LoginResult, str]:
         user = username.strip().lower()
-        now = time.monotonic()
-        if self.throttle.is_blocked(ip, user, now):
+        now = time.time()  # wall time: failures are shared with other processes and nodes
+        failed = await self.directory.login_failures(ip, user, self.throttle.since(now))
+        if self.throttle.is_blocked(failed.by_ip, failed.by_account, ip, user, now):
             return LoginResult.THROTTLED, ""
-        delay = self.throttle.penalty(ip, now)
+        delay = self.throttle.penalty(failed.by_ip, now)
         if delay:
             await asyncio.sleep(delay)
         account = await self.directory.get_account(user) if "@" in user else None
@@ -243,7 +244,7 @@ class Authenticator:
         else:
             self._verified.pop(user, None)
             try:
-                ok = await self.hashes.run(self.throttle.priority(ip, time.monotonic()),
+                ok = await self.hashes.run(self.throttle.priority(failed.by_ip, ip, now),
                                            verify_password, stored, password)
             except HashPoolBusy:
                 return LoginResult.BUSY, ""
@@ -252,9 +253,12 @@ class Authenticator:
                     del self._verified[next(iter(self._verified))]  # the oldest
                 self._verified[user] = (digest, stored)
         if ok and account is not None:
-            self.throttle.record_success(ip, user, time.monotonic())
+            self.throttle.record_success(ip, user, time.time())
+            if failed.by_ip or failed.by_account:  # else there is nothing to forget
+                await self.directory.forget_login_failures(ip, user)
             return LoginResult.OK, account.address
-        self.throttle.record_failure(ip, user, time.monotonic())
+        self.throttle.record_failure(time.time())
+        await self.directory.record_login_failure(ip, user, time.time())
         return LoginResult.FAILED, ""
 
     def close(self) -> None:

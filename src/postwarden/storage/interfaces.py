@@ -176,8 +176,17 @@ class Acceptance:
         return zip(self.local_accounts, prefixes, strict=True)
 
 
+@dataclass(frozen=True, slots=True)
+class LoginFailures:
+    """Failed logins inside the throttle's window, counted over every server sharing the
+    store: from one client address (any account), and for one account (any address)."""
+
+    by_ip: int = 0
+    by_account: int = 0
+
+
 class Directory(Protocol):
-    """Domains, accounts, aliases and the POP/IMAP-before-SMTP login record."""
+    """Domains, accounts, aliases, the POP/IMAP-before-SMTP login record, failed logins."""
 
     def is_local_domain(self, domain: str) -> bool: ...
     def list_domains(self) -> list[str]: ...
@@ -198,6 +207,12 @@ class Directory(Protocol):
     def record_login(self, ip: str, at: float) -> None: ...
     def last_login(self, ip: str) -> float | None: ...
     def expire_logins(self, before: float) -> int: ...
+
+    def record_login_failure(self, ip: str, account: str, at: float) -> None: ...
+    def login_failures(self, ip: str, account: str, since: float) -> LoginFailures: ...
+    # A successful login forgets the failures of that same (address, account) pair only.
+    def forget_login_failures(self, ip: str, account: str) -> None: ...
+    def expire_login_failures(self, before: float) -> int: ...
 
 
 class BlobStore(Protocol):

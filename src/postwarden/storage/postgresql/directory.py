@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from postwarden.storage.interfaces import Account, AlreadyExists, NotFound
+from postwarden.storage.interfaces import Account, AlreadyExists, LoginFailures, NotFound
 from postwarden.storage.postgresql.db import PgDatabase
 from postwarden.storage.postgresql.mailboxes import PgMailboxes
 
@@ -134,3 +134,29 @@ class PgDirectory:
             if db is None:
                 return 0
             return db.execute("DELETE FROM login_records WHERE at < %s", (before,)).rowcount
+
+    # --- failed logins, shared by every node ----------------------------------------------
+
+    def record_login_failure(self, ip: str, account: str, at: float) -> None:
+        with self._db.conn() as db:  # one statement: autocommit
+            db.execute("INSERT INTO auth_failures VALUES (%s, %s, %s)", (ip, account, at))
+
+    def login_failures(self, ip: str, account: str, since: float) -> LoginFailures:
+        with self._db.conn() as db:
+            row = db.execute(
+                "SELECT (SELECT count(*) FROM auth_failures WHERE ip = %s AND at > %s),"
+                " (SELECT count(*) FROM auth_failures WHERE account = %s AND at > %s)",
+                (ip, since, account, since)).fetchone()
+        assert row is not None
+        return LoginFailures(row[0], row[1])
+
+    def forget_login_failures(self, ip: str, account: str) -> None:
+        with self._db.conn() as db:
+            db.execute("DELETE FROM auth_failures WHERE ip = %s AND account = %s", (ip, account))
+
+    def expire_login_failures(self, before: float) -> int:
+        """One node at a time, as ``expire_logins``."""
+        with self._db.exclusive("login-failure-expiry") as db:
+            if db is None:
+                return 0
+            return db.execute("DELETE FROM auth_failures WHERE at <= %s", (before,)).rowcount

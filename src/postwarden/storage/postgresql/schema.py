@@ -177,4 +177,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE queue_messages ADD COLUMN lease_token text;
     """,
+    # 3: failed logins shared by every node (see the SQLite schema's migration 9).
+    """
+    CREATE TABLE auth_failures (
+        ip text NOT NULL,
+        account text NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE INDEX auth_failures_ip ON auth_failures(ip, at);
+    CREATE INDEX auth_failures_account ON auth_failures(account, at);
+    """,
 )

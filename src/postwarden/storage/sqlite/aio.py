@@ -27,6 +27,7 @@ from postwarden.storage.interfaces import (
     Account,
     AttemptRecord,
     BlobWriter,
+    LoginFailures,
     QueuedMessage,
 )
 from postwarden.storage.mailbox import Appended, Flag
@@ -129,6 +130,18 @@ class AsyncSqliteStore:
 
     async def expire_logins(self, before: float) -> int:
         return await self._write(self.store.directory.expire_logins, before)
+
+    async def record_login_failure(self, ip: str, account: str, at: float) -> None:
+        await self._write(self.store.directory.record_login_failure, ip, account, at)
+
+    async def login_failures(self, ip: str, account: str, since: float) -> LoginFailures:
+        return await self._read(self.store.directory.login_failures, ip, account, since)
+
+    async def forget_login_failures(self, ip: str, account: str) -> None:
+        await self._write(self.store.directory.forget_login_failures, ip, account)
+
+    async def expire_login_failures(self, before: float) -> int:
+        return await self._write(self.store.directory.expire_login_failures, before)
 
     # --- AsyncIntakeStore -----------------------------------------------------------
 

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from postwarden.storage.interfaces import Account, AlreadyExists, NotFound
+from postwarden.storage.interfaces import Account, AlreadyExists, LoginFailures, NotFound
 from postwarden.storage.sqlite.db import Database
 from postwarden.storage.sqlite.mailboxes import SqliteMailboxes
 
@@ -133,3 +133,28 @@ class SqliteDirectory:
     def expire_logins(self, before: float) -> int:
         with self._db.tx() as db:
             return db.execute("DELETE FROM login_records WHERE at < ?", (before,)).rowcount
+
+    # --- failed logins, shared by every process on the store ------------------------
+
+    def record_login_failure(self, ip: str, account: str, at: float) -> None:
+        with self._db.tx() as db:
+            db.execute("INSERT INTO auth_failures VALUES (?, ?, ?)", (ip, account, at))
+
+    def login_failures(self, ip: str, account: str, since: float) -> LoginFailures:
+        row = self._db.conn.execute(_COUNT_FAILURES, (ip, since, account, since)).fetchone()
+        return LoginFailures(row[0], row[1])
+
+    def forget_login_failures(self, ip: str, account: str) -> None:
+        with self._db.tx() as db:
+            db.execute("DELETE FROM auth_failures WHERE ip = ? AND account = ?", (ip, account))
+
+    def expire_login_failures(self, before: float) -> int:
+        with self._db.tx() as db:
+            return db.execute("DELETE FROM auth_failures WHERE at <= ?", (before,)).rowcount
+
+
+# Both counts in one statement; each uses its own index.
+_COUNT_FAILURES = (
+    "SELECT (SELECT count(*) FROM auth_failures WHERE ip = ? AND at > ?),"
+    " (SELECT count(*) FROM auth_failures WHERE account = ? AND at > ?)"
+)

@@ -125,4 +125,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     """
     ALTER TABLE queue_messages ADD COLUMN lease_token TEXT;
     """,
+    # 9: failed logins, counted per client address and per account inside the
+    # throttle's window by every server sharing the store (a guesser cannot
+    # spread over processes or nodes); swept once they leave the window.
+    """
+    CREATE TABLE auth_failures (
+        ip TEXT NOT NULL,
+        account TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX auth_failures_ip ON auth_failures(ip, at);
+    CREATE INDEX auth_failures_account ON auth_failures(account, at);
+    """,
 )
