@@ -12,7 +12,7 @@ import contextlib
 import re
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -205,3 +205,15 @@ def message_id(tx: Transaction) -> str:
     found = _MESSAGE_ID.search(tx.data)
     assert found is not None, tx.data[:200]
     return found.group(1).decode()
+
+
+@contextlib.asynccontextmanager
+async def running_sink() -> AsyncIterator[Sink]:
+    """A started sink, opened (its held sessions let go) and closed at the end."""
+    peer = Sink()
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        peer.open.set()
+        await peer.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from deliveryworld import World, make_config
-from smtppeers import Peer, Sink, Transaction, message_id
+from smtppeers import Peer, Sink, Transaction, message_id, running_sink
 
 from postwarden.config import RelayConfig
 from postwarden.intake.accept import Intake
@@ -52,11 +52,8 @@ async def queue_messages(server: ServerProcess, n: int) -> None:
 
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:
-    peer = Sink()
-    await peer.start()
-    yield peer
-    peer.open.set()
-    await peer.close()
+    async with running_sink() as peer:
+        yield peer
 
 
 @contextlib.asynccontextmanager

@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from imapclient import IMAPClient
 
-from delivery.smtppeers import Sink, message_id
+from delivery.smtppeers import Sink, message_id, running_sink
 from pgcluster import PgCluster
 from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
@@ -105,11 +105,8 @@ def local_ids(node: ServerProcess) -> Counter[str]:
 
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:
-    peer = Sink()
-    await peer.start()
-    yield peer
-    peer.open.set()
-    await peer.close()
+    async with running_sink() as peer:
+        yield peer
 
 
 class TestThreeNodes:
