@@ -32,12 +32,11 @@ from delivery.smtppeers import Sink, message_id, running_sink
 from pgcluster import PgCluster
 from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
-# The issue asks for 5,000. Accepting them over SMTP takes about two minutes
-# on the shared 2-core machine this was written on (three nodes, PostgreSQL
-# and the test's clients on two cores, under others' load: about 40 messages
-# a second), over the suite's per-test limit; 2,000 keep it near a minute
-# there and exercise the same paths (the kill lands mid-delivery either way).
-N = 2000
+# The number the issue asks for. Measured on the shared 2-core machine this
+# was written on, under others' load (load average 10-13): 88 s for this
+# test, most of it the SMTP acceptance (three nodes, PostgreSQL and the
+# test's clients on two cores); far less on a quiet machine.
+N = 5000
 ACTIVE_WINDOW = 100  # leases one node holds at most: the bound on remote duplicates
 CLIENTS_PER_NODE = 3  # SMTP connections submitting at once to each node
 ALICE = f"alice@{DOMAIN}"
