@@ -43,6 +43,7 @@ class Database:
         self.path = path
         self._local = threading.local()
         self._observer: CommitObserver | None = None
+        self._reading = _Reading(self)
 
     def observe(self, observer: CommitObserver) -> None:
         """From now on (the schema exists), tell ``observer`` of every commit."""
@@ -65,10 +66,9 @@ class Database:
             self._local.conn = conn
         return conn
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> _Reading:
         """This thread's connection, for reads (WAL: each statement sees the latest commit)."""
-        yield self.conn
+        return self._reading
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -146,6 +146,22 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class _Reading:
+    """``Database.read()``: a plain context manager, as status and UID-list reads run
+    thousands of times a second (a generator-based one added ~15 % to a status read)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self._db.conn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _fold(text: str | None) -> str:
