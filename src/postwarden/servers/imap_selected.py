@@ -341,17 +341,22 @@ class SelectedCommands(SessionCore):
         if uses_modseq(command.key) and uids:
             metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids))
             modseq = max(meta.modseq for meta in metas) if metas else None
+        # SORT and THREAD parse every Date and Subject they are given (seconds of CPU
+        # for 100,000 messages): done beside the metadata read, off the event loop.
         match command:
             case c.Sort(criteria=criteria):
-                metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids),
-                                                 Field.HEADERS | Field.SIZE | Field.INTERNALDATE)
-                ordered = sort_uids(metas, criteria)
+                ordered = await mailboxes.read_messages(
+                    view.mailbox.id, UidSet.from_uids(uids),
+                    Field.HEADERS | Field.SIZE | Field.INTERNALDATE,
+                    lambda metas, _: sort_uids(metas, criteria))
                 self.machine.send(r.SortData(self._numbers(view, ordered, command.uid), modseq))
             case c.Thread(algorithm=algorithm):
-                metas = await mailboxes.metadata(view.mailbox.id, UidSet.from_uids(uids),
-                                                 Field.HEADERS | Field.INTERNALDATE)
-                number = (lambda u: u) if command.uid else (lambda u: view.number(u) or 0)
-                self.machine.send(r.ThreadData(thread(algorithm, metas, number)))
+                shown = dict(zip(uids, uids if command.uid else  # read on another thread
+                                 [view.number(u) or 0 for u in uids], strict=True))
+                threads = await mailboxes.read_messages(
+                    view.mailbox.id, UidSet.from_uids(uids), Field.HEADERS | Field.INTERNALDATE,
+                    lambda metas, _: thread(algorithm, metas, shown.__getitem__))
+                self.machine.send(r.ThreadData(threads))
             case c.Search(returns=None):
                 self.machine.send(r.SearchData(self._numbers(view, uids, command.uid), modseq))
             case c.Search(returns=returns):
