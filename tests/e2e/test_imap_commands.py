@@ -1,14 +1,17 @@
 """Commands of issue 10 not driven elsewhere over a real socket: AUTHENTICATE with
 SASL-IR and AUTH=LOGIN, NAMESPACE, ID, CHECK, UNSELECT, LSUB, ENABLE IMAP4rev2,
-STATUS SIZE, HEADER.FIELDS.NOT / MIME / TEXT sections, SEARCH keys, STORE
-UNCHANGEDSINCE, and no EXPUNGE during FETCH, STORE or SEARCH."""
+STATUS SIZE, APPEND with a date, HEADER.FIELDS.NOT / MIME / TEXT sections, SEARCH
+keys (UTF-8 text too), STORE UNCHANGEDSINCE, and no EXPUNGE during FETCH, STORE or
+SEARCH."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import re
 import smtplib
 import socket
+from email.utils import parsedate_to_datetime
 from typing import BinaryIO
 
 import pytest
@@ -170,6 +173,45 @@ class TestSessionCommands:
                                             b"d OK SEARCH completed\r\n"]
         assert raw.send("e UNSELECT") == [b"e OK UNSELECT completed\r\n"]
         assert raw.send("f FETCH 1 FLAGS") == [b"f BAD No mailbox selected\r\n"]
+        raw.close()
+
+
+class TestAppend:
+    def test_append_with_flags_and_date(self, imap_world: IMAPWorld) -> None:
+        """APPEND's flags and date-time become the message's FLAGS and INTERNALDATE."""
+        client = imap_world.login(imap_world.new_account())
+        message = b"From: me@example.test\r\nSubject: dated\r\n\r\nhello\r\n"
+        ok(client.append("INBOX", "(\\Seen $Later)", '"02-Jan-2026 03:04:05 +0100"', message))
+        ok(client.select("INBOX", readonly=True))
+        fetched = ok(client.fetch("1", "(FLAGS INTERNALDATE)"))[0]
+        when = re.search(rb'INTERNALDATE "([ \d]\d-\w{3}-\d{4} [\d:]{8} [-+]\d{4})"', fetched)
+        assert when is not None, fetched
+        assert parsedate_to_datetime(when[1].decode().strip()) == datetime.datetime(
+            2026, 1, 2, 2, 4, 5, tzinfo=datetime.UTC)
+        assert b"\\Seen" in fetched and b"$Later" in fetched, fetched
+        client.logout()
+
+
+class TestUtf8Search:
+    def test_search_charset_utf8_in_subject_and_body(self, imap_world: IMAPWorld) -> None:
+        """SEARCH CHARSET UTF-8 with a literal: an encoded-word Subject and a UTF-8 body
+        are found without regard to case."""
+        account = imap_world.new_account()
+        imap_world.deliver(account, subject="Grüße aus Köln", body="Schöne Straße\n")
+        imap_world.deliver(account, subject="plain", body="nothing\n")
+        raw = Raw(imap_world)
+        raw.send(f'a LOGIN {account} "{PASSWORD}"')
+        raw.send("b SELECT INBOX")
+        for tag, key, word in (("c", "SUBJECT", "GRüße"), ("d", "BODY", "straße"),
+                               ("e", "TEXT", "köln")):
+            data = word.encode()
+            raw.sock.sendall(f"{tag} SEARCH CHARSET UTF-8 {key} {{{len(data)}+}}\r\n".encode()
+                             + data + b"\r\n")
+            lines = []
+            while not lines or not lines[-1].startswith(tag.encode() + b" "):  # to EOF
+                lines.append(raw.reader.readline())
+                assert lines[-1], lines
+            assert lines == [b"* SEARCH 1\r\n", tag.encode() + b" OK SEARCH completed\r\n"]
         raw.close()
 
 
