@@ -277,6 +277,27 @@ class TestSearchKeys:
         client.logout()
 
 
+class TestStore:
+    def test_add_remove_replace_and_silent(self, imap_world: IMAPWorld, toured: str) -> None:
+        """+FLAGS adds, -FLAGS removes, FLAGS replaces (each answered with the new flags;
+        \\Recent, this session's, left aside); .SILENT answers only the tagged OK."""
+        raw = Raw(imap_world)
+        raw.send(f'a LOGIN {toured} "{PASSWORD}"')
+        raw.send("b SELECT INBOX")
+
+        def store(tag: str, command: str) -> list[bytes]:
+            return [line.replace(b" \\Recent", b"").replace(b"(\\Recent", b"(")
+                    for line in raw.send(f"{tag} {command}")]
+
+        assert store("c", "STORE 1 +FLAGS (\\Seen $A)")[0] == b"* 1 FETCH (FLAGS (\\Seen $A))\r\n"
+        assert store("d", "STORE 1 -FLAGS ($A)")[0] == b"* 1 FETCH (FLAGS (\\Seen))\r\n"
+        assert store("e", "STORE 1 FLAGS (\\Flagged $B)")[0] == (
+            b"* 1 FETCH (FLAGS (\\Flagged $B))\r\n")
+        assert store("f", "STORE 1 -FLAGS.SILENT (\\Flagged)") == [b"f OK STORE completed\r\n"]
+        assert store("g", "FETCH 1 (FLAGS)")[0] == b"* 1 FETCH (FLAGS ($B))\r\n"
+        raw.close()
+
+
 class TestConditionalStore:
     def test_unchangedsince_refuses_a_changed_message(self, imap_world: IMAPWorld,
                                                       toured: str) -> None:
