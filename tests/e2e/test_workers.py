@@ -241,6 +241,18 @@ class TestTwoWorkers:
             raise AssertionError("SMTP never reached the other worker")
 
 
+    def test_a_worker_that_does_not_drain_is_killed_and_serve_still_ends(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """SIGTERM with one worker stopped (SIGSTOP): killed after the grace, exit 0."""
+        server = make_server(limits={"shutdown_grace_seconds": 1})
+        server.start(serve_args=["--workers", "2"])
+        stuck = worker_pids(server, 2)[2]
+        os.kill(stuck, signal.SIGSTOP)
+        assert server.stop() == 0
+        assert f"pid={stuck} " in server.wait_for_log("worker-killed", "worker=2") + " "
+        assert not Path(f"/proc/{stuck}").exists()
+
+
 class TestBadInput:
     @pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
     def test_bad_worker_counts_are_one_line_errors(self, tmp_path: Path, value: str) -> None:

@@ -101,6 +101,7 @@ class Supervisor:
         self.on_ready = on_ready  # once, when every worker is first ready
         self.on_hangup = on_hangup  # SIGHUP, before it is forwarded
         self.stopping: float | None = None  # when SIGTERM came
+        self.kill_at: float | None = None  # then SIGKILL for what still runs, once
         self.all_ready = False
         self.failed = 0  # a worker's exit status when it died before the first READY
         self._selector = selectors.DefaultSelector()
@@ -141,7 +142,8 @@ class Supervisor:
         for worker in self.workers:
             if worker.restart_at is not None and worker.restart_at <= now:
                 self._spawn(worker)
-        if self.stopping is not None and now > self.stopping + self.grace + KILL_AFTER:
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
             for worker in self.workers:
                 if worker.pid:
                     log.warning(kv("worker-killed", worker=worker.index, pid=worker.pid,
@@ -153,8 +155,8 @@ class Supervisor:
         """Until the next restart, kill deadline or watchdog ping is due."""
         now = time.monotonic()
         due = [w.restart_at for w in self.workers if w.restart_at is not None]
-        if self.stopping is not None:
-            due.append(self.stopping + self.grace + KILL_AFTER)
+        if self.kill_at is not None:
+            due.append(self.kill_at)
         if self.notifier.watchdog_seconds is not None:
             due.append(now + self.notifier.watchdog_seconds / 2)
         return max(0.0, min(due) - now) if due else None
@@ -174,6 +176,7 @@ class Supervisor:
 
     def _stop(self, sig: signal.Signals) -> None:
         self.stopping = time.monotonic()
+        self.kill_at = self.stopping + self.grace + KILL_AFTER
         self.notifier.send(STOPPING=1, STATUS=f"stopping {self._running()} workers")
         for worker in self.workers:
             worker.restart_at = None
