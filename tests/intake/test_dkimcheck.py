@@ -14,7 +14,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dkim.canonicalization import CanonicalizationPolicy
+from dkim.canonicalization import CanonicalizationPolicy, Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,9 +165,21 @@ def ours(message: bytes) -> tuple[object, object]:
     return parsed.headers, parsed.body
 
 
+# Messages as SMTP delivers them: CRLF line ends only (the fast path).
+CRLF_MESSAGES = st.lists(st.sampled_from([b"\r\n", b"\r\n\r\n", b"\r\n ", b"\r\n\t", b" ",
+                                          b"From: a", b"x-y:", b"B", b"From x", b"\r"]),
+                         max_size=30).map(b"".join)
+
+
 @settings(max_examples=400)
 @given(FIELD_BYTES)
 def test_parse_splits_as_dkimpy_does(message: bytes) -> None:
+    assert ours(message) == rfc822(message)
+
+
+@settings(max_examples=400)
+@given(CRLF_MESSAGES)
+def test_parse_splits_crlf_messages_as_dkimpy_does(message: bytes) -> None:
     assert ours(message) == rfc822(message)
 
 
@@ -175,6 +187,7 @@ def test_parse_splits_as_dkimpy_does(message: bytes) -> None:
     MESSAGE, b"\r\n" + MESSAGE, MESSAGE.replace(b"\r\n\r\n", b"\r\n\n"),
     MESSAGE + b"bare\nLF\r\n", b"A: b\r\n", b"A: b", b" folded first\r\n\r\nbody\r\n",
     b"Bad line\r\n\r\nbody", b"A: b\r\n\r\n\r\n\r\n",
+    b"A: b\r\n c\r\n\td\r\nE:f\r\n\r\nbody\r\n", b"From x\r\nA: b\r\n\r\n",
 ])
 def test_parse_splits_these_as_dkimpy_does(message: bytes) -> None:
     assert ours(message) == rfc822(message)
@@ -199,3 +212,9 @@ def test_emptying_b_in_these_is_dkimpys(value: bytes) -> None:
 def test_body_canonicalisation_is_dkimpys(body: bytes, c: bytes) -> None:
     policy = CanonicalizationPolicy.from_c_value(c)
     assert dkimcheck.signed_body(policy, body) == policy.canonicalize_body(body)
+
+
+@settings(max_examples=400)
+@given(FIELD_BYTES, FIELD_BYTES)
+def test_relaxed_field_canonicalisation_is_dkimpys(name: bytes, value: bytes) -> None:
+    assert [dkimcheck.relaxed_field(name, value)] == Relaxed.canonicalize_headers([(name, value)])

@@ -24,8 +24,11 @@ on generated input, by ``tests/intake/test_dkimcheck.py``):
 
 - ``parse`` does not split and rejoin the body of a message without bare LF
   (all SMTP mail: the protocol machine refuses bare LF), which is what
-  ``rfc822_parse`` would turn it back into;
-- only the header fields the signature names are canonicalised, not all;
+  ``rfc822_parse`` would turn it back into, and splits its header fields
+  with ``rfc822_parse``'s pattern compiled once (any line it would refuse or
+  skip is left to ``rfc822_parse`` itself);
+- only the header fields the signature names are canonicalised, not all, with
+  relaxed canonicalisation's two patterns compiled once;
 - ``b=`` is emptied by a regular expression equal to dkimpy's ``RE_BTAG``
   (its folding whitespace ``(?:(?:\\s*\\r?\\n)?\\s+)?`` matches exactly what
   ``\\s*`` matches) that does not try each folding form at every character;
@@ -60,6 +63,9 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2: smaller keys do not verify
 _SPACE = re.compile(rb"\s+")
 _COLON = re.compile(rb"\s*:\s*")
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # rfc822_parse's
+_LINE_END = re.compile(rb"\r?\n")  # relaxed header canonicalisation's unfolding, as dkimpy's
+_WSP = re.compile(rb"[\t ]+")  # and its whitespace
 _BTAG = re.compile(rb"([;\s]b\s*=)(?:[\s0-9A-Za-z+/=]*[0-9A-Za-z+/=])?(?:\r?\n\Z)?")
 
 
@@ -75,13 +81,27 @@ def parse(message: bytes) -> Message:
     """``dkim.rfc822_parse(message)``; raises what it raises (``MessageFormatError``)."""
     end = message.find(b"\r\n\r\n")
     if end > 0 and not message.startswith(b"\r\n") \
-            and message.count(b"\n") == message.count(b"\r\n"):
+            and message.count(b"\n") == message.count(b"\r\n") \
+            and (headers := _fields(message[: end + 2])) is not None:
         # Lines end in CRLF only: the header section ends at the first empty line,
         # and the body's lines joined by CRLF again are the bytes after it.
-        headers, _ = dkim.rfc822_parse(message[: end + 2])
         return Message(headers, message[end + 4:])
     headers, body = dkim.rfc822_parse(message)
     return Message(headers, body)
+
+
+def _fields(head: bytes) -> list[list[bytes]] | None:
+    """The fields of a CRLF-only header section as ``rfc822_parse`` makes them, or None
+    for a section it would refuse or where it would skip a line (let it do those)."""
+    fields: list[list[bytes]] = []
+    for line in head[:-2].split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1] += line + b"\r\n"
+        elif m := _FIELD_NAME.match(line):
+            fields.append([m.group(1), line[m.end():] + b"\r\n"])
+        else:
+            return None
+    return fields
 
 
 def signed_body(policy: CanonicalizationPolicy, body: bytes) -> bytes:
@@ -146,11 +166,18 @@ def _header_hash(policy: CanonicalizationPolicy, headers: list[list[bytes]],
     """SHA-256 over the signed fields, then the signature's own field without ``b=`` and
     its line end (RFC 6376 §3.7), as ``dkim.hash_headers`` computes it."""
     digest = hashlib.sha256()
-    signed = policy.canonicalize_headers(dkim.select_headers(headers, include))
-    [(name, value)] = policy.canonicalize_headers([(field[0], without_signature(field[1]))])
-    for field_name, field_value in [*signed, (name, value.rstrip())]:
-        digest.update(field_name + b":" + field_value)
+    signed = [*dkim.select_headers(headers, include), (field[0], without_signature(field[1]))]
+    if policy.header_algorithm is Relaxed:
+        signed = [relaxed_field(name, value) for name, value in signed]
+    signed[-1] = (signed[-1][0], signed[-1][1].rstrip())
+    for name, value in signed:
+        digest.update(name + b":" + value)
     return digest.digest()
+
+
+def relaxed_field(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """``Relaxed.canonicalize_headers([(name, value)])[0]`` with its patterns compiled once."""
+    return name.lower().rstrip(), _WSP.sub(b" ", _LINE_END.sub(b"", value)).strip() + b"\r\n"
 
 
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey

@@ -14,6 +14,9 @@ import re
 from postwarden.storage.interfaces import BlobRef, BlobWriter
 
 _AR = re.compile(rb"^authentication-results[ \t]*:[ \t\r\n]*([^ \t\r\n;]+)", re.IGNORECASE)
+# Every field that _AR could match starts a line like this (a superset: it also looks
+# after a bare LF, where fields are not split).
+_ANY_AR = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 class HeldWriter:
@@ -42,6 +45,9 @@ class HeldWriter:
         data, self.buffer = bytes(self.buffer or b""), None
         end = data.find(b"\r\n\r\n")
         head, body = (data, b"") if end < 0 else (data[: end + 2], data[end + 2:])
+        if not _ANY_AR.search(head):  # the usual case: no field to look at, none to drop
+            self.inner.write(header + data)
+            return 0
         fields = re.split(rb"\r\n(?![ \t])", head)
         ours = authserv_id.lower().encode()
         kept = [f for f in fields
