@@ -273,7 +273,12 @@ async def _gather(dns: AuthDNS, cfg: AuthChecksConfig, envelope: Awaitable[Envel
     dmarc_step = _dmarc(dns, from_domain, from_org) if from_domain else _no_dmarc(from_problem)
     keys = (_key_name(s) for s in sigs if s.domain and s.selector)
     if _cached(dns, *keys, f"_dmarc.{from_domain}" if from_domain else ""):
-        (dkims, arc), dmarc, env = await dkim_step, await dmarc_step, await envelope
+        try:
+            env = await envelope
+            (dkims, arc), dmarc = await dkim_step, await dmarc_step
+        finally:  # after an error, the steps not reached are dropped, not left unawaited
+            dkim_step.close()
+            dmarc_step.close()
     else:
         env, (dkims, arc), dmarc = await asyncio.gather(envelope, dkim_step, dmarc_step)
     mf_domain = env.spf_mailfrom.domain if "@" in mail_from else ""
