@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/imap.py [--messages 100000] [--repeat 3] [--idle 1000]
                                    [--server both|dovecot|postwarden] [--no-install]
-                                   [--backend sqlite|postgresql|both]
+                                   [--backend sqlite|postgresql|both] [--keep DIR]
 
 Each server gets an INBOX of ``--messages`` messages from ``corpus.py``
 (seeded, 2-20 KB, some multipart), then, warm:
@@ -37,6 +37,10 @@ its side reports "postwarden IMAP not built yet" and Dovecot runs alone.
 (``pgserver.py``) instead of SQLite, as column ``postwarden-pg``; ``both``
 runs the two, one after the other, with the same corpus.
 
+``--keep DIR`` loads postwarden's SQLite store into DIR once and serves it
+again on later runs with the same ``--messages`` (no SMTP load; for
+comparing FETCH before and after a change, back to back, on the same store).
+
 Run by hand, never by ``make test``. Loopback only; temp dirs and servers are
 removed at exit, on Ctrl-C and on SIGTERM. 100,000 messages take ~850 MB of
 disk per server and a few minutes to generate and load.
@@ -49,6 +53,7 @@ import asyncio
 import contextlib
 import imaplib
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -67,11 +72,14 @@ import dovecot_instance
 import pgserver
 from common import (
     PASSWORD,
+    POSTWARDEN,
     USER,
+    Server,
     apt_install,
     expect,
     raise_fd_limit,
     start_postwarden,
+    stored_messages,
     tree_pss_kb,
 )
 from dovecot_instance import DovecotInstance
@@ -163,22 +171,48 @@ def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace,
     ``max_connections`` (``args.idle + 100``) also raises the IMAP connection
     budget and the per-user and per-IP session limits (``make_config``).
     """
-    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-imap-")))
+    keep = None if on_postgresql else args.keep  # a PostgreSQL run starts its database afresh
+    kept = keep is not None and kept_store(keep, args.messages)
+    if keep is not None:
+        root = keep
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-imap-")))
     dsn = pgserver.database(pgserver.start(stack)) if on_postgresql else ""
-    server = start_postwarden(root, max_connections=args.idle + 100,
-                              listeners=("smtp", "imap"), dsn=dsn)
+    if kept:  # the config of the run that loaded it: its limits, ports 0
+        server = Server([POSTWARDEN, "-c", str(root / "postwarden.toml"), "serve"], root,
+                        "postwarden ready").start()
+    else:
+        if keep is not None:  # a partial or other-sized load: start again
+            for child in root.iterdir():
+                (shutil.rmtree if child.is_dir() else Path.unlink)(child)
+        server = start_postwarden(root, max_connections=args.idle + 100,
+                                  listeners=("smtp", "imap"), dsn=dsn)
     stack.callback(server.stop)
     if "imap" not in server.ports:
         raise NotAvailable(NOT_BUILT)
-    started = time.perf_counter()
-    count = asyncio.run(deliver_over_smtp(server.port, args))
-    loaded = time.perf_counter() - started
-    note = f"{count} messages delivered over SMTP in {loaded:.0f} s (generation included)"
+    if kept:
+        note = f"{args.messages} messages kept in {root} by an earlier run"
+    else:
+        started = time.perf_counter()
+        count = asyncio.run(deliver_over_smtp(server.port, args))
+        loaded = time.perf_counter() - started
+        note = f"{count} messages delivered over SMTP in {loaded:.0f} s (generation included)"
     if dsn:
         return Target("postwarden-pg", server.ports["imap"], USER, PASSWORD, server.pid, note,
                       dsn=dsn)
     return Target("postwarden", server.ports["imap"], USER, PASSWORD, server.pid, note,
                   database=root / "var" / "postwarden.sqlite3")
+
+
+def kept_store(root: Path, messages: int) -> bool:
+    """Does ``root`` hold a finished load of exactly ``messages`` messages?"""
+    if not (root / "postwarden.toml").exists():
+        return False
+    try:
+        return stored_messages(root) == messages
+    except sqlite3.Error:
+        return False
 
 
 def dot_stuff(raw: bytes) -> bytes:
@@ -463,6 +497,8 @@ def main() -> None:
     parser.add_argument("--dovecot-scheme", default="SSHA512",
                         help="Dovecot's password hash scheme (default SSHA512; Dovecot "
                              "verifies the hash on every login, cache or not)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="postwarden's store: load into DIR once, serve it again later")
     args = parser.parse_args()
     if args.messages < 1:
         sys.exit("--messages must be at least 1")
