@@ -17,8 +17,10 @@ from postwarden.mail.mime_codec import loads
 from postwarden.mail.mime_decode import TransferDecoder, decode_body, extract_text
 from postwarden.mail.mime_headers import (
     _scanned_content_type,
+    field_lines,
     field_values,
     parse_content_type,
+    raw_fields,
 )
 from postwarden.mail.sortkeys import (
     Subject,
@@ -260,3 +262,54 @@ class TestBodyText:
     def test_limit_bounds_the_text(self) -> None:
         """At most ``limit`` characters come back."""
         assert len(extract_text(parse_message(self.MESSAGE), self.read, 6)) <= 6
+
+
+def _fields_line_by_line(header: bytes, names: tuple[str, ...]) -> bytes:
+    """The reference for ``raw_fields``: walk the lines (each with its line end)
+    up to the blank one that ends the header; a line that starts a field
+    decides for it and its folded lines whether they are kept."""
+    wanted = {n.lower().encode() for n in names}
+    lines = [line + b"\n" for line in header.split(b"\n")]
+    lines[-1] = lines[-1][:-1]  # the text after the last line end, if any
+    out: list[bytes] = []
+    keep = False
+    for at, line in enumerate(lines):
+        if line == b"\r\n" and at > 0:
+            break
+        if line[:1] not in (b" ", b"\t"):
+            name, colon, _ = line.partition(b":")
+            keep = bool(colon) and name.rstrip(b" \t").lower() in wanted
+        if keep:
+            out.append(line)
+    return b"".join(out)
+
+
+_HEADER_PIECES = st.sampled_from([
+    b"From", b"from", b"SUBJECT", b"Date", b"X-Date", b"Dates", b":", b" ", b"\t", b"\r",
+    b"\n", b"\r\n", b"x", b"\n ", b"\n\t", b"Subject :", b"date\t:", b"\x00", b"\xff"])
+
+
+class TestRawFields:
+    """FETCH BODY[HEADER.FIELDS] selection: one regex scan that jumps from line to
+    line, checked against a walk over the lines (any bytes, folding, bare LF,
+    a last field with no line end, names in any case)."""
+
+    NAMES = ("FROM", "Subject", "date")
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.lists(_HEADER_PIECES, max_size=30).map(b"".join))
+    def test_matches_a_walk_over_the_lines(self, header: bytes) -> None:
+        expected = _fields_line_by_line(header, self.NAMES)
+        assert raw_fields(header, self.NAMES) == expected
+        assert field_lines(raw_fields(header, ("from", "subject", "date", "to")),
+                           self.NAMES) == expected
+
+    @pytest.mark.parametrize(("header", "expected"), [
+        (b"From: a\r\n b\r\nTo: c\r\nDATE : d\r\n\r\nFrom: body\r\n",
+         b"From: a\r\n b\r\nDATE : d\r\n"),
+        (b"To: c\nsubject: s", b"subject: s"),  # no line end at all after the last field
+        (b"X-From: x\r\nFromage: y\r\n", b""),
+        (b"", b""),
+    ])
+    def test_examples(self, header: bytes, expected: bytes) -> None:
+        assert raw_fields(header, self.NAMES) == expected

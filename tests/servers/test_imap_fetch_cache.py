@@ -67,7 +67,7 @@ def wire(store: SqliteStore, fields: tuple[str, ...], partial: Partial | None,
         raise OSError(f"read {name}")
 
     read = store.mailboxes.read_blob if files else no_files
-    done = imap_fetch.render_wire(read, plan, list(enumerate(metas, 1)), range(0).__contains__)
+    done = imap_fetch.render_wire(read, plan, list(enumerate(metas, 1)), ())
     return done.data, done.failed
 
 
@@ -104,8 +104,9 @@ def test_direct_encoding_matches_the_encoder(store: SqliteStore) -> None:
     plan = imap_fetch.plan(attributes, uid=False, modseq=True, utf8=False)
     metas = store.mailboxes.metadata(box, UidSet.all(), plan.fields | Field.SIZE)
     batch = list(enumerate(metas, 1))
-    recent = range(3, 9).__contains__
-    objects = imap_fetch.render(store.mailboxes.read_blob, plan, batch, is_recent=recent)
-    direct = imap_fetch.render_wire(store.mailboxes.read_blob, plan, batch, is_recent=recent)
+    recent = range(3, 9)
+    objects = imap_fetch.render(store.mailboxes.read_blob, plan, batch,
+                                is_recent=recent.__contains__)
+    direct = imap_fetch.render_wire(store.mailboxes.read_blob, plan, batch, (recent,))
     assert direct.data == b"".join(encoder.fetch(x) for x in objects.responses)
     assert b"\\Recent" in direct.data and b"$Junk" in direct.data

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from postwarden.mail import mime_codec
 from postwarden.mail.mime import MessageStructure, parse_message
+from postwarden.mail.mime_headers import field_lines
 from postwarden.protocol.imap import bodystructure as bs
 from postwarden.protocol.imap import encoder
 from postwarden.protocol.imap import responses as r
@@ -269,42 +270,53 @@ class _Uncached(Exception):
     """This message needs the general path (its header fields are not cached yet)."""
 
 
-_Piece = Callable[[MessageMeta, bool], bytes]  # one attribute of a message, encoded
+_Value = Callable[[MessageMeta, bool], bytes | int]  # one attribute's value, ready to format
 
 
-def _piece(attribute: FetchAttribute, utf8: bool) -> _Piece | None:
-    """The direct encoder of an attribute a message list asks for, None for the rest.
+def _direct(attribute: FetchAttribute, utf8: bool) -> tuple[bytes, _Value] | None:
+    """The response template and value of an attribute a message list asks for,
+    None for the rest.
 
     FETCH 1:* of UID, FLAGS, sizes, dates and the usual header fields is what
-    clients send to draw a mailbox; these skip the response objects (the
-    bytes are what ``encoder.fetch`` writes for the same items).
+    clients send to draw a mailbox; these skip the response objects and go
+    into one %-format per message (the bytes are what ``encoder.fetch``
+    writes for the same items).
     """
     match attribute:
         case BodySection(section=section, partial=partial) if _from_head(section):
-            name = attribute.response_name().encode("ascii") + b" "
-            fields = SectionRange(0, 0, fields=section.fields)
+            name = attribute.response_name().encode("ascii")
+            names = section.fields
 
             def head(meta: MessageMeta, _: bool) -> bytes:
                 if meta.head is None:
                     raise _Uncached
-                return name + encoder.nstring(fields.body_data(meta.head, partial), utf8=utf8)
-            return head
+                data = field_lines(meta.head, names) + b"\r\n"  # as ``filter_header_fields``
+                if partial is not None:
+                    return encoder.string(data[partial.offset:partial.offset + partial.length],
+                                          utf8=utf8)
+                return b"{%d}\r\n%b" % (len(data), data)  # a CRLF in it: always a literal
+            return name + b" %b", head
         case Simple.FLAGS:
-            rendered: dict[tuple[Flag, frozenset[str], bool], bytes] = {}
-
-            def flags(meta: MessageMeta, recent: bool) -> bytes:
-                key = (meta.flags, meta.keywords, recent)
-                found = rendered.get(key)
-                if found is None:  # a mailbox has few distinct flag sets
-                    found = rendered[key] = b"FLAGS " + encoder.flag_list(flag_names(*key))
-                return found
-            return flags
+            return b"FLAGS %b", _flag_list()
         case Simple.RFC822_SIZE:
-            return lambda meta, _: b"RFC822.SIZE %d" % _blob(meta).size
+            return b"RFC822.SIZE %d", lambda meta, _: _blob(meta).size
         case Simple.INTERNALDATE:
-            return lambda meta, _: b"INTERNALDATE " + encoder.date_time(
+            return b"INTERNALDATE %b", lambda meta, _: encoder.date_time(
                 datetime.datetime.fromtimestamp(meta.internaldate, datetime.UTC))
     return None
+
+
+def _flag_list() -> Callable[[MessageMeta, bool], bytes]:
+    """A message's FLAGS list, each distinct one encoded once (a mailbox has few)."""
+    rendered: dict[tuple[Flag, frozenset[str], bool], bytes] = {}
+
+    def flags(meta: MessageMeta, recent: bool) -> bytes:
+        key = (meta.flags, meta.keywords, recent)
+        found = rendered.get(key)
+        if found is None:
+            found = rendered[key] = encoder.flag_list(flag_names(*key))
+        return found
+    return flags
 
 
 def _blob(meta: MessageMeta) -> BlobHandle:
@@ -313,35 +325,74 @@ def _blob(meta: MessageMeta) -> BlobHandle:
     return meta.blob
 
 
+def _recent_in(claims: Sequence[range], batch: Sequence[tuple[int, MessageMeta]]
+               ) -> Callable[[int], bool]:
+    """\\Recent by UID for a batch (ascending UIDs): the claims that reach into it
+    are picked once; usually none do, and no message needs a test."""
+    low, high = batch[0][1].uid, batch[-1][1].uid
+    near = tuple(c for c in claims if c and c.start <= high and c.stop > low)
+    if not near:
+        return _never
+    return lambda uid: any(uid in claim for claim in near)
+
+
+def _never(_: int) -> bool:
+    return False
+
+
 def render_wire(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],
-                is_recent: Callable[[int], bool], flags_for: frozenset[int] = frozenset()
-                ) -> Wire:
+                recent: Sequence[range], flags_for: frozenset[int] = frozenset()) -> Wire:
     """``render``, encoded: the attributes of a message list directly to bytes,
-    anything else through the response objects and ``encoder.fetch``."""
-    pieces = [_piece(a, fetch.utf8) for a in fetch.attributes]
-    direct = [p for p in pieces if p is not None] if None not in pieces and not flags_for \
-        else None
+    anything else through the response objects and ``encoder.fetch``. ``batch``
+    is in ascending UID order; ``recent``: the UID ranges that are \\Recent
+    in this session."""
+    if not batch:
+        return Wire(b"", [], False)
+    is_recent = _recent_in(recent, batch)
+    direct = [_direct(a, fetch.utf8) for a in fetch.attributes]
     out: list[bytes] = []
     failed: list[int] = []
     unknown = False
+    slow: Sequence[tuple[int, MessageMeta]] = batch
+    if None not in direct and not flags_for:
+        slow, out = _direct_lines(fetch, [d for d in direct if d is not None], batch, is_recent)
+    if slow:
+        done = render(read, fetch, slow, is_recent, flags_for)
+        out += [encoder.fetch(response, utf8=fetch.utf8) for response in done.responses]
+        failed, unknown = done.failed, done.unknown_encoding
+        if slow is not batch:  # back in the batch's order
+            order = {number: at for at, (number, _) in enumerate(batch)}
+            out.sort(key=lambda line: order[int(line[2:line.index(b" ", 2)])])
+    return Wire(b"".join(out), failed, unknown)
+
+
+def _direct_lines(fetch: FetchPlan, direct: list[tuple[bytes, _Value]],
+                  batch: Sequence[tuple[int, MessageMeta]], is_recent: Callable[[int], bool]
+                  ) -> tuple[list[tuple[int, MessageMeta]], list[bytes]]:
+    """One %-format per message; the messages that need the general path."""
+    parts = [b"* %d FETCH ("] + [b"UID %d"] * fetch.uid + [t for t, _ in direct]
+    parts += [b"MODSEQ (%d)"] * fetch.modseq
+    line = parts[0] + b" ".join(parts[1:]) + b")\r\n"
+    values = [v for _, v in direct]
+    out: list[bytes] = []
+    slow: list[tuple[int, MessageMeta]] = []
+    if [t for t, _ in direct] == [b"FLAGS %b"] and is_recent is _never:
+        flags = values[0]  # the commonest FETCH, (UID) FLAGS (MODSEQ), kept tight
+        match fetch.uid, fetch.modseq:
+            case True, False:
+                return slow, [line % (n, m.uid, flags(m, False)) for n, m in batch]
+            case False, False:
+                return slow, [line % (n, flags(m, False)) for n, m in batch]
     for number, meta in batch:
         recent = is_recent(meta.uid)
-        if direct is not None:
-            items = [b"UID %d" % meta.uid] if fetch.uid else []
-            try:
-                items += [piece(meta, recent) for piece in direct]
-            except _Uncached:
-                pass
-            else:
-                if fetch.modseq:
-                    items.append(b"MODSEQ (%d)" % meta.modseq)
-                out.append(b"* %d FETCH (%b)\r\n" % (number, b" ".join(items)))
-                continue
-        done = render(read, fetch, [(number, meta)], is_recent, flags_for)
-        out += [encoder.fetch(response, utf8=fetch.utf8) for response in done.responses]
-        failed += done.failed
-        unknown = unknown or done.unknown_encoding
-    return Wire(b"".join(out), failed, unknown)
+        try:
+            got = [value(meta, recent) for value in values]
+        except _Uncached:
+            slow.append((number, meta))
+            continue
+        args = (number, meta.uid, *got) if fetch.uid else (number, *got)
+        out.append(line % ((*args, meta.modseq) if fetch.modseq else args))
+    return slow, out
 
 
 def render(read: ReadBlob, fetch: FetchPlan, batch: Sequence[tuple[int, MessageMeta]],

@@ -256,16 +256,19 @@ class SelectedCommands(SessionCore):
         """One store trip for the batch: its metadata, then its responses, encoded
         off the event loop (sections are read from the files as they go); a
         second trip if some message is not in the parsed cache yet."""
-        numbers = _by_number(batch)
-        is_recent = view.recent
+        recent = view.recent_claims  # replaced, never changed: safe to read on the thread
 
         def render(metas: list[MessageMeta], read: ReadBlob) -> imap_fetch.Wire | None:
             if imap_fetch.lacks(plan, metas):
                 return None
-            chosen = [(numbers[meta.uid], meta) for meta in metas
-                      if meta.uid in numbers
-                      and (changed_since is None or meta.modseq > changed_since)]
-            return imap_fetch.render_wire(read, plan, chosen, is_recent, seen)
+            chosen = [(n, meta) for (n, uid), meta in zip(batch, metas, strict=False)
+                      if uid == meta.uid]  # usually all: the UIDs asked for, in order
+            if len(chosen) != len(batch):  # some were expunged meanwhile
+                numbers = _by_number(batch)
+                chosen = [(numbers[meta.uid], meta) for meta in metas if meta.uid in numbers]
+            if changed_since is not None:
+                chosen = [(n, meta) for n, meta in chosen if meta.modseq > changed_since]
+            return imap_fetch.render_wire(read, plan, chosen, recent, seen)
 
         read_messages = self.services.mailboxes.read_messages
         uids = view.uid_set(batch)
