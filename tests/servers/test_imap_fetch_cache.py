@@ -7,6 +7,7 @@ session runs in its worker thread, then encoded to the wire.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,22 @@ def test_direct_encoding_matches_the_encoder(store: SqliteStore) -> None:
     direct = imap_fetch.render_wire(store.mailboxes.read_blob, plan, batch, (recent,))
     assert direct.data == b"".join(encoder.fetch(x) for x in objects.responses)
     assert b"\\Recent" in direct.data and b"$Junk" in direct.data
+
+
+@pytest.mark.parametrize("count", [0, 1, 499, 500, 501, 1500, 1501, 100_000])
+def test_batches_cover_every_message_once(count: int) -> None:
+    """FETCH 1:* goes out in batches: the first small, then doubling to a cap
+    (bodies: small ones throughout, as each is held in memory whole)."""
+    flags = imap_fetch.plan([Simple.FLAGS], uid=True, modseq=False, utf8=False)
+    bodies = imap_fetch.plan([BodySection(Section())], uid=True, modseq=False, utf8=False)
+    for plan, sizes in ((flags, (imap_fetch.BATCH, imap_fetch.BATCH_MOST)),
+                        (bodies, (imap_fetch.BODY_BATCH, imap_fetch.BODY_BATCH))):
+        spans = imap_fetch.spans(plan, count)
+        assert [n for start, stop in spans for n in range(start, stop)] == list(range(count))
+        lengths = [stop - start for start, stop in spans]
+        assert all(length <= sizes[1] for length in lengths)
+        if lengths:
+            assert lengths[0] == min(count, sizes[0])
+        full = lengths[:-1]  # the last one takes what is left
+        assert all(b == min(2 * a, sizes[1]) for a, b in itertools.pairwise(full))
+    assert len(imap_fetch.spans(flags, 100_000)) < 30  # not 200 trips of 500

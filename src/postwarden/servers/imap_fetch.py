@@ -46,7 +46,8 @@ from postwarden.storage.mailbox import (
 )
 
 ReadBlob = Callable[[str, int, int | None], bytes]
-BATCH = 1000  # messages per batch of a FETCH of metadata and header fields
+BATCH = 500  # messages in the first batch of a FETCH of metadata and header fields
+BATCH_MOST = 4000  # ... and in the largest, later batches doubling up to it
 BODY_BATCH = 20  # per batch of a FETCH of bodies: a batch is held in memory whole
 _WHOLE_MESSAGE_TEXTS = (None, SectionText.HEADER, SectionText.TEXT,
                         SectionText.HEADER_FIELDS, SectionText.HEADER_FIELDS_NOT)
@@ -67,7 +68,8 @@ class FetchPlan:
     uid: bool  # send UID (UID FETCH always does)
     modseq: bool  # send MODSEQ (asked for, or CHANGEDSINCE given)
     utf8: bool
-    batch: int  # messages per store read and rendering: fewer when bodies are read
+    batch: int  # messages in the first store read and rendering: fewer when bodies are read
+    most: int  # messages in the largest
     uncached: Field  # what a message without a cached ``head`` needs in addition
 
 
@@ -114,10 +116,25 @@ def plan(attributes: Sequence[FetchAttribute], *, uid: bool, modseq: bool,
         fields |= _needs(attribute)
     wants_modseq = modseq or Simple.MODSEQ in attributes
     kept = tuple(a for a in attributes if a not in (Simple.UID, Simple.MODSEQ))
-    batch = BODY_BATCH if any(_reads_body(a) for a in kept) else BATCH
+    bodies = any(_reads_body(a) for a in kept)
     uncached = Field.SIZE if fields & Field.HEAD else Field.NONE
-    return FetchPlan(kept, fields, uid or Simple.UID in attributes, wants_modseq, utf8, batch,
+    return FetchPlan(kept, fields, uid or Simple.UID in attributes, wants_modseq, utf8,
+                     BODY_BATCH if bodies else BATCH, BODY_BATCH if bodies else BATCH_MOST,
                      uncached)
+
+
+def spans(fetch: FetchPlan, count: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each batch of ``count`` messages: the first small, so
+    the client has answers to read early; then doubling, as each batch is one
+    trip to the worker thread and back (whose hand-overs of the interpreter
+    lock cost wall-clock time on a busy machine)."""
+    out: list[tuple[int, int]] = []
+    at, size = 0, fetch.batch
+    while at < count:
+        out.append((at, min(count, at + size)))
+        at += size
+        size = min(2 * size, fetch.most)
+    return out
 
 
 def lacks(fetch: FetchPlan, metas: Sequence[MessageMeta]) -> bool:

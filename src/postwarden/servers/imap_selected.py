@@ -218,21 +218,22 @@ class SelectedCommands(SessionCore):
             seen = frozenset(update.uid for update in result.changed)
         failed: list[int] = []
         unknown = False
-        size = plan.batch
+        spans = imap_fetch.spans(plan, len(pairs))
 
-        def render(at: int) -> asyncio.Future[imap_fetch.Wire] | None:
-            if at >= len(pairs):
+        def render(i: int) -> asyncio.Future[imap_fetch.Wire] | None:
+            if i >= len(spans):
                 return None
+            start, stop = spans[i]
             return asyncio.ensure_future(self._fetch_batch(
-                view, pairs[at:at + size], plan, seen, command.changed_since))
+                view, pairs[start:stop], plan, seen, command.changed_since))
 
         # The next batch renders while this one is written: at most two in memory.
         upcoming = render(0)
         try:
-            for at in range(0, len(pairs), size):
+            for i in range(len(spans)):
                 assert upcoming is not None
                 wire = await upcoming
-                upcoming = render(at + size)
+                upcoming = render(i + 1)
                 self.machine.send(r.FetchBlock(wire.data))
                 failed += wire.failed
                 unknown = unknown or wire.unknown_encoding

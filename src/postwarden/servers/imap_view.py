@@ -124,23 +124,26 @@ class SelectedView:
         """
         uids = self.uids
         if numbers.saved:
-            found = ((self.number(u), u) for u in saved)
+            found = ((self.number(u), u) for u in sorted(set(saved)))
             return [(n, u) for n, u in found if n is not None]
         out: list[tuple[int, int]] = []
         if not uid:
             for low, high in numbers.resolve(len(uids)):
-                high = min(high, len(uids))
-                out += ((n, uids[n - 1]) for n in range(low, high + 1))
+                last = min(high, len(uids))
+                out += zip(range(low, last + 1), uids[low - 1:last], strict=True)
             return out
         for low, high in numbers.resolve(uids[-1] if uids else 0):
             start = bisect.bisect_left(uids, low)
             stop = bisect.bisect_right(uids, high)
-            out += ((i + 1, uids[i]) for i in range(start, stop))
+            out += zip(range(start + 1, stop + 1), uids[start:stop], strict=True)
         return out
 
     @staticmethod
     def uid_set(pairs: Sequence[tuple[int, int]]) -> UidSet:
-        """The store's UID set for (number, UID) pairs (contiguous runs become ranges)."""
+        """The store's UID set for (number, UID) pairs, ascending and distinct as
+        ``messages`` gives them (contiguous runs become ranges)."""
+        if pairs and pairs[-1][1] - pairs[0][1] == len(pairs) - 1:  # one run: FETCH 1:*
+            return UidSet.of([(pairs[0][1], pairs[-1][1])])
         ranges: list[tuple[int, int]] = []
         for _, u in pairs:
             if ranges and u == ranges[-1][1] + 1:
