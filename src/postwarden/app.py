@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -387,6 +388,11 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.hangup, notify)
+        # What start-up built (modules, tables, the config) lives as long as the
+        # process: frozen, the collector stops walking it again on every full
+        # collection, which a FETCH 1:* of 100,000 messages' tuples triggers
+        # (a third of that FETCH's CPU before).
+        gc.freeze()
         ready(self)
         notify.send(READY=1, STATUS=f"serving on {len(self.bound)} sockets")
         await stop.wait()
