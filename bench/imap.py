@@ -13,6 +13,9 @@ Each server gets an INBOX of ``--messages`` messages from ``corpus.py``
 - ``UID SEARCH SUBJECT "kumquat"`` (10 % of the messages);
 - ``UID SEARCH BODY "marzipan"`` (5 %);
 - ``STORE 1:1000 +FLAGS (\\Seen)`` (the 1000 are unseen again, untimed, before each try);
+- for each FETCH, SEARCH and STORE also the server's CPU time (its processes'
+  user + system time from /proc, read before and after): the rest of the
+  wall-clock time is the client's parsing and waiting;
 - 1000 idle sessions (LOGIN, SELECT INBOX, IDLE): the server's extra memory,
   the sum of PSS over its processes (Dovecot runs one ``imap`` process per
   session) with the sessions held minus without; measured right after the
@@ -80,6 +83,7 @@ from common import (
     raise_fd_limit,
     start_postwarden,
     stored_messages,
+    tree_cpu_seconds,
     tree_pss_kb,
 )
 from dovecot_instance import DovecotInstance
@@ -121,6 +125,7 @@ class Target:
     pid: int  # memory is summed over this process and its children
     load_note: str
     times: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # the server's, per operation
     first: dict[str, float] = field(default_factory=dict)
     first_select: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -132,6 +137,10 @@ class Target:
     def median(self, op: str) -> float:
         """Median seconds of an operation over the timed rounds."""
         return statistics.median(self.times[op])
+
+    def median_cpu(self, op: str) -> float:
+        """Median CPU seconds the server (all its processes) spent on an operation."""
+        return statistics.median(self.cpu[op])
 
 
 # --- the servers ---------------------------------------------------------------------------
@@ -274,9 +283,14 @@ def uids(data: list[object]) -> int:
     return len(data[0].split()) if data and isinstance(data[0], bytes) else 0
 
 
-def one_round(t: Target, n: int) -> dict[str, float]:
-    """Every operation once, on one session (the LOGIN + SELECT on a fresh one); checked."""
+def one_round(t: Target, n: int, cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """Every operation once, on one session (the LOGIN + SELECT on a fresh one); checked.
+
+    ``cpu`` gets the server's CPU seconds per FETCH, SEARCH and STORE (its
+    process tree read from /proc before and after, outside the timed span):
+    how much of the time is the server's work, and how much the client's."""
     took: dict[str, float] = {}
+    cpu = {} if cpu is None else cpu
     client = connect(t, took)
     try:
         expected = {
@@ -291,18 +305,22 @@ def one_round(t: Target, n: int) -> dict[str, float]:
             OPERATIONS[4]: lambda: client.uid("SEARCH", "BODY", f'"{BODY.word}"'),
         }
         for op, call in calls.items():
+            before = tree_cpu_seconds(t.pid)
             started = time.perf_counter()
             status, data = call()
             took[op] = time.perf_counter() - started
+            cpu[op] = tree_cpu_seconds(t.pid) - before
             got = fetched(data) if op.startswith("FETCH") else uids(data)
             if status != "OK" or got != expected[op]:
                 t.problems.append(f"{op}: {status}, {got} answers, expected {expected[op]}")
         last = min(STORE_COUNT, n)
         client.store(f"1:{last}", "-FLAGS.SILENT", "(\\Seen)")  # untimed: unseen again
         op = OPERATIONS[5]
+        before = tree_cpu_seconds(t.pid)
         started = time.perf_counter()
         status, data = client.store(f"1:{last}", "+FLAGS", "(\\Seen)")
         took[op] = time.perf_counter() - started
+        cpu[op] = tree_cpu_seconds(t.pid) - before
         if status != "OK" or fetched(data) != last:
             t.problems.append(f"{op}: {status}, {fetched(data)} answers, expected {last}")
     finally:
@@ -386,8 +404,11 @@ def measure(t: Target, args: argparse.Namespace) -> None:
         print(f"{t.name}: its background indexer caught up {waited:.1f} s after the first round",
               flush=True)
     for i in range(args.repeat):
-        for op, seconds in one_round(t, args.messages).items():
+        cpu: dict[str, float] = {}
+        for op, seconds in one_round(t, args.messages, cpu).items():
             t.times.setdefault(op, []).append(seconds)
+        for op, seconds in cpu.items():
+            t.cpu.setdefault(op, []).append(seconds)
         print(f"{t.name}: timed round {i + 1}/{args.repeat} done", flush=True)
     t.memory_after = tree_pss_kb(t.pid) / 1024
     print(f"{t.name}: memory after the rounds: {t.memory_after:.0f} MB (PSS, all its processes)",
@@ -440,6 +461,9 @@ def report(targets: list[Target], skipped: dict[str, str], args: argparse.Namesp
             row += f"{r:>11.2f}x" + ("" if r <= TARGET_RATIO or op not in OPERATIONS
                                       else " ABOVE 1.5x")
         print(row)
+    print(f"{'server CPU (all its processes), median of the rounds':<58}")
+    for op in OPERATIONS[1:]:
+        print(f"{'  ' + op:<58}" + "".join(f"{fmt(by[n].median_cpu(op)):>14}" for n in names))
     print(f"{'first SELECT after loading (indexing)':<58}"
           + "".join(f"{fmt(by[n].first_select):>14}" for n in names))
     print(f"{'memory after the rounds (PSS, MB)':<58}"
