@@ -81,10 +81,7 @@ def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = (
     )
     text, n = re.subn(r"(?ms)^\[listen\].*?(?=^\[)", listen + "\n", text)
     assert n == 1, "init wrote no [listen] table"
-    for key in ("max_connections", "max_connections_per_ip", "max_connections_smtp",
-                "max_connections_imap", "max_sessions_per_user", "max_sessions_per_ip"):
-        text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {max_connections}", text)
-        assert n == 1, f"init wrote no {key}"
+    text = with_limits(text, max_connections)
     checks = "true" if nameserver else "false"
     text, n = re.subn(r"(?m)^(\[auth_checks\].*\n)enabled = true", rf"\1enabled = {checks}", text)
     assert n == 1, "init wrote no [auth_checks] enabled"
@@ -101,6 +98,15 @@ def make_config(root: Path, max_connections: int, listeners: tuple[str, ...] = (
     subprocess.run([*run, "user", "add", USER, "--password-stdin"], input=PASSWORD + "\n",
                    text=True, check=True, capture_output=True, timeout=60)
     return cfg
+
+
+def with_limits(text: str, max_connections: int) -> str:
+    """A config's text with the connection and session limits all at ``max_connections``."""
+    for key in ("max_connections", "max_connections_per_ip", "max_connections_smtp",
+                "max_connections_imap", "max_sessions_per_user", "max_sessions_per_ip"):
+        text, n = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {max_connections}", text)
+        assert n == 1, f"init wrote no {key}"
+    return text
 
 
 def free_port() -> int:

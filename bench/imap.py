@@ -85,6 +85,7 @@ from common import (
     stored_messages,
     tree_cpu_seconds,
     tree_pss_kb,
+    with_limits,
 )
 from dovecot_instance import DovecotInstance
 
@@ -188,9 +189,11 @@ def start_postwarden_imap(stack: contextlib.ExitStack, args: argparse.Namespace,
     else:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-imap-")))
     dsn = pgserver.database(pgserver.start(stack)) if on_postgresql else ""
-    if kept:  # the config of the run that loaded it: its limits, ports 0
-        server = Server([POSTWARDEN, "-c", str(root / "postwarden.toml"), "serve"], root,
-                        "postwarden ready").start()
+    if kept:  # the config of the run that loaded it (ports 0), with this run's limits
+        cfg = root / "postwarden.toml"
+        cfg.write_text(with_limits(cfg.read_text(encoding="utf-8"), args.idle + 100),
+                       encoding="utf-8")
+        server = Server([POSTWARDEN, "-c", str(cfg), "serve"], root, "postwarden ready").start()
     else:
         if keep is not None:  # a partial or other-sized load: start again
             for child in root.iterdir():
