@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pgcluster import PgCluster, find_bindir, running_cluster
+from s3server import S3Server, running_s3
 from serverproc import ServerProcess
 
 
@@ -58,3 +59,10 @@ def _need_postgresql() -> None:
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One local S3 server (moto) for the whole run, started on first use."""
+    with running_s3() as server:
+        yield server

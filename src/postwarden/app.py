@@ -290,17 +290,29 @@ class App:
                 log.warning(kv("login-sweep-unavailable", error=str(exc)))
 
     async def upkeep_store(self) -> None:
-        """Collect released message files and index new ones, in the background."""
-        storage = self.cfg.storage
+        """Index new messages in the background."""
         while True:
             await asyncio.sleep(STORE_UPKEEP_SECONDS)
             try:
-                await asyncio.to_thread(self.store.upkeep, time.time(),
-                                        storage.blob_grace_seconds, storage.index_batch)
+                await asyncio.to_thread(self.store.upkeep, self.cfg.storage.index_batch)
             except StoreUnavailable as exc:  # the next round does it
                 log.warning(kv("store-upkeep-unavailable", error=str(exc)))
             except Exception:
                 log.exception(kv("store-upkeep-failed"))
+
+    async def collect_blobs(self) -> None:
+        """The blob collector, once a period and never at start-up (a store put back
+        from a backup first shows what it has); on PostgreSQL one node at a time."""
+        storage = self.cfg.storage
+        while True:
+            await asyncio.sleep(storage.blob_gc_interval_seconds)
+            try:
+                swept = await asyncio.to_thread(self.store.collect_blobs, time.time(),
+                                                storage.blob_grace_seconds)
+                log.info(kv("blob-gc", swept="skipped: another node" if swept is None
+                            else swept))
+            except Exception:
+                log.exception(kv("blob-gc-failed"))
 
     def reload(self) -> None:
         """SIGHUP: read the config again and apply what can change under running sessions.
@@ -379,7 +391,8 @@ class App:
         background: list[asyncio.Future[None]] = []
         if self.upkeep:
             background += [asyncio.ensure_future(self.sweep_login_records()),
-                           asyncio.ensure_future(self.upkeep_store())]
+                           asyncio.ensure_future(self.upkeep_store()),
+                           asyncio.ensure_future(self.collect_blobs())]
         self.start_renewer()
         if notify.watchdog_seconds is not None:
             background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))

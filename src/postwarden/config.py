@@ -231,6 +231,26 @@ class StorageConfig:
     password_file: Path | None = None  # PostgreSQL password, the file's first line
     pool_size: int = 10  # PostgreSQL connections per process at most
     timeout_seconds: int = 5  # PostgreSQL: longest wait for a connection before "try later"
+    blob_gc_interval_seconds: int = 3600  # the collector's period; its first run is one period in
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    """The bucket of ``[storage] blobs = "s3"`` and how to sign requests (``[s3]``).
+
+    Keys left empty come from the environment the way every AWS client reads
+    them (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``).
+    """
+
+    endpoint: str = ""  # http(s)://host:port of any S3-compatible store
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = ""
+    secret_key_file: Path | None = None  # the secret key, the file's first line
+    prefix: str = ""  # object names start with this ("" = the bucket's root)
+    timeout_seconds: int = 10  # to connect, and per read of a reply
+    max_connections: int = 10  # parallel uploads of one group commit; the client's pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +297,7 @@ class Config:
     auth_checks: AuthChecksConfig = field(default_factory=AuthChecksConfig)
     routes: tuple[Route, ...] = ()
     storage: StorageConfig = field(default_factory=StorageConfig)
+    s3: S3Config = field(default_factory=S3Config)
     log: LogConfig = field(default_factory=LogConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
@@ -515,8 +536,8 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     if not hostname:
         raise ConfigError("hostname: required")
     data_dir = base / top.get("data_dir", str, "var")
-    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "imap",
-             "log", "auth_checks", "service", "acme")
+    names = ("listen", "tls", "auth", "relay", "limits", "delivery", "dns", "storage", "s3",
+             "imap", "log", "auth_checks", "service", "acme")
     sections = {name: top.get(name, dict, {}) for name in names}
     routes = _routes(top.get("routes", list, []))
     top.finish()
@@ -530,6 +551,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
     dns = DNSConfig(tuple(dns_t.get_list("nameservers", _nameserver, [])))
     dns_t.finish()
     listen, proxy_from = _listen(_Table(sections["listen"], "listen"))
+    storage = _storage(_Table(sections["storage"], "storage"), base)
     return Config(
         path=path,
         hostname=hostname,
@@ -543,7 +565,8 @@ def from_dict(raw: dict[str, Any], path: Path) -> Config:
         delivery=_delivery(_Table(sections["delivery"], "delivery")),
         dns=dns,
         routes=routes,
-        storage=_storage(_Table(sections["storage"], "storage"), base),
+        storage=storage,
+        s3=_s3(_Table(sections["s3"], "s3"), base, storage.blobs == "s3"),
         imap=_imap(_Table(sections["imap"], "imap")),
         log=_log(_Table(sections["log"], "log"), base),
         auth_checks=_auth_checks(_Table(sections["auth_checks"], "auth_checks")),
@@ -626,7 +649,7 @@ def _auth_checks(t: _Table) -> AuthChecksConfig:
     return cfg
 
 
-BLOB_PLACES = {"sqlite": ("files",), "postgresql": ("database",)}  # the first is the default
+BLOB_PLACES = {"sqlite": ("files",), "postgresql": ("database", "s3")}  # the first: default
 
 
 def _storage(t: _Table, base: Path) -> StorageConfig:
@@ -646,10 +669,13 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
                         t.get("index_batch", int, d.index_batch),
                         base / password_file if password_file else None,
                         t.get("pool_size", int, d.pool_size),
-                        t.get("timeout_seconds", int, d.timeout_seconds))
+                        t.get("timeout_seconds", int, d.timeout_seconds),
+                        t.get("blob_gc_interval_seconds", int, d.blob_gc_interval_seconds))
     t.finish()
     if cfg.blob_grace_seconds < 60 or cfg.index_batch < 1:
         raise ConfigError("storage: blob_grace_seconds must be >= 60 and index_batch >= 1")
+    if cfg.blob_gc_interval_seconds < 1:
+        raise ConfigError("storage.blob_gc_interval_seconds: at least 1")
     if backend == "postgresql" and not dsn.startswith(("postgresql://", "postgres://")):
         raise ConfigError('storage.dsn: backend "postgresql" needs dsn = "postgresql://..."')
     if backend != "postgresql" and (dsn or password_file):
@@ -658,6 +684,32 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
         raise ConfigError("storage.pool_size: at least 2")
     if cfg.timeout_seconds < 1:
         raise ConfigError("storage.timeout_seconds: at least 1")
+    return cfg
+
+
+def _s3(t: _Table, base: Path, used: bool) -> S3Config:
+    d = S3Config()
+    secret_key_file = t.get("secret_key_file", str, "")
+    cfg = S3Config(
+        endpoint=t.get("endpoint", str, d.endpoint),
+        bucket=t.get("bucket", str, d.bucket),
+        region=t.get("region", str, d.region),
+        access_key=t.get("access_key", str, d.access_key),
+        secret_key=t.get("secret_key", str, d.secret_key),
+        secret_key_file=base / secret_key_file if secret_key_file else None,
+        prefix=t.get("prefix", str, d.prefix),
+        timeout_seconds=_positive(t, "timeout_seconds", d.timeout_seconds),
+        max_connections=_positive(t, "max_connections", d.max_connections),
+    )
+    t.finish()
+    if t.data and not used:
+        raise ConfigError('s3: set [storage] blobs = "s3" to use it (with backend "postgresql")')
+    if used and not cfg.endpoint.startswith(("http://", "https://")):
+        raise ConfigError('s3.endpoint: blobs = "s3" needs endpoint = "https://host:port"')
+    if used and not cfg.bucket:
+        raise ConfigError('s3.bucket: blobs = "s3" needs a bucket')
+    if cfg.secret_key and cfg.secret_key_file:
+        raise ConfigError("s3: secret_key and secret_key_file: set one of them")
     return cfg
 
 

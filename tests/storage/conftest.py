@@ -3,7 +3,8 @@
 SQLite stores live in the test's data directory; PostgreSQL stores get a
 fresh schema on the session's throwaway server (``pg_cluster``), one per
 data directory, so opening the same directory again reopens the same data.
-The test modules use only the store's interfaces, so both run them unchanged.
+The test modules use only the store's interfaces, so both run them unchanged;
+"postgresql-s3" runs them again with the bytes in a local S3 server (moto).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from postwarden.config import from_dict
 from postwarden.storage.factory import Store
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.sqlite import SqliteStore
@@ -21,7 +23,7 @@ ALICE = "alice@example.test"
 BOB = "bob@example.test"
 CAROL = "carol@example.test"
 
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", "postgresql", "postgresql-s3")  # the last: blobs = "s3" (moto)
 PG_POOL_SIZE = 4  # connections per test store: a run opens hundreds of stores
 
 
@@ -30,12 +32,17 @@ def open_store(request: pytest.FixtureRequest) -> Callable[[Path], Store]:
     if request.param == "sqlite":
         return SqliteStore
     cluster = request.getfixturevalue("pg_cluster")
+    s3 = None
+    if request.param == "postgresql-s3":
+        server = request.getfixturevalue("s3_server")
+        s3 = from_dict({"hostname": "h", "s3": server.settings(server.bucket()), "storage": {
+            "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}}, Path("x")).s3
     databases: dict[Path, str] = {}
 
     def open_pg(data_dir: Path) -> PgStore:
         if data_dir not in databases:
             databases[data_dir] = cluster.schema()
-        return PgStore(databases[data_dir], pool_size=PG_POOL_SIZE)
+        return PgStore(databases[data_dir], pool_size=PG_POOL_SIZE, s3=s3)
 
     return open_pg
 

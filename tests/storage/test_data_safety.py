@@ -50,7 +50,8 @@ class TestUnknownFiles:
             (tmp_path / f"postwarden.sqlite3{suffix}").unlink(missing_ok=True)
         shutil.copy(backup, tmp_path / "postwarden.sqlite3")
         restored = SqliteStore(tmp_path)
-        restored.upkeep(now=9e9, grace_seconds=0, index_batch=10)  # collector and indexer
+        restored.collect_blobs(now=9e9, grace_seconds=0)
+        restored.upkeep(index_batch=10)
         assert all(restored.blobs.blob_path(n).exists() for n in ("NEW1", "NEW2", "NEW3"))
         assert [u.name for u in restored.blobs.unknown_files()] == ["NEW1", "NEW2", "NEW3"]
         restored.close()

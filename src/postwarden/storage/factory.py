@@ -69,7 +69,8 @@ class Store(Protocol):
     def queue(self) -> QueueStore: ...
     @property
     def changes(self) -> StoreChanges: ...
-    def upkeep(self, now: float, grace_seconds: float, index_batch: int) -> None: ...
+    def upkeep(self, index_batch: int) -> None: ...
+    def collect_blobs(self, now: float, grace_seconds: float) -> int | None: ...
     def close(self) -> None: ...
 
 
@@ -88,7 +89,8 @@ def open_store(cfg: Config) -> Store:
             from postwarden.storage.postgresql import PgStore
             from postwarden.storage.postgresql.db import read_password
             return PgStore(cfg.storage.dsn, read_password(cfg.storage.password_file),
-                           cfg.storage.pool_size, cfg.limits.mime, cfg.storage.timeout_seconds)
+                           cfg.storage.pool_size, cfg.limits.mime, cfg.storage.timeout_seconds,
+                           cfg.s3 if cfg.storage.blobs == "s3" else None)
         case other:
             raise ValueError(f"unknown storage backend {other!r}")
 

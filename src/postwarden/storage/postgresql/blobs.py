@@ -1,50 +1,50 @@
-"""Message bytes in the database (``[storage] blobs = "database"``), content-addressed.
+"""Message bytes on PostgreSQL, content-addressed: in the database or in S3.
 
-The bytes are kept in ``blob_contents`` under their SHA-256, once however
-many acceptances (names) and mailboxes refer to them; ``blobs`` holds one
-row per name with its facts and reference count, as with SQLite. A writer
-keeps the message in memory until the transaction that refers to it
-inserts the bytes, so a blob is durable exactly when its first row is, and
-a failed or refused message leaves nothing behind. Nothing deletes bytes
-but ``collect``, and only those no name has referred to for the grace time.
+``[storage] blobs = "database"``: the bytes are kept in ``blob_contents``
+under their SHA-256, once however many acceptances (names) and mailboxes
+refer to them. ``blobs = "s3"``: the ``blob_contents`` row holds no bytes
+(it keeps the digest's place and is the lock that orders uploads against
+the collector) and the object named by the digest holds them. Either way
+``blobs`` has one row per name with its facts and reference count, as
+with SQLite.
+
+A writer keeps the message in memory until the transaction that refers to
+it stores the bytes: in the database within that transaction, or in S3 by
+a completed PUT before that transaction commits. So a blob is durable
+exactly when its first row is, a refused message leaves nothing behind,
+and a message whose PUT fails is not committed (``451``). Nothing deletes
+bytes but ``collect``, run by one node at a time.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from postwarden.storage.blobmeter import BlobMeter
+from postwarden.storage.blobrows import BlobRows, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, StoreError, UnknownFile
 from postwarden.storage.postgresql.db import Conn, PgDatabase
+from postwarden.storage.s3 import S3Objects
+
+GC_KIND = "blob-gc"  # the collector's advisory lock (``PgDatabase.exclusive``)
 
 
-class MemoryBlobWriter:
-    """Collects one message's bytes and measures them as they pass."""
+class MemoryBlobWriter(MeteredWriter):
+    """Collects one message's bytes until the transaction that refers to them."""
 
     def __init__(self, blobs: PgBlobs, name: str) -> None:
+        super().__init__(name)
         self._blobs = blobs
-        self._name = name
         self._parts: list[bytes] = []
-        self._meter = BlobMeter()
-        self._size = 0
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def write(self, data: bytes) -> None:
+    def _keep(self, data: bytes) -> None:
         self._parts.append(bytes(data))
-        self._meter.feed(data)
-        self._size += len(data)
 
     def commit(self) -> BlobRef:
         """Hand the bytes to the store; the transaction that refers to them stores them."""
-        ref = BlobRef(self._name, self._size, self._meter.facts())
         self._blobs.stage(self._name, b"".join(self._parts))
         self._parts = []
-        return ref
+        return self._ref()
 
     def abort(self) -> None:
         self._parts = []
@@ -54,10 +54,12 @@ class MemoryBlobWriter:
 class PgBlobs:
     """The BlobStore on PostgreSQL, and the reference counting the other parts use."""
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, objects: S3Objects | None = None) -> None:
         self._db = db
+        self._objects = objects  # None: the bytes live in the database
         self._staged: dict[str, bytes] = {}  # committed writers' bytes, until stored
         self._lock = threading.Lock()
+        self.rows = BlobRows("%s")
 
     def new_blob(self, name: str) -> MemoryBlobWriter:
         if not name.isalnum():
@@ -74,41 +76,48 @@ class PgBlobs:
 
     def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
         """Bytes ``[start, start+length)``: ``substr`` on uncompressed (EXTERNAL) storage
-        reads only the chunks it needs."""
+        reads only the chunks it needs; bytes kept in S3 are one ranged GET."""
+        part = "substr(c.data, %s)" if length is None else "substr(c.data, %s, %s)"
+        args: tuple[object, ...] = (start + 1,) if length is None else (start + 1, max(0, length))
         with self._db.conn() as db:
-            if length is None:
-                row = db.execute(
-                    "SELECT substr(c.data, %s) FROM blobs b JOIN blob_contents c"
-                    " ON c.digest = b.digest WHERE b.name = %s", (start + 1, name)).fetchone()
-            else:
-                row = db.execute(
-                    "SELECT substr(c.data, %s, %s) FROM blobs b JOIN blob_contents c"
-                    " ON c.digest = b.digest WHERE b.name = %s",
-                    (start + 1, max(0, length), name)).fetchone()
+            row = db.execute(
+                f"SELECT {part}, octet_length(c.data) = b.size, b.digest FROM blobs b"
+                " JOIN blob_contents c ON c.digest = b.digest WHERE b.name = %s",
+                (*args, name)).fetchone()
         if row is None:
             raise NotFound(f"message {name} is missing")
-        return bytes(row[0])
+        if row[1]:
+            return bytes(row[0])
+        if self._objects is None:
+            raise StoreError(f"message {name} is kept in s3, and [storage] blobs is not \"s3\"")
+        return self._objects.get(bytes(row[2]), start, length)
+
+    def keep_bytes(self, db: Conn, blobs: Sequence[BlobRef]) -> None:
+        """Store the staged bytes of ``blobs`` for the transaction ``db`` is in.
+
+        Each digest's row is made (or locked, if it exists) in digest order,
+        so a collector deleting that digest waits for this transaction, and
+        one that deleted it first has committed before this goes on. In S3
+        the objects are PUT after that and before this returns: the
+        collector never removes an object a committed row needs.
+        """
+        with self._lock:  # taken out: a later ``register`` of the same blob stores nothing
+            staged = dict(sorted((b.facts.digest, self._staged.pop(b.name)) for b in blobs
+                                 if b.facts is not None and b.name in self._staged))
+        db.cursor().executemany(
+            "INSERT INTO blob_contents VALUES (%s, %s) ON CONFLICT (digest)"
+            " DO UPDATE SET digest = excluded.digest",
+            [(d, b"" if self._objects else data) for d, data in staged.items()])
+        if self._objects is not None:
+            self._objects.put_many(staged.items())
 
     def register(self, db: Conn, blob: BlobRef, refs: int, now: float) -> int:
-        """Record a blob with ``refs`` references, storing its bytes if new; its id."""
+        """Record a blob with ``refs`` references, storing its bytes unless ``keep_bytes``
+        did already (for a whole group); its id."""
         if blob.facts is None:
             raise StoreError(f"blob {blob.name} was not written through this store")
-        facts = blob.facts
-        with self._lock:
-            data = self._staged.get(blob.name)
-        if data is not None:
-            db.execute("INSERT INTO blob_contents VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                       (facts.digest, data))
-        row = db.execute(
-            "INSERT INTO blobs (name, size, wire_size, lines, header_size, digest, refs, created)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET refs = blobs.refs + excluded.refs, released = NULL"
-            " RETURNING id",
-            (blob.name, facts.size, facts.wire_size, facts.lines, facts.header_size,
-             facts.digest, refs, now),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        self.keep_bytes(db, [blob])
+        return self.rows.register(db, blob.name, blob.facts, refs, now)
 
     def stored(self, names: Iterable[str]) -> None:
         """The transaction that stored these blobs committed: drop the staged bytes."""
@@ -117,40 +126,33 @@ class PgBlobs:
                 self._staged.pop(name, None)
 
     def add_refs(self, db: Conn, blob_ids: Iterable[int]) -> None:
-        db.cursor().executemany(
-            "UPDATE blobs SET refs = refs + 1, released = NULL WHERE id = %s",
-            [(i,) for i in blob_ids])
+        self.rows.add_refs(db, blob_ids)
 
     def release_ids(self, db: Conn, blob_ids: Iterable[int], now: float) -> None:
-        """Drop one reference each; a blob left with none waits for ``collect``."""
-        db.cursor().executemany(
-            "UPDATE blobs SET refs = refs - 1,"
-            " released = CASE WHEN refs - 1 <= 0 THEN %s ELSE released END WHERE id = %s",
-            [(now, i) for i in blob_ids])
+        self.rows.release_ids(db, blob_ids, now)
 
     def release(self, db: Conn, names: Iterable[str]) -> None:
-        """``release_ids`` by name (the queue refers to blobs by name)."""
-        now = time.time()
-        db.cursor().executemany(
-            "UPDATE blobs SET refs = refs - 1,"
-            " released = CASE WHEN refs - 1 <= 0 THEN %s ELSE released END WHERE name = %s",
-            [(now, n) for n in names])
+        self.rows.release(db, names)
 
-    def collect(self, older_than: float) -> int:
-        """Delete blobs nobody has referred to since before ``older_than``; how many.
+    def collect(self, older_than: float) -> int | None:
+        """Delete blobs nothing refers to, released before ``older_than``; how many,
+        or None when another node holds the collector's lock (it is sweeping).
 
-        Bytes go when no name refers to their digest any more. Safe to run on
-        several nodes at once: each row is deleted by one of them.
+        Bytes go when no name refers to their digest any more; S3 objects are
+        deleted before the transaction commits, while their rows are locked.
         """
-        with self._db.tx() as db:
-            rows = db.execute(
-                "DELETE FROM blobs WHERE refs <= 0 AND released < %s RETURNING digest",
-                (older_than,)).fetchall()
-            db.execute(
+        with self._db.exclusive(GC_KIND) as db:
+            if db is None:
+                return None
+            swept = self.rows.sweep(db, older_than)
+            gone = db.execute(
                 "DELETE FROM blob_contents c WHERE c.digest = ANY(%s)"
-                " AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = c.digest)",
-                ([r[0] for r in rows],))
-        return len(rows)
+                " AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = c.digest)"
+                " RETURNING c.digest, octet_length(c.data) = 0",
+                (sorted({digest for _, _, digest in swept}),)).fetchall()
+            if self._objects is not None:
+                self._objects.delete_many(bytes(r[0]) for r in gone if r[1])
+        return len(swept)
 
     # --- the fsck commands: bytes in the database have no files to lose --------------
 

@@ -1,8 +1,9 @@
 """The intake's door on PostgreSQL: the shared ``SqlDelivery`` on this backend's parts.
 
 A message's bytes go in the same transaction as the rows that refer to
-them, so they are durable when those rows are; the staged copies are
-dropped after the commit.
+them (or to S3, every PUT of the group completed before it commits), so
+they are durable when those rows are; the staged copies are dropped after
+the commit.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ class SqlDelivery(Generic[C]):
         self._mailboxes.blobs_durable(names)
         now = time.time()
         with self._db.tx() as db:
+            self._blobs.keep_bytes(db, [acc.blob for acc in batch])  # S3: PUTs in parallel
             for acc in batch:
                 refs = len(acc.local_accounts) + (1 if acc.remote else 0)
                 blob_id = self._blobs.register(db, acc.blob, refs, now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,6 +13,9 @@ from postwarden.storage.sql.dialect import C_contra
 
 class BlobRows(Protocol[C_contra]):
     """A backend's blobs: reference counting inside the caller's transaction."""
+
+    def keep_bytes(self, db: C_contra, blobs: Sequence[BlobRef]) -> None:
+        """Store a group's bytes for the caller's transaction (before ``register``)."""
 
     def register(self, db: C_contra, blob: BlobRef, refs: int, now: float) -> int: ...
     def add_refs(self, db: C_contra, blob_ids: Iterable[int]) -> None: ...

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from postwarden.storage.blobmeter import BlobMeter, measure_file
+from postwarden.storage.blobmeter import measure_file
+from postwarden.storage.blobrows import BlobRows, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, UnknownFile
 from postwarden.storage.sqlite.db import Database
 
@@ -22,37 +22,28 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-class FileBlobWriter:
+class FileBlobWriter(MeteredWriter):
     """Writes a message straight to its final name; unreferenced until committed.
 
     A crash before the database commit leaves a file the database does not
     know: it is kept, and ``blobs check`` reports it (never deleted unasked).
-    The bytes are measured as they pass (``BlobMeter``), so committing needs
-    no second read.
+    The bytes are measured as they pass, so committing needs no second read.
     """
 
     def __init__(self, path: str, name: str) -> None:
+        super().__init__(name)
         self._path = path
-        self._name = name
         self._file = open(path, "xb")  # noqa: SIM115 - closed in commit/abort
-        self._meter = BlobMeter()
-        self._size = 0
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def write(self, data: bytes) -> None:
+    def _keep(self, data: bytes) -> None:
         self._file.write(data)
-        self._meter.feed(data)
-        self._size += len(data)
 
     def commit(self) -> BlobRef:
         """Make the bytes durable; the directory entry is synced by ``commit_acceptances``."""
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        return BlobRef(self._name, self._size, self._meter.facts())
+        return self._ref()
 
     def abort(self) -> None:
         self._file.close()
@@ -73,6 +64,7 @@ class BlobFiles:
         self._db = db
         self.blob_dir = blob_dir
         self._shards: set[str] = set()  # message directories known to exist
+        self.rows = BlobRows()
         blob_dir.mkdir(exist_ok=True, mode=0o700)
 
     def blob_path(self, name: str) -> Path:
@@ -115,55 +107,34 @@ class BlobFiles:
         for shard in {self.shard(name) for name in names}:
             fsync_dir(shard)
 
+    def keep_bytes(self, db: sqlite3.Connection, blobs: Sequence[BlobRef]) -> None:
+        """Nothing to do: the writer synced each file, ``sync_entries`` their names."""
+
     def register(self, db: sqlite3.Connection, blob: BlobRef, refs: int, now: float) -> int:
         """Record a committed file with ``refs`` references; its id."""
         facts = blob.facts or measure_file(self.blob_path(blob.name))
-        row = db.execute(
-            "INSERT INTO blobs (name, size, wire_size, lines, header_size, digest, refs, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(name) DO UPDATE SET refs = refs + excluded.refs, released = NULL"
-            " RETURNING id",
-            (blob.name, facts.size, facts.wire_size, facts.lines, facts.header_size,
-             facts.digest, refs, now),
-        ).fetchone()
-        return int(row[0])
+        return self.rows.register(db, blob.name, facts, refs, now)
 
     def add_refs(self, db: sqlite3.Connection, blob_ids: Iterable[int]) -> None:
-        db.executemany(
-            "UPDATE blobs SET refs = refs + 1, released = NULL WHERE id = ?",
-            [(i,) for i in blob_ids],
-        )
+        self.rows.add_refs(db, blob_ids)
 
     def release_ids(self, db: sqlite3.Connection, blob_ids: Iterable[int], now: float) -> None:
-        """Drop one reference each; a blob left with none waits for ``collect``."""
-        db.executemany(
-            "UPDATE blobs SET refs = refs - 1,"
-            " released = CASE WHEN refs - 1 <= 0 THEN ? ELSE released END WHERE id = ?",
-            [(now, i) for i in blob_ids],
-        )
+        self.rows.release_ids(db, blob_ids, now)
 
     def release(self, db: sqlite3.Connection, names: Iterable[str]) -> None:
-        """``release_ids`` by file name (the queue refers to files by name)."""
-        now = time.time()
-        db.executemany(
-            "UPDATE blobs SET refs = refs - 1,"
-            " released = CASE WHEN refs - 1 <= 0 THEN ? ELSE released END WHERE name = ?",
-            [(now, n) for n in names],
-        )
+        self.rows.release(db, names)
 
     def collect(self, older_than: float) -> int:
-        """Delete files nobody has referred to since before ``older_than``; how many.
+        """Delete files nothing refers to, released before ``older_than``; how many.
 
         The rows go first (with their parsed cache), then the files: a crash
-        in between leaves an unknown file, which is kept and reported.
+        in between leaves an unknown file, which is kept and reported. One
+        process owns a SQLite store, so no lock is needed beyond the transaction.
         """
         with self._db.tx() as db:
-            rows = db.execute(
-                "DELETE FROM blobs WHERE refs <= 0 AND released < ? RETURNING id, name",
-                (older_than,),
-            ).fetchall()
+            rows = self.rows.sweep(db, older_than)
             db.executemany("DELETE FROM parsed WHERE blob_id = ?", [(r[0],) for r in rows])
-        for _, name in rows:
+        for _, name, _ in rows:
             self.blob_path(name).unlink(missing_ok=True)
         return len(rows)
 

@@ -36,10 +36,13 @@ class SqliteStore:
         self.changes = SqliteChanges(data_dir)  # ChangeFeed; ``listen()`` to hear others
         self.db.observe(self.changes)
 
-    def upkeep(self, now: float, grace_seconds: float, index_batch: int) -> None:
-        """Periodic work: collect long-released files, index while the intake is idle."""
-        self.blobs.collect(now - grace_seconds)
+    def upkeep(self, index_batch: int) -> None:
+        """Frequent work: index while the intake is idle."""
         self.indexer.idle_step(index_batch)
+
+    def collect_blobs(self, now: float, grace_seconds: float) -> int | None:
+        """The collector: files nothing refers to and released before the grace; how many."""
+        return self.blobs.collect(now - grace_seconds)
 
     def schema_version(self) -> int:
         return self.db.schema_version()

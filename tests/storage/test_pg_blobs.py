@@ -1,0 +1,170 @@
+"""Blobs on PostgreSQL: in S3 (a local moto server) and the collector on several nodes.
+
+Each "node" is a ``PgStore`` of its own on one test database, as separate
+postwarden processes would be. The collector's clock is injected
+(``collect_blobs(now, grace)``): no test waits for a grace time to pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgcluster import PgCluster
+from postwarden.config import S3Config, from_dict
+from postwarden.storage.interfaces import StoreError
+from postwarden.storage.postgresql import PgStore
+from postwarden.storage.postgresql.db import PERIODIC_LOCKS
+from s3server import S3Server, keys, running_s3
+from storage.conftest import ALICE, PG_POOL_SIZE
+from storage.test_pg_store import MESSAGE, accept, count
+
+DAY = 86400.0
+WAIT = 10.0
+
+
+def s3_config(server: S3Server, bucket: str) -> S3Config:
+    return from_dict({"hostname": "h", "s3": server.settings(bucket), "storage": {
+        "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}}, Path("x")).s3
+
+
+@pytest.fixture(params=["database", "s3"])
+def place(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def nodes(pg_cluster: PgCluster, place: str, request: pytest.FixtureRequest
+          ) -> Iterator[tuple[PgStore, PgStore]]:
+    s3 = None
+    if place == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        s3 = s3_config(server, server.bucket())
+    dsn = pg_cluster.schema()
+    one = PgStore(dsn, pool_size=PG_POOL_SIZE, s3=s3)
+    two = PgStore(dsn, pool_size=PG_POOL_SIZE, s3=s3)
+    one.directory.add_domain("example.test")
+    one.directory.add_account(ALICE, "hash")
+    yield one, two
+    one.close()
+    two.close()
+
+
+def objects(store: PgStore) -> list[str]:
+    """The keys in the node's bucket."""
+    assert store.objects is not None
+    return keys(store.objects.settings.endpoint, store.objects.settings.bucket)
+
+
+class TestBlobsInS3:
+    @pytest.mark.parametrize("place", ["s3"])
+    def test_the_same_bytes_are_one_object_under_many_names(
+        self, nodes: tuple[PgStore, PgStore]
+    ) -> None:
+        """Content-addressed: two acceptances of one message PUT one object, read by range."""
+        one, two = nodes
+        accept(one, "first", (ALICE,))
+        accept(two, "second", (), ("x@remote.test",))
+        accept(two, "other", (ALICE,), data=b"Subject: other\r\n\r\nbytes\r\n")
+        assert len(objects(one)) == 2
+        assert count(one, "SELECT count(*) FROM blob_contents WHERE octet_length(data) > 0") == 0
+        assert one.blobs.read_blob("second", 4, 2) == b"ec"
+        assert two.blobs.read_blob("first") == MESSAGE
+        assert two.blobs.read_blob("first", 2) == MESSAGE[2:]
+        assert two.blobs.read_blob("first", len(MESSAGE) + 5, 10) == b""
+
+    def test_s3_down_at_commit_commits_nothing(self, pg_cluster: PgCluster) -> None:
+        """A PUT that fails fails the commit: no blob row, no mailbox row, nothing in INBOX."""
+        with running_s3() as server:
+            store = PgStore(pg_cluster.schema(), pool_size=PG_POOL_SIZE,
+                            s3=s3_config(server, server.bucket()))
+            store.directory.add_domain("example.test")
+            store.directory.add_account(ALICE, "hash")
+            accept(store, "before", (ALICE,))
+            server.stop()
+            with pytest.raises(StoreError, match=r"s3 PUT at http://127\.0\.0\.1"):
+                accept(store, "during", (ALICE,), data=b"Subject: new\r\n\r\nnot kept\r\n")
+            assert count(store, "SELECT count(*) FROM blobs") == 1
+            assert count(store, "SELECT count(*) FROM messages") == 1
+            assert count(store, "SELECT count(*) FROM blob_contents") == 1
+            store.close()
+
+
+class TestCollector:
+    def test_a_fresh_unreferenced_blob_is_kept_until_the_grace_passes(
+        self, nodes: tuple[PgStore, PgStore], place: str
+    ) -> None:
+        """Released now: kept a day less a second later, swept a day and a second later."""
+        one, _ = nodes
+        accept(one, "gone", (), ("x@remote.test",))
+        assert one.queue.remove_queued("gone")
+        now = time.time()
+        assert one.collect_blobs(now + DAY - 1, DAY) == 0
+        assert count(one, "SELECT count(*) FROM blobs") == 1
+        assert one.collect_blobs(now + DAY + 1, DAY) == 1
+        assert count(one, "SELECT count(*) FROM blob_contents") == 0
+        if place == "s3":
+            assert objects(one) == []
+
+    def test_a_blob_a_queue_entry_refers_to_is_kept(
+        self, nodes: tuple[PgStore, PgStore], place: str
+    ) -> None:
+        """The mark: a queue entry saves its blob even when its count says nobody needs it."""
+        one, _ = nodes
+        accept(one, "queued", (), ("x@remote.test",))
+        with one.db.tx() as db:  # a count gone wrong must not lose a queued message
+            db.execute("UPDATE blobs SET refs = 0, released = 1")
+        assert one.collect_blobs(time.time() + 10 * DAY, DAY) == 0
+        assert one.blobs.read_blob("queued") == MESSAGE
+        if place == "s3":
+            assert len(objects(one)) == 1
+
+    def test_shared_bytes_stay_while_another_name_refers_to_them(
+        self, nodes: tuple[PgStore, PgStore], place: str
+    ) -> None:
+        """The last name of a digest takes its bytes (and S3 object) with it; not before."""
+        one, _ = nodes
+        accept(one, "queued", (), ("x@remote.test",))
+        accept(one, "local", (ALICE,))
+        assert one.queue.remove_queued("queued")
+        assert one.collect_blobs(time.time() + 2 * DAY, DAY) == 1
+        assert one.blobs.read_blob("local") == MESSAGE
+        assert count(one, "SELECT count(*) FROM blob_contents") == 1
+        if place == "s3":
+            assert len(objects(one)) == 1
+
+    def test_two_nodes_collecting_at_once_sweep_once(
+        self, nodes: tuple[PgStore, PgStore], pg_cluster: PgCluster
+    ) -> None:
+        """Node one holds the collector's lock mid-sweep: node two skips, one sweeps all."""
+        one, two = nodes
+        for i in range(3):
+            accept(one, f"q{i}", (), ("x@remote.test",), data=MESSAGE + b"%d" % i)
+            assert one.queue.remove_queued(f"q{i}")
+        later = time.time() + 2 * DAY
+        swept: list[int | None] = []
+        with one.db.conn() as blocker, blocker.transaction():
+            # A row lock stops node one's DELETE after it took the advisory lock.
+            blocker.execute("SELECT 1 FROM blobs WHERE name = 'q0' FOR UPDATE")
+            sweeper = threading.Thread(target=lambda: swept.append(one.collect_blobs(later, DAY)))
+            sweeper.start()
+            with psycopg.connect(one.dsn, autocommit=True) as watcher:
+                for _ in range(int(WAIT / 0.02)):  # bounded: until node one holds the lock
+                    held = watcher.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND classid = %s AND granted", (PERIODIC_LOCKS,)).fetchone()
+                    if held and held[0]:
+                        break
+                    time.sleep(0.02)
+                else:
+                    pytest.fail("node one never took the collector's lock")
+            assert two.collect_blobs(later, DAY) is None  # skipped: node one is sweeping
+        sweeper.join(WAIT)
+        assert swept == [3]
+        assert count(two, "SELECT count(*) FROM blobs") == 0
+        assert two.collect_blobs(later, DAY) == 0  # the lock is free again: nothing left
