@@ -478,6 +478,21 @@ def cmd_restore(args: argparse.Namespace) -> None:
           f" into {cfg.data_dir}")
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from postwarden.admin import migrate
+
+    report = migrate.migrate(_config(args), args.to, args.blobs)
+    for table in report.tables:
+        print(table.line())
+    print(f"blobs read back and hashed: {report.blobs_verified} ({report.octets} octets)")
+    if not report.ok:
+        print("postwarden: error: the copy does not match its source", file=sys.stderr)
+        return 1
+    print(f"migrated: set [storage] backend = \"postgresql\", dsn = \"{args.to}\""
+          f" (and blobs = \"{args.blobs}\") to serve from it")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> None:
     from postwarden.admin import importer
 
@@ -626,6 +641,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="replace the mail store found in a non-empty data_dir")
     s.set_defaults(func=cmd_restore)
 
+    s = sub.add_parser("migrate", help="copy this SQLite data directory into PostgreSQL")
+    s.add_argument("--to", required=True, metavar="DSN",
+                   help="postgresql://user@host:port/database, empty (password: PGPASSWORD)")
+    s.add_argument("--blobs", choices=("database", "s3"), default="database",
+                   help="where message bytes go (s3: the config's [s3] table)")
+    s.set_defaults(func=cmd_migrate)
+
     s = sub.add_parser("import", help="bring existing mail (mbox or Maildir) into a mailbox")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--mbox", metavar="FILE", help="an mbox file (mboxrd or mboxo)")
@@ -641,7 +663,7 @@ ADMIN_ACTIONS = {  # commands that change something: each is logged, one line
     ("init", None), ("domain", "add"), ("domain", "remove"), ("user", "add"),
     ("user", "passwd"), ("user", "remove"), ("user", "quota"), ("alias", "add"),
     ("alias", "remove"), ("queue", "retry"), ("queue", "remove"), ("blobs", "attach"),
-    ("blobs", "remove"), ("restore", None), ("import", None),
+    ("blobs", "remove"), ("restore", None), ("import", None), ("migrate", None),
 }
 ADMIN_FIELDS = ("domain", "address", "targets", "id", "all", "limit", "user", "names",
                 "src", "force", "mbox", "maildir", "mailbox")

@@ -702,15 +702,19 @@ def _s3(t: _Table, base: Path, used: bool) -> S3Config:
         max_connections=_positive(t, "max_connections", d.max_connections),
     )
     t.finish()
-    if t.data and not used:
-        raise ConfigError('s3: set [storage] blobs = "s3" to use it (with backend "postgresql")')
-    if used and not cfg.endpoint.startswith(("http://", "https://")):
-        raise ConfigError('s3.endpoint: blobs = "s3" needs endpoint = "https://host:port"')
-    if used and not cfg.bucket:
-        raise ConfigError('s3.bucket: blobs = "s3" needs a bucket')
     if cfg.secret_key and cfg.secret_key_file:
         raise ConfigError("s3: secret_key and secret_key_file: set one of them")
+    if used:  # else kept for `migrate --blobs s3`, which checks it then
+        check_s3(cfg)
     return cfg
+
+
+def check_s3(cfg: S3Config) -> None:
+    """An ``[s3]`` table that is to be used names an endpoint and a bucket."""
+    if not cfg.endpoint.startswith(("http://", "https://")):
+        raise ConfigError('s3.endpoint: S3 blobs need endpoint = "https://host:port"')
+    if not cfg.bucket:
+        raise ConfigError("s3.bucket: S3 blobs need a bucket")
 
 
 def _nameserver(text: str, where: str) -> HostPort:

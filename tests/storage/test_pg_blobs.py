@@ -7,6 +7,7 @@ postwarden processes would be. The collector's clock is injected
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ import psycopg
 import pytest
 
 from pgcluster import PgCluster
-from postwarden.config import S3Config, from_dict
-from postwarden.storage.interfaces import StoreError
+from postwarden.config import ConfigError, S3Config, from_dict
+from postwarden.storage.interfaces import DatabaseUnusable, StoreError
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.postgresql.db import PERIODIC_LOCKS
 from s3server import S3Server, keys, running_s3
@@ -168,3 +169,37 @@ class TestCollector:
         assert swept == [3]
         assert count(two, "SELECT count(*) FROM blobs") == 0
         assert two.collect_blobs(later, DAY) == 0  # the lock is free again: nothing left
+
+
+class TestS3Settings:
+    @pytest.mark.parametrize(("s3", "expected"), [
+        ({}, "s3.endpoint: S3 blobs need endpoint"),
+        ({"endpoint": "http://127.0.0.1:9"}, "s3.bucket: S3 blobs need a bucket"),
+        ({"endpoint": "http://h", "bucket": "b", "secret_key": "k", "secret_key_file": "f"},
+         "s3: secret_key and secret_key_file: set one of them"),
+        ({"endpoint": "http://h", "bucket": "b", "max_connections": 0},
+         "s3.max_connections: must be at least 1"),
+        ({"endpoint": "http://h", "bucket": "b", "colour": "red"}, "s3.colour"),
+    ])
+    def test_bad_s3_settings_name_their_key(self, s3: dict[str, object], expected: str) -> None:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            from_dict({"hostname": "h", "s3": s3, "storage": {
+                "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}}, Path("x"))
+
+    def test_s3_blobs_need_postgresql(self) -> None:
+        with pytest.raises(ConfigError, match="'s3' is not available with sqlite"):
+            from_dict({"hostname": "h", "storage": {"blobs": "s3"}}, Path("x"))
+
+    def test_the_secret_key_comes_from_a_file_and_a_missing_bucket_is_one_line(
+        self, pg_cluster: PgCluster, s3_server: S3Server, tmp_path: Path
+    ) -> None:
+        """The key file is read; a bucket that is not there stops the store at start-up."""
+        (tmp_path / "key").write_text("postwarden-test-secret\n")
+        cfg = from_dict({"hostname": "h", "s3": {
+            "endpoint": s3_server.endpoint, "bucket": "no-such-bucket",
+            "access_key": "postwarden-test", "secret_key_file": "key"}, "storage": {
+            "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}},
+            tmp_path / "postwarden.toml")
+        assert cfg.s3.secret_key_file == tmp_path / "key"
+        with pytest.raises(DatabaseUnusable, match=r"^s3 bucket no-such-bucket at http://"):
+            PgStore(pg_cluster.schema(), pool_size=PG_POOL_SIZE, s3=cfg.s3)

@@ -1,0 +1,203 @@
+"""``postwarden migrate --to DSN``: a SQLite data directory moved to PostgreSQL.
+
+A SQLite server gets mail over SMTP, flags, a keyword, a subfolder and an
+expunge (so the UIDs have a gap) over IMAP, and a remote message it cannot
+deliver yet (the peer answers 451). After ``migrate``, ``serve`` on
+PostgreSQL shows IMAP clients the same UIDVALIDITY, UIDs and flags and POP3
+clients the same UIDLs, and delivers the queued message to the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import poplib
+import smtplib
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from delivery.smtppeers import Peer
+from pgcluster import PgCluster
+from s3server import S3Server
+from serverproc import DOMAIN, PASSWORD, ServerProcess
+
+TIMEOUT = 10
+ALICE = f"alice@{DOMAIN}"
+REMOTE = "ann@partner.example"
+
+pytestmark = pytest.mark.slow
+
+
+def message(n: int) -> bytes:
+    return f"From: a@remote.test\r\nSubject: number {n}\r\n\r\nBody {n}.\r\n".encode()
+
+
+def imap_state(server: ServerProcess) -> dict[str, object]:
+    """What an IMAP client caches: UIDVALIDITY, UIDs and flags of each mailbox."""
+    imap = imaplib.IMAP4(*server.addr("imap"), timeout=TIMEOUT)
+    imap.login(ALICE, PASSWORD)
+    state: dict[str, object] = {}
+    for box in ("INBOX", "Work/2026"):
+        imap.select(box, readonly=True)
+        uidvalidity = imap.response("UIDVALIDITY")[1]
+        _, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+        state[box] = (uidvalidity, sorted(d.decode() for d in data if isinstance(d, bytes)))
+    state["subscribed"] = sorted(d.decode() for d in imap.lsub()[1] if isinstance(d, bytes))
+    imap.logout()
+    return state
+
+
+def uidls(server: ServerProcess) -> list[bytes]:
+    pop = poplib.POP3(*server.addr("pop3"), timeout=TIMEOUT)
+    pop.user(ALICE)
+    pop.pass_(PASSWORD)
+    listing = pop.uidl()[1]
+    pop.quit()
+    return sorted(listing)
+
+
+def fill(server: ServerProcess) -> None:
+    """Mail in INBOX and a subfolder, flags, a keyword, a UID gap, and a queued remote."""
+    with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT) as smtp:
+        for n in range(1, 4):
+            smtp.sendmail("a@remote.test", [ALICE], message(n))
+        smtp.sendmail("a@remote.test", [REMOTE], message(9))
+    imap = imaplib.IMAP4(*server.addr("imap"), timeout=TIMEOUT)
+    imap.login(ALICE, PASSWORD)
+    assert imap.create("Work/2026")[0] == "OK"
+    assert imap.subscribe("Work/2026")[0] == "OK"
+    assert imap.append("Work/2026", r"(\Answered)", None, message(4))[0] == "OK"
+    imap.select("INBOX")
+    assert imap.uid("STORE", "1", "+FLAGS", r"(\Flagged $Label1)")[0] == "OK"
+    assert imap.uid("STORE", "2", "+FLAGS", r"(\Deleted)")[0] == "OK"
+    assert imap.expunge()[0] == "OK"
+    imap.logout()
+
+
+QUEUE_SQL = ("SELECT r.address, r.state, r.attempts, r.next_attempt, m.sender"
+             " FROM queue_recipients r JOIN queue_messages m ON m.queue_id = r.queue_id")
+
+
+async def test_a_migrated_server_looks_the_same_to_clients_and_delivers_its_queue(
+    make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+) -> None:
+    """Same UIDVALIDITY, UIDs, flags and UIDLs on PostgreSQL; the queued message goes out."""
+    refusing = True
+    peer = Peer(on_rcpt=lambda _: "451 4.3.0 not yet" if refusing else None)
+    port = await peer.start()
+    routes = [{"domain": "partner.example", "to": f"127.0.0.1:{port}"}]
+    common = {"routes": routes, "relay": {"trusted_networks": ["127.0.0.0/8"]},
+              "listen": {"imap": ["127.0.0.1:0"]}}
+    old = make_server(**common)
+    old.add_user(ALICE)
+    old.start()
+    try:
+        await asyncio.to_thread(fill, old)
+        await peer.wait_until(lambda: peer.connections >= 1, TIMEOUT)
+        before = await asyncio.to_thread(imap_state, old)
+        before_uidls = await asyncio.to_thread(uidls, old)
+    finally:
+        await asyncio.to_thread(old.stop)
+    with old.store.db.conn as db:  # type: ignore[attr-defined]
+        queued_before = sorted(db.execute(QUEUE_SQL).fetchall())
+    old.store.close()
+    dsn = pg_cluster.database()
+    done = await asyncio.to_thread(old.cli, "migrate", "--to", dsn)
+    assert done.returncode == 0, done.stderr
+    assert "messages: 3 copied, 3 in the target, ok" in done.stdout
+    assert "queue_recipients: 1 copied, 1 in the target, ok" in done.stdout
+    assert "blobs read back and hashed: 4" in done.stdout  # the expunged one is not needed
+
+    with psycopg.connect(dsn) as db:  # attempts and due times came along
+        assert sorted(db.execute(QUEUE_SQL).fetchall()) == queued_before
+    assert queued_before[0][2] >= 1  # type: ignore[operator]
+
+    refusing = False
+    new = make_server(storage={"backend": "postgresql", "dsn": dsn, "pool_size": 4}, **common)
+    new.start()
+    try:
+        after = await asyncio.to_thread(imap_state, new)
+        after_uidls = await asyncio.to_thread(uidls, new)
+        (delivered,) = await peer.wait_messages(1, timeout=TIMEOUT * 3)
+    finally:
+        await asyncio.to_thread(new.stop)
+        await peer.close()
+    assert after == before
+    assert "$Label1" in str(before["INBOX"]) and "2 (UID 3" in str(before["INBOX"])
+    assert after_uidls == before_uidls and len(after_uidls) == 2
+    assert delivered.recipients == [REMOTE] and delivered.data.endswith(message(9))
+
+
+class TestRefusals:
+    def test_a_running_server_or_a_non_empty_target_is_refused(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        """One line each, exit 2: the data directory is in use; the target holds data."""
+        server = make_server()
+        server.add_user(ALICE)
+        server.start()
+        dsn = pg_cluster.database()
+        running = server.cli("migrate", "--to", dsn)
+        assert running.returncode == 2
+        assert running.stderr.strip().splitlines() == [
+            f"postwarden: error: a server is running on data_dir {server.root / 'var'}:"
+            " stop it first"]
+        server.stop()
+        assert server.cli("migrate", "--to", dsn).returncode == 0
+        again = server.cli("migrate", "--to", dsn)
+        assert again.returncode == 2
+        (line,) = again.stderr.strip().splitlines()
+        assert "already holds postwarden data (1 rows in domains)" in line
+
+    @pytest.mark.parametrize(("dsn", "expected"), [
+        ("mysql://x@127.0.0.1/db", "expected postgresql://user@host:port/database"),
+        ("postgresql://postgres@127.0.0.1:1/db", "cannot connect to PostgreSQL at 127.0.0.1:1"),
+    ])
+    def test_a_bad_or_unreachable_dsn_is_one_line(
+        self, make_server: Callable[..., ServerProcess], dsn: str, expected: str
+    ) -> None:
+        server = make_server()
+        done = server.cli("migrate", "--to", dsn)
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("postwarden: error: ") and expected in line
+
+    def test_a_wrong_password_is_one_line(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        """A role that must give a password (scram) and gets a wrong one."""
+        dsn = pg_cluster.database()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("DROP ROLE IF EXISTS pwcheck")
+            db.execute("CREATE ROLE pwcheck LOGIN PASSWORD 'right'")
+            hba = Path(db.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+            if "pwcheck" not in hba.read_text():
+                hba.write_text("host all pwcheck 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            db.execute("SELECT pg_reload_conf()")
+        server = make_server()
+        where = dsn.split("@")[1]
+        done = server.cli("migrate", "--to", f"postgresql://pwcheck:wrong@{where}")
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert "cannot connect to PostgreSQL" in line and "password authentication failed" in line
+        assert "wrong" not in line
+
+
+def test_blobs_can_go_to_s3(make_server: Callable[..., ServerProcess], pg_cluster: PgCluster,
+                            s3_server: S3Server) -> None:
+    """``--blobs s3``: the bytes become objects named by their SHA-256, read back and hashed."""
+    bucket = s3_server.bucket()
+    server = make_server(s3=s3_server.settings(bucket))  # SQLite keeps [s3] for migrate
+    server.add_user(ALICE)
+    server.start()
+    with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail("a@remote.test", [ALICE], message(1))
+        smtp.sendmail("a@remote.test", [ALICE], message(2))
+    server.stop()
+    done = server.cli("migrate", "--to", pg_cluster.database(), "--blobs", "s3")
+    assert done.returncode == 0, done.stderr
+    assert "blobs read back and hashed: 2" in done.stdout
+    assert len(s3_server.keys(bucket)) == 2
