@@ -18,6 +18,7 @@ import pytest
 
 from pgcluster import PgCluster
 from postwarden.config import ConfigError, S3Config, from_dict
+from postwarden.storage.factory import async_boundary
 from postwarden.storage.interfaces import DatabaseUnusable, StoreError
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.postgresql.db import PERIODIC_LOCKS
@@ -203,3 +204,26 @@ class TestS3Settings:
         assert cfg.s3.secret_key_file == tmp_path / "key"
         with pytest.raises(DatabaseUnusable, match=r"^s3 bucket no-such-bucket at http://"):
             PgStore(pg_cluster.schema(), pool_size=PG_POOL_SIZE, s3=cfg.s3)
+
+
+class TestAsyncBoundary:
+    async def test_small_reads_leave_the_event_loop(
+        self, nodes: tuple[PgStore, PgStore]
+    ) -> None:
+        """A 10-byte read is a database (or S3) round trip: it runs on a store thread."""
+        one, _ = nodes
+        accept(one, "small", (ALICE,))
+        threads: list[str] = []
+        read = one.blobs.read_blob
+
+        def recording(name: str, start: int = 0, length: int | None = None) -> bytes:
+            threads.append(threading.current_thread().name)
+            return read(name, start, length)
+
+        one.blobs.read_blob = recording  # type: ignore[method-assign]
+        aio = async_boundary(one)
+        try:
+            assert await aio.read_blob("small", 0, 10) == MESSAGE[:10]
+        finally:
+            aio.close()
+        assert threads and threads[0] != threading.main_thread().name

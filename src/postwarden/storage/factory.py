@@ -35,7 +35,13 @@ from postwarden.storage.sqlite.store import SqliteStore
 
 
 class StoreBlobs(BlobStore, Protocol):
-    """Message files, plus the ``fsck`` command's scans for orphans."""
+    """Message files, plus the ``fsck`` command's scans for orphans.
+
+    ``local_reads``: a small read is a read from the page cache (files), cheap
+    enough for the event loop; else (database, S3) it always goes to a thread.
+    """
+
+    local_reads: bool
 
     def unknown_files(self) -> list[UnknownFile]: ...
     def missing_files(self) -> list[str]: ...

@@ -54,6 +54,8 @@ class MemoryBlobWriter(MeteredWriter):
 class PgBlobs:
     """The BlobStore on PostgreSQL, and the reference counting the other parts use."""
 
+    local_reads = False  # every read is a round trip: never on the event loop
+
     def __init__(self, db: PgDatabase, objects: S3Objects | None = None) -> None:
         self._db = db
         self._objects = objects  # None: the bytes live in the database

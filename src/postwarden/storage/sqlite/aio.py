@@ -43,7 +43,8 @@ READ_THREADS = 4
 FILE_THREADS = 4
 # A range up to this size is read on the event loop: one read from the page
 # cache costs less than the trip to a thread (POP3 RETR of typical mail ran
-# about 40% faster so); larger ranges go to the file threads.
+# about 40% faster so); larger ranges go to the file threads. Only for blobs
+# in local files (``local_reads``): a database or S3 read is a round trip.
 INLINE_READ_LIMIT = 64 * 1024
 # How long the directory answers kept on the loop side may be old: the domain
 # list, and that an account exists (asked at RCPT and again at the end of DATA).
@@ -183,7 +184,7 @@ class AsyncSqliteStore:
     # --- AsyncBlobs -------------------------------------------------------------------
 
     async def read_blob(self, name: str, start: int = 0, length: int | None = None) -> bytes:
-        if length is not None and length <= INLINE_READ_LIMIT:
+        if self.store.blobs.local_reads and length is not None and length <= INLINE_READ_LIMIT:
             return self.store.blobs.read_blob(name, start, length)
         return await asyncio.get_running_loop().run_in_executor(
             self._files, self.store.blobs.read_blob, name, start, length)

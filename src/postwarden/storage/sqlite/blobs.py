@@ -60,6 +60,8 @@ class BlobFiles:
     ``unknown_files`` and go only by an explicit ``remove_unknown``.
     """
 
+    local_reads = True  # a small read is a pread from the page cache
+
     def __init__(self, db: Database, blob_dir: Path) -> None:
         self._db = db
         self.blob_dir = blob_dir
