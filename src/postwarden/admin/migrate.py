@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from postwarden.admin import AdminError
@@ -44,6 +45,7 @@ IDENTITIES = (("mailboxes", "id"), ("blobs", "id"), ("queue_recipients", "id"))
 # Only blobs something refers to: a released one is the collector's, not the target's.
 REFERENCED_BLOBS = ("id IN (SELECT blob_id FROM messages)"
                     " OR name IN (SELECT blob FROM queue_messages)")
+VERIFY_THREADS = 4  # blobs read back at once (each a database or S3 round trip)
 BLOB_BATCH = 200  # blobs read, hashed and written per round (bounds the memory held)
 # Rows in these mean the target is somebody's store already.
 OCCUPIED = ("domains", "accounts", "mailboxes", "blobs", "queue_messages")
@@ -84,7 +86,7 @@ def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
         raise AdminError(f"a server is running on data_dir {cfg.data_dir}: stop it first")
     if blobs == "s3":
         check_s3(cfg.s3)
-    target = PgStore(dsn, pool_size=2, s3=cfg.s3 if blobs == "s3" else None)
+    target = PgStore(dsn, pool_size=VERIFY_THREADS + 1, s3=cfg.s3 if blobs == "s3" else None)
     try:
         _refuse_occupied(target, dsn)
         source = SqliteStore(cfg.data_dir, cfg.limits.mime)
@@ -194,10 +196,13 @@ def _verify(target: PgStore, counts: dict[str, int]) -> MigrateReport:
             row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
             tables.append(TableReport(table, counts[table], int(row[0]) if row else -1))
         blob_rows = db.execute("SELECT name, digest FROM blobs ORDER BY id").fetchall()
-    octets = 0
-    for name, digest in blob_rows:
-        data = target.blobs.read_blob(name)
-        if hashlib.sha256(data).digest() != bytes(digest):
-            raise AdminError(f"blob {name} reads back with another SHA-256 from the target")
-        octets += len(data)
+
+    def check(row: tuple[str, bytes]) -> int:
+        data = target.blobs.read_blob(row[0])
+        if hashlib.sha256(data).digest() != bytes(row[1]):
+            raise AdminError(f"blob {row[0]} reads back with another SHA-256 from the target")
+        return len(data)
+
+    with ThreadPoolExecutor(VERIFY_THREADS) as pool:  # S3 reads are round trips: overlap them
+        octets = sum(pool.map(check, blob_rows))
     return MigrateReport(tuple(tables), len(blob_rows), octets)
