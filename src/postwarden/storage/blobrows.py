@@ -5,7 +5,7 @@ the database, S3) but not in the ``blobs`` rows: a row per name with its
 facts and a reference count, released when the count reaches zero, swept
 by the collector once nothing refers to it (mark: no mailbox row, no queue
 entry) and the grace time has passed. The SQL is written once here with
-``?`` placeholders; ``BlobRows("%s")`` turns them into psycopg's.
+``?`` placeholders; ``BlobTable("%s")`` turns them into psycopg's.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ _UNREFERENCED = (
     " AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.blob = blobs.name)")
 
 
-class BlobRows:
+class BlobTable:
     """Reference counting on the ``blobs`` table, in the placeholder style of one driver."""
 
     def __init__(self, placeholder: str = "?") -> None:

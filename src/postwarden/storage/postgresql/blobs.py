@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from postwarden.storage.blobrows import BlobRows, MeteredWriter
+from postwarden.storage.blobrows import BlobTable, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, StoreError, UnknownFile
 from postwarden.storage.postgresql.db import Conn, PgDatabase
 from postwarden.storage.s3 import S3Objects
@@ -61,7 +61,7 @@ class PgBlobs:
         self._objects = objects  # None: the bytes live in the database
         self._staged: dict[str, bytes] = {}  # committed writers' bytes, until stored
         self._lock = threading.Lock()
-        self.rows = BlobRows("%s")
+        self.rows = BlobTable("%s")
 
     def new_blob(self, name: str) -> MemoryBlobWriter:
         if not name.isalnum():

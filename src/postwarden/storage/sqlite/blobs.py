@@ -9,7 +9,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from postwarden.storage.blobmeter import measure_file
-from postwarden.storage.blobrows import BlobRows, MeteredWriter
+from postwarden.storage.blobrows import BlobTable, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, UnknownFile
 from postwarden.storage.sqlite.db import Database
 
@@ -66,7 +66,7 @@ class BlobFiles:
         self._db = db
         self.blob_dir = blob_dir
         self._shards: set[str] = set()  # message directories known to exist
-        self.rows = BlobRows()
+        self.rows = BlobTable()
         blob_dir.mkdir(exist_ok=True, mode=0o700)
 
     def blob_path(self, name: str) -> Path:
