@@ -109,6 +109,7 @@ async def test_a_migrated_server_looks_the_same_to_clients_and_delivers_its_queu
     assert done.returncode == 0, done.stderr
     assert "messages: 3 copied, 3 in the target, ok" in done.stdout
     assert "queue_recipients: 1 copied, 1 in the target, ok" in done.stdout
+    assert "auth_failures: 0 copied, 0 in the target, ok" in done.stdout
     assert "blobs read back and hashed: 4" in done.stdout  # the expunged one is not needed
 
     with psycopg.connect(dsn) as db:  # attempts and due times came along

@@ -3,7 +3,7 @@
 The two backends keep the same tables (store v2), so the copy is a table
 by table ``COPY`` of the columns both have, in one PostgreSQL transaction:
 accounts with their password hashes, domains, aliases, POP/IMAP-before-SMTP
-records, mailboxes with UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ, messages with
+records and failed-login counts, mailboxes with UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ, messages with
 their UIDs, flags, keywords, internal dates and per-copy header prefixes,
 expunge records (QRESYNC), subscriptions, quota, the queue with its
 recipients, attempts and due times, and the counters (the next UIDVALIDITY).
@@ -38,7 +38,8 @@ from postwarden.storage.sqlite import SqliteStore
 
 # Tables in foreign-key order. Not copied: maildrop_locks (a POP3 session's,
 # gone with the process), parsed and the body index (rebuilt by the target).
-TABLES = ("domains", "accounts", "alias_targets", "login_records", "mailboxes", "blobs",
+TABLES = ("domains", "accounts", "alias_targets", "login_records", "auth_failures",
+          "mailboxes", "blobs",
           "messages", "expunged", "keywords", "subscriptions", "quota", "queue_messages",
           "queue_recipients")
 IDENTITIES = (("mailboxes", "id"), ("blobs", "id"), ("queue_recipients", "id"))
