@@ -2,7 +2,9 @@
 
 A real server process; an alias forwards to a peer on loopback; the original
 sender's domain is another peer. The bounce is sent to the server's MX port
-like any remote host's would be. The next hop that checks SPF is a second
+like any remote host's would be. With [auth_checks] on (a loopback DNS
+server publishing the senders' SPF), a bounce goes back only to a sender
+that SPF or aligned DKIM vouched for when its mail came in. The next hop that checks SPF is a second
 postwarden process with [auth_checks] on and a loopback DNS server: an
 independent SPF check of what we send, not our evaluator called by the test.
 """
@@ -21,8 +23,8 @@ import pytest
 from delivery.dnsfake import ThreadedDNS
 from delivery.smtppeers import Peer
 from postwarden.cli import add_local_domain
-from postwarden.policy.srs import Srs
-from serverproc import DOMAIN, HOSTNAME, ServerProcess
+from postwarden.policy.srs import Reversed, Srs
+from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
 SENDER = "Joe@sender.example"
 
@@ -70,7 +72,8 @@ class TestSrs:
         assert srs_sender.startswith("SRS0=") and srs_sender.endswith(f"@{HOSTNAME}")
         local, _, domain = srs_sender.rpartition("@")
         key = (site.server.root / "var" / "srs.key").read_bytes()
-        assert Srs(key, HOSTNAME, 21).reverse(local, domain, time.time()) == SENDER
+        # checks off: nothing is known against the sender, so it counts as proven (as before)
+        assert Srs(key, HOSTNAME, 21).reverse(local, domain, time.time()) == Reversed(SENDER, True)
         bounce_text = b"From: MAILER-DAEMON@fine.example\r\nSubject: undeliverable\r\n\r\nsorry\r\n"
         await mx_send(site, "", srs_sender, bounce_text)
         [bounce] = await site.sender_home.wait_messages(1)
@@ -86,6 +89,97 @@ class TestSrs:
                 await client.rcpt(f"SRS0=aaaaaa=aa=victim.example=them@{HOSTNAME}")
             assert refused.value.code == 550 and "5.1.1" in refused.value.message
         assert site.server.store.queue.queued_ids() == []
+
+
+BOUNCE = b"From: MAILER-DAEMON@fine.example\r\nSubject: undeliverable\r\n\r\nsorry\r\n"
+
+
+@pytest.fixture
+async def checked_site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]:
+    """As ``site``, with [auth_checks] on: SPF lets 127.0.0.1 send for sender.example,
+    not for forged.example; nospf.example publishes no SPF (and nobody has DMARC)."""
+    dns = ThreadedDNS({
+        ("sender.example", "TXT"): ['"v=spf1 ip4:127.0.0.1 -all"'],
+        ("forged.example", "TXT"): ['"v=spf1 ip4:192.0.2.1 -all"'],
+    })
+    peers = [Peer("fine.example"), Peer("sender.example")]
+    ports = [await p.start() for p in peers]
+    homes = ("sender.example", "forged.example", "nospf.example")
+    server = make_server(
+        routes=[{"domain": "fine.example", "to": f"127.0.0.1:{ports[0]}"},
+                *({"domain": d, "to": f"127.0.0.1:{ports[1]}"} for d in homes)],
+        dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+        auth_checks={"enabled": True, "dns_timeout_seconds": 3})
+    server.store.directory.add_alias(f"fwd@{DOMAIN}", ["someone@fine.example"])
+    server.add_user(f"alice@{DOMAIN}")
+    server.start()
+    try:
+        yield Site(server, *peers)
+    finally:
+        await asyncio.to_thread(server.stop)
+        for peer in peers:
+            await peer.close()
+        dns.close()
+
+
+async def forwarded_sender(site: Site, sender: str) -> str:
+    """Send a stranger's message from ``sender`` to the forwarding alias; the envelope
+    sender the next hop saw."""
+    await mx_send(site, sender, f"fwd@{DOMAIN}",
+                  f"From: <{sender}>\r\nSubject: hi\r\n\r\nforward me\r\n".encode())
+    [forwarded] = await site.forward_to.wait_messages(1)
+    return forwarded.sender
+
+
+@pytest.mark.slow
+class TestBouncesOnlyToProvenSenders:
+    async def test_an_spf_passing_senders_bounce_reaches_it(self, checked_site: Site) -> None:
+        srs_sender = await forwarded_sender(checked_site, SENDER)
+        local, _, domain = srs_sender.rpartition("@")
+        key = (checked_site.server.root / "var" / "srs.key").read_bytes()
+        assert Srs(key, HOSTNAME, 21).reverse(local, domain, time.time()) == Reversed(SENDER, True)
+        await mx_send(checked_site, "", srs_sender, BOUNCE)
+        [bounce] = await checked_site.sender_home.wait_messages(1)
+        assert bounce.sender == "" and bounce.recipients == [SENDER]
+
+    @pytest.mark.parametrize("sender", ["Joe@forged.example", "Joe@nospf.example"])
+    async def test_an_unproven_senders_bounce_is_refused_at_rcpt(
+            self, checked_site: Site, sender: str) -> None:
+        """SPF fail or none, no DKIM: the SRS address is valid, but says "unproven";
+        the bounce gets 550 5.7.1 and the reason is logged; nothing goes to the sender."""
+        srs_sender = await forwarded_sender(checked_site, sender)
+        local, _, domain = srs_sender.rpartition("@")
+        key = (checked_site.server.root / "var" / "srs.key").read_bytes()
+        assert Srs(key, HOSTNAME, 21).reverse(local, domain, time.time()) == Reversed(
+            sender, False)
+        host, port = checked_site.server.addr("smtp")
+        async with aiosmtplib.SMTP(hostname=host, port=port, start_tls=False) as client:
+            await client.mail("")
+            with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+                await client.rcpt(srs_sender)
+        assert refused.value.code == 550 and refused.value.message.startswith("5.7.1 ")
+        assert "original sender" in refused.value.message
+        line = checked_site.server.wait_for_log("srs refused", "neither SPF nor aligned DKIM")
+        assert srs_sender.lower() in line.lower()
+        assert checked_site.sender_home.messages == []
+
+    async def test_an_authenticated_senders_bounce_reaches_it(self, checked_site: Site) -> None:
+        """A logged-in user's mail needs no SRS (its sender is ours and vouched for): the
+        next hop sees the user's address, and a bounce to it is delivered."""
+        user = f"alice@{DOMAIN}"
+        host, port = checked_site.server.addr("smtp")
+        async with aiosmtplib.SMTP(hostname=host, port=port, start_tls=False) as client:
+            await client.login(user, PASSWORD)
+            await client.sendmail(user, [f"fwd@{DOMAIN}"],
+                                  f"From: <{user}>\r\nSubject: mine\r\n\r\nhi\r\n".encode())
+        [forwarded] = await checked_site.forward_to.wait_messages(1)
+        assert forwarded.sender == user
+        await mx_send(checked_site, "", user, BOUNCE)
+        deadline = time.monotonic() + 30
+        while not checked_site.server.inbox(user):
+            assert time.monotonic() < deadline, "the bounce did not reach the user"
+            await asyncio.sleep(0.05)
+        assert b"Subject: undeliverable" in checked_site.server.inbox(user)[0]
 
 
 NEXT_HOP = "mx.fine.example"

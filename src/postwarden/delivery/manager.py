@@ -39,7 +39,13 @@ from dkim import DKIMException
 
 from postwarden.config import Config, Route
 from postwarden.delivery.dkimsign import Signer
-from postwarden.delivery.notify import next_hop_notify, send_reports, wants, within_origin
+from postwarden.delivery.notify import (
+    next_hop_notify,
+    send_reports,
+    unproven_sender,
+    wants,
+    within_origin,
+)
 from postwarden.delivery.outbound import (
     HostUnavailable,
     Outcome,
@@ -311,12 +317,14 @@ class QueueManager:
         """A stranger's mail leaving us can only be alias forwarding: it gets an SRS sender.
 
         So SPF at the next hop checks us, and its bounces come back through us
-        (``policy.srs``). Our own users' and reports' senders go out as they are.
+        (``policy.srs``), unless nothing vouched for that sender: then the
+        address says so and its bounces are refused. Our own users' and
+        reports' senders go out as they are.
         """
         srs = self._intake.recipients.srs
         if srs is None or msg.trusted_origin or not msg.sender:
             return msg.sender
-        return srs.forward(msg.sender, self._clock())
+        return srs.forward(msg.sender, self._clock(), proven=not unproven_sender(msg))
 
     async def _sign(self, msg: QueuedMessage, data: bytes) -> bytes:
         """DKIM signatures for mail we vouch for (never for a stranger's), made in a thread.

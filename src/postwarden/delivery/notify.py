@@ -42,9 +42,15 @@ def within_origin(msg: QueuedMessage) -> QueuedMessage:
     return dataclasses.replace(msg, ret="HDRS", recipients=recipients)
 
 
+def unproven_sender(msg: QueuedMessage) -> bool:
+    """A stranger's envelope sender that neither SPF nor DKIM aligned with its domain
+    vouched for when the mail came in: it gets no reports, from us or through us."""
+    return not msg.trusted_origin and msg.sender_proof is SenderProof.NONE
+
+
 def next_hop_notify(msg: QueuedMessage, rcpt: QueueRecipient) -> tuple[str, ...]:
     """The NOTIFY to ask of the next hop: none at all for a sender nothing vouched for."""
-    if not msg.trusted_origin and msg.sender_proof is SenderProof.NONE:
+    if unproven_sender(msg):
         return ("NEVER",)
     return rcpt.notify
 
@@ -67,7 +73,7 @@ async def send_reports(
     """One report per action to the envelope sender; returns how many were accepted."""
     if not msg.sender:
         return 0  # never a report to <>
-    if not msg.trusted_origin and msg.sender_proof is SenderProof.NONE:
+    if unproven_sender(msg):
         log.info(kv("report-suppressed", queue_id=msg.queue_id, to=msg.sender,
                     reason="neither SPF nor DKIM aligned with the sender's domain passed"
                            " when it came in (a forged sender gets no backscatter)"))

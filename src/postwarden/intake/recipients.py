@@ -9,11 +9,13 @@ event loop never waits on the directory; the decisions stay pure.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postwarden.config import IPAddress, RelayConfig
+from postwarden.log import kv
 from postwarden.mail.address import Address, AddressError, parse_address
 from postwarden.policy.relay import (
     ClientFacts,
@@ -29,6 +31,7 @@ from postwarden.policy.srs import Srs
 from postwarden.storage.boundary import AsyncDirectory
 
 MAX_ALIAS_DEPTH = 10
+log = logging.getLogger("postwarden.recipients")
 
 
 def catch_all_key(domain: str) -> str:
@@ -98,8 +101,10 @@ class RecipientPolicy:
         if not address.domain or await self._hostname_postmaster(address):
             return RecipientFacts(address, True, True)
         if self.srs is not None and self.srs.owns(address.local, address.domain):
-            valid = self.srs.reverse(address.local, address.domain, time.time()) is not None
-            return RecipientFacts(address, True, valid)  # forged or expired: unknown user
+            back = self.srs.reverse(address.local, address.domain, time.time())
+            # forged or expired: an unknown user
+            return RecipientFacts(address, True, back is not None,
+                                  unproven_srs=back is not None and not back.proven)
         local = await self.is_local(address)
         exists = local and (
             await self.directory.account_exists(address.key)
@@ -120,8 +125,12 @@ class RecipientPolicy:
 
     async def check_recipient(self, client: ClientFacts, address: Address, *,
                               null_sender: bool = False) -> Decision:
-        return decide_recipient(client, await self.recipient_facts(address), self.relay,
-                                null_sender=null_sender)
+        facts = await self.recipient_facts(address)
+        decision = decide_recipient(client, facts, self.relay, null_sender=null_sender)
+        if facts.unproven_srs:
+            log.info(kv("srs refused", ip=client.client_ip, rcpt=address,
+                        reason=decision.reasons[0]))
+        return decision
 
     async def owns(self, user: str, sender: Address) -> bool:
         """The user's own address, or an alias that leads (maybe via others) to the user."""
@@ -179,9 +188,9 @@ class RecipientPolicy:
         if key in path or len(path) > MAX_ALIAS_DEPTH:
             raise AliasLoop(" -> ".join((*path, key)))
         if self.srs is not None and self.srs.owns(address.local, address.domain):
-            original = self.srs.reverse(address.local, address.domain, time.time())
-            if original is not None:  # None: expired since RCPT; nothing to deliver
-                remote.append(parse_address(original))
+            back = self.srs.reverse(address.local, address.domain, time.time())
+            if back is not None and back.proven:  # else refused at RCPT, or expired since
+                remote.append(parse_address(back.address))
             return
         if not await self.is_local(address):
             remote.append(address)

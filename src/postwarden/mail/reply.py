@@ -91,6 +91,9 @@ UNKNOWN_USER = Reply(550, "5.1.1", "Mailbox unavailable")
 RELAY_DENIED = Reply(550, "5.7.1", "Unable to relay")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: not owned by user")
 FROM_NOT_OWNED = Reply(550, "5.7.1", "From header address not owned by user")
+SRS_UNPROVEN = Reply(
+    550, "5.7.1", "Not forwarded: the original sender of the mail this answers was not verified"
+)
 TEMP_FAILURE = Reply(451, "4.3.0", "Temporary local problem, try again later")
 STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service shutting down, closing connection")

@@ -49,6 +49,8 @@ class RecipientFacts:
     address: Address
     domain_is_local: bool  # postmaster without a domain counts as local
     mailbox_exists: bool  # an account or an alias with this exact key
+    # One of our SRS addresses whose original sender nothing vouched for (policy.srs)
+    unproven_srs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,13 @@ def decide_recipient(client: ClientFacts, rcpt: RecipientFacts, cfg: RelayConfig
     would send mail as no one the login answers for.
     """
     if rcpt.domain_is_local:
+        if rcpt.unproven_srs:
+            return Decision(
+                Verdict.REJECT, R.SRS_UNPROVEN, "srs_unproven_sender",
+                (f"{rcpt.address.key} is our SRS address for a sender that neither SPF nor"
+                 " aligned DKIM vouched for when we forwarded its mail: nothing goes back"
+                 " to it (no backscatter to forged senders)",), Destination.REMOTE,
+            )
         if rcpt.mailbox_exists:
             return Decision(
                 Verdict.ACCEPT, R.RECIPIENT_OK, "local_recipient",
