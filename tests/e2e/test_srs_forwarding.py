@@ -23,6 +23,7 @@ import pytest
 from delivery.dnsfake import ThreadedDNS
 from delivery.smtppeers import Peer
 from postwarden.cli import add_local_domain
+from postwarden.delivery import dkimsign
 from postwarden.policy.srs import Reversed, Srs
 from serverproc import DOMAIN, HOSTNAME, PASSWORD, ServerProcess
 
@@ -94,17 +95,30 @@ class TestSrs:
 BOUNCE = b"From: MAILER-DAEMON@fine.example\r\nSubject: undeliverable\r\n\r\nsorry\r\n"
 
 
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> dkimsign.SigningKey:
+    """An Ed25519 key for dkim.example, a domain with no SPF record."""
+    key = dkimsign.generate(tmp_path_factory.mktemp("dkim"), "dkim.example", None,
+                            "ed25519-sha256", time.time())
+    return dkimsign.SigningKey(key, dkimsign.parse_private(key))
+
+
 @pytest.fixture
-async def checked_site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]:
+async def checked_site(make_server: Callable[..., ServerProcess],
+                       dkim_key: dkimsign.SigningKey) -> AsyncIterator[Site]:
     """As ``site``, with [auth_checks] on: SPF lets 127.0.0.1 send for sender.example,
-    not for forged.example; nospf.example publishes no SPF (and nobody has DMARC)."""
+    not for forged.example; nospf.example and dkim.example publish no SPF, dkim.example
+    a DKIM key (and nobody has DMARC)."""
+    key = dkim_key.key
     dns = ThreadedDNS({
         ("sender.example", "TXT"): ['"v=spf1 ip4:127.0.0.1 -all"'],
         ("forged.example", "TXT"): ['"v=spf1 ip4:192.0.2.1 -all"'],
+        (f"{key.selector}._domainkey.dkim.example", "TXT"):
+            [" ".join(f'"{t}"' for t in key.txt_strings())],
     })
     peers = [Peer("fine.example"), Peer("sender.example")]
     ports = [await p.start() for p in peers]
-    homes = ("sender.example", "forged.example", "nospf.example")
+    homes = ("sender.example", "forged.example", "nospf.example", "dkim.example")
     server = make_server(
         routes=[{"domain": "fine.example", "to": f"127.0.0.1:{ports[0]}"},
                 *({"domain": d, "to": f"127.0.0.1:{ports[1]}"} for d in homes)],
@@ -122,11 +136,14 @@ async def checked_site(make_server: Callable[..., ServerProcess]) -> AsyncIterat
         dns.close()
 
 
-async def forwarded_sender(site: Site, sender: str) -> str:
-    """Send a stranger's message from ``sender`` to the forwarding alias; the envelope
-    sender the next hop saw."""
-    await mx_send(site, sender, f"fwd@{DOMAIN}",
-                  f"From: <{sender}>\r\nSubject: hi\r\n\r\nforward me\r\n".encode())
+async def forwarded_sender(site: Site, sender: str,
+                           sign: dkimsign.SigningKey | None = None) -> str:
+    """Send a stranger's message from ``sender`` (signed with ``sign``) to the forwarding
+    alias; the envelope sender the next hop saw."""
+    data = f"From: <{sender}>\r\nSubject: hi\r\n\r\nforward me\r\n".encode()
+    if sign is not None:
+        data = dkimsign.sign(data, [sign]) + data
+    await mx_send(site, sender, f"fwd@{DOMAIN}", data)
     [forwarded] = await site.forward_to.wait_messages(1)
     return forwarded.sender
 
@@ -141,6 +158,15 @@ class TestBouncesOnlyToProvenSenders:
         await mx_send(checked_site, "", srs_sender, BOUNCE)
         [bounce] = await checked_site.sender_home.wait_messages(1)
         assert bounce.sender == "" and bounce.recipients == [SENDER]
+
+    async def test_an_aligned_dkim_signature_proves_the_sender_too(
+            self, checked_site: Site, dkim_key: dkimsign.SigningKey) -> None:
+        """No SPF record, but a DKIM pass for the MAIL FROM domain: the bounce is forwarded."""
+        srs_sender = await forwarded_sender(checked_site, "Joe@dkim.example", dkim_key)
+        assert "proof=dkim" in checked_site.server.wait_for_log("auth verdict", "dkim.example")
+        await mx_send(checked_site, "", srs_sender, BOUNCE)
+        [bounce] = await checked_site.sender_home.wait_messages(1)
+        assert bounce.recipients == ["Joe@dkim.example"]
 
     @pytest.mark.parametrize("sender", ["Joe@forged.example", "Joe@nospf.example"])
     async def test_an_unproven_senders_bounce_is_refused_at_rcpt(
