@@ -12,6 +12,7 @@ independent SPF check of what we send, not our evaluator called by the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -37,14 +38,19 @@ class Site:
     sender_home: Peer  # sender.example: where bounces to the original sender arrive
 
 
-@pytest.fixture
-async def site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]:
+@contextlib.asynccontextmanager
+async def running_site(make_server: Callable[..., ServerProcess], homes: tuple[str, ...],
+                       **overrides: object) -> AsyncIterator[Site]:
+    """A started server whose alias fwd@ forwards to someone@fine.example (a peer); mail
+    to the senders' domains (``homes``) goes to a second peer; alice is a local user."""
     peers = [Peer("fine.example"), Peer("sender.example")]
     ports = [await p.start() for p in peers]
-    server = make_server(routes=[{"domain": d, "to": f"127.0.0.1:{port}"}
-                                 for d, port in zip(("fine.example", "sender.example"), ports,
-                                                    strict=True)])
+    server = make_server(
+        routes=[{"domain": "fine.example", "to": f"127.0.0.1:{ports[0]}"},
+                *({"domain": d, "to": f"127.0.0.1:{ports[1]}"} for d in homes)],
+        **overrides)
     server.store.directory.add_alias(f"fwd@{DOMAIN}", ["someone@fine.example"])
+    server.add_user(f"alice@{DOMAIN}")
     server.start()
     try:
         yield Site(server, *peers)
@@ -52,6 +58,12 @@ async def site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]
         await asyncio.to_thread(server.stop)
         for peer in peers:
             await peer.close()
+
+
+@pytest.fixture
+async def site(make_server: Callable[..., ServerProcess]) -> AsyncIterator[Site]:
+    async with running_site(make_server, ("sender.example",)) as running:
+        yield running
 
 
 async def mx_send(site: Site, sender: str, rcpt: str, body: bytes) -> None:
@@ -116,23 +128,12 @@ async def checked_site(make_server: Callable[..., ServerProcess],
         (f"{key.selector}._domainkey.dkim.example", "TXT"):
             [" ".join(f'"{t}"' for t in key.txt_strings())],
     })
-    peers = [Peer("fine.example"), Peer("sender.example")]
-    ports = [await p.start() for p in peers]
     homes = ("sender.example", "forged.example", "nospf.example", "dkim.example")
-    server = make_server(
-        routes=[{"domain": "fine.example", "to": f"127.0.0.1:{ports[0]}"},
-                *({"domain": d, "to": f"127.0.0.1:{ports[1]}"} for d in homes)],
-        dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
-        auth_checks={"enabled": True, "dns_timeout_seconds": 3})
-    server.store.directory.add_alias(f"fwd@{DOMAIN}", ["someone@fine.example"])
-    server.add_user(f"alice@{DOMAIN}")
-    server.start()
     try:
-        yield Site(server, *peers)
+        async with running_site(make_server, homes, dns={"nameservers": [f"127.0.0.1:{dns.port}"]},
+                                auth_checks={"enabled": True, "dns_timeout_seconds": 3}) as running:
+            yield running
     finally:
-        await asyncio.to_thread(server.stop)
-        for peer in peers:
-            await peer.close()
         dns.close()
 
 
