@@ -4,8 +4,10 @@
   and to a remote one (a loopback sink that records what it gets): every
   local copy exactly once; the remote copies at least once, and with one
   node killed (``kill -9``) mid-delivery only the killed node's in-flight
-  messages (its active window) may arrive twice. The lease is two seconds,
-  so its work is taken over by the others shortly after it dies.
+  messages (its active window) may arrive twice, plus one for each lease a
+  survivor lost under load, which it logs as ``lease-lost`` (a possible
+  duplicate, as the issue allows). The lease is five seconds, so the killed
+  node's work is taken over by the others shortly after it dies.
 - IMAP IDLE on one node hears of mail accepted by another (NOTIFY/LISTEN),
   and still hears after its LISTEN connection is killed with
   ``pg_terminate_backend`` (the listener reconnects; IDLE also polls).
@@ -56,7 +58,7 @@ def nodes_on(root: Path, dsn: str, sink_port: int | None = None) -> list[ServerP
         storage={"backend": "postgresql", "dsn": dsn, "pool_size": 6},
         listen={"imap": ["127.0.0.1:0"]},
         relay={"trusted_networks": ["127.0.0.1/32"]},  # the test's clients may relay
-        delivery={"lease_seconds": "2s", "active_window": ACTIVE_WINDOW,
+        delivery={"lease_seconds": "5s", "active_window": ACTIVE_WINDOW,
                   "max_concurrent": 8, "max_per_destination": 8},
         imap={"idle_poll_ms": 1000},
     )
@@ -102,6 +104,18 @@ def local_ids(node: ServerProcess) -> Counter[str]:
     return found
 
 
+async def lease_lost_lines(nodes: tuple[ServerProcess, ...], expected: int) -> int:
+    """How many ``lease-lost`` lines the nodes logged, waiting up to 10 s for ``expected``."""
+    def count() -> int:
+        return sum("lease-lost" in line for node in nodes for line in node.output)
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            while count() < expected:
+                await asyncio.sleep(0.1)
+    return count()
+
+
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:
     async with running_sink() as peer:
@@ -112,7 +126,7 @@ class TestThreeNodes:
     async def test_messages_through_three_nodes_with_one_killed_mid_run(
         self, tmp_path: Path, pg_cluster: PgCluster, sink: Sink
     ) -> None:
-        """0 lost, 0 local duplicates; remote repeats only of the killed node's window."""
+        """0 lost, 0 local duplicates; remote repeats: the killed node's window, or logged."""
         nodes = nodes_on(tmp_path, pg_cluster.schema(), sink.port)
         with running(nodes):
             share = [range(start, N, len(nodes) * CLIENTS_PER_NODE)
@@ -131,13 +145,16 @@ class TestThreeNodes:
                 while nodes[0].store.queue.queued_ids():
                     await asyncio.sleep(0.2)
             local = await asyncio.to_thread(local_ids, survivors[0])
-        copies = sink.copies()
+            copies = sink.copies()
+            by_victim = {message_id(tx) for tx in sink.messages if tx.helo == NAMES[1]}
+            repeated = {m for m, count in copies.items() if count > 1}
+            # Any repeat not of the killed node's is a survivor's lease that ran out
+            # (a starved loop on a loaded machine): each is logged as a possible duplicate.
+            admitted = await lease_lost_lines(survivors, len(repeated - by_victim))
         assert len(copies) == N  # no remote message lost
         assert len(local) == N and max(local.values()) == 1  # every local copy exactly once
-        by_victim = {message_id(tx) for tx in sink.messages if tx.helo == NAMES[1]}
-        repeated = {m for m, count in copies.items() if count > 1}
-        assert repeated <= by_victim  # only the killed node's in-flight work went twice
-        assert len(repeated) <= ACTIVE_WINDOW
+        assert len(repeated & by_victim) <= ACTIVE_WINDOW  # the killed node's in-flight work
+        assert len(repeated - by_victim) <= admitted
         helos = Counter(tx.helo for tx in sink.messages)
         assert all(helos[name] > 0 for name in NAMES)  # every node delivered
 
