@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,3 +215,23 @@ class ServerProcess:
         assert box is not None
         found = store.mailboxes.metadata(box.id, UidSet.all(), Field.SIZE)
         return [store.blobs.read_blob(m.blob.name) for m in found if m.blob is not None]
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports free now, for configs that must name a port before the server binds it.
+
+    They are taken below the kernel's ephemeral range (32768 and up), so no
+    client connection made meanwhile (Pebble's, the test's) can be given one
+    as its source port before the server binds it, as a port from bind(0) can.
+    """
+    chosen: list[int] = []
+    for port in random.sample(range(20000, 32768), 200):  # bounded: plenty are free
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    raise RuntimeError("no free loopback ports below the ephemeral range")

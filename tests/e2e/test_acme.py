@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from postwarden.servers.tls import write_self_signed
-from serverproc import HOSTNAME, PASSWORD, ServerProcess
+from serverproc import HOSTNAME, PASSWORD, ServerProcess, free_ports
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "delivery"))
 from dnsfake import ThreadedDNS
@@ -45,11 +45,7 @@ LIFETIME_BEYOND = 100_000  # days: more than any Pebble certificate lives
 
 
 def free_port() -> int:
-    """A port free now, for the configs that must name one before anything binds it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 class Pebble:

@@ -10,7 +10,6 @@ for another name, a listener nobody serves.
 from __future__ import annotations
 
 import datetime
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,25 +25,13 @@ from postwarden.admin.check_server import certificate
 from postwarden.admin.checkline import Status
 from postwarden.config import TLSConfig
 from postwarden.delivery.dkimsign import load_keys
-from serverproc import DOMAIN, HOSTNAME, ServerProcess
+from serverproc import DOMAIN, HOSTNAME, ServerProcess, free_ports
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "delivery"))
 from dnsfake import Records, ThreadedDNS
 
 KINDS = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "http")
 PTR = "1.0.0.127.in-addr.arpa"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS had free a moment ago (the server binds them right after)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def write_cert(cert: Path, key: Path, name: str, not_before: datetime.datetime,
