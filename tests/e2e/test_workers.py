@@ -12,6 +12,7 @@ from __future__ import annotations
 import imaplib
 import os
 import re
+import select
 import signal
 import smtplib
 import socket
@@ -37,6 +38,18 @@ pytestmark = pytest.mark.slow
 
 def message(n: int) -> bytes:
     return f"From: a@remote.test\r\nSubject: number {n}\r\n\r\nbody {n}\r\n".encode()
+
+
+def exited(pid: int) -> bool:
+    """Whether ``pid`` (not our child) is gone within TIMEOUT, polled via pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], TIMEOUT)[0])  # readable once it exits
+    finally:
+        os.close(fd)
 
 
 def served_by(server: ServerProcess, listener: str, sock: socket.socket) -> int:
@@ -240,6 +253,16 @@ class TestTwoWorkers:
         else:
             raise AssertionError("SMTP never reached the other worker")
 
+
+    def test_workers_end_when_the_supervisor_is_killed(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """kill -9 of the supervisor: its workers drain and exit, no orphan serves on."""
+        server = make_server()
+        server.start(serve_args=["--workers", "2"])
+        pids = list(worker_pids(server, 2).values())
+        server.kill()
+        for pid in pids:
+            assert exited(pid), f"worker {pid} outlived its supervisor"
 
     def test_a_worker_that_does_not_drain_is_killed_and_serve_still_ends(
             self, make_server: Callable[..., ServerProcess]) -> None:

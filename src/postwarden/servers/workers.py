@@ -29,6 +29,7 @@ than a master loop to embed; this is one small loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import selectors
@@ -255,12 +256,13 @@ class Supervisor:
         sys.stderr.flush()
         # Signals wait until the child has its own handlers (else they reach our wakeup pipe).
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: nothing of the supervisor's loop comes along
             status = 1
             try:
                 ours.close()
-                status = self._child(worker, theirs)
+                status = self._child(worker, theirs, supervisor)
             except BaseException:  # never back into the supervisor's loop
                 log.exception(kv("worker-crashed", worker=worker.index))
             finally:
@@ -271,8 +273,10 @@ class Supervisor:
         self._selector.register(ours, selectors.EVENT_READ, worker)
         log.info(kv("worker-started", worker=worker.index, pid=pid))
 
-    def _child(self, worker: _Worker, channel: socket.socket) -> int:
+    def _child(self, worker: _Worker, channel: socket.socket, supervisor: int) -> int:
         try:
+            if not _drain_when_orphaned(supervisor):
+                return 0
             signal.set_wakeup_fd(-1)
             for sig in SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
@@ -314,3 +318,19 @@ def describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit {os.waitstatus_to_exitcode(status)}"
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _drain_when_orphaned(supervisor: int) -> bool:
+    """Have the kernel send this worker SIGTERM when the supervisor dies.
+
+    A supervisor killed with SIGKILL (or by the OOM killer) forwards nothing;
+    without this its workers would serve on as orphans that no restart,
+    reload or stop reaches. False when the supervisor is already gone.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning(kv("worker-parent-death-signal", error=os.strerror(ctypes.get_errno())))
+    return os.getppid() == supervisor
