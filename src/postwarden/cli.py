@@ -173,9 +173,13 @@ def _workers(text: str | None) -> int | None:
     """``--workers N``: checked here, for a one-line error rather than argparse's usage."""
     if text is None:
         return None
-    if not text.strip().isdigit() or int(text) < 1:
+    try:
+        count = int(text)
+    except ValueError:  # "abc", "2.5", and digits int() does not take ("²")
+        count = 0
+    if count < 1:
         raise CLIError(f"--workers: expected a whole number of at least 1, got {text!r}")
-    return int(text)
+    return count
 
 
 def cmd_domain(args: argparse.Namespace) -> None:

@@ -277,7 +277,7 @@ class TestTwoWorkers:
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
+    @pytest.mark.parametrize("value", ["0", "-1", "abc", "", "2.5", "\u00b2"])
     def test_bad_worker_counts_are_one_line_errors(self, tmp_path: Path, value: str) -> None:
         """``--workers`` must be a whole number of at least one."""
         result = ServerProcess(tmp_path).cli("serve", "--workers", value)
