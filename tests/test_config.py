@@ -184,6 +184,12 @@ class TestConfigErrorsNameTheKey:
             ("log", "file = 5", "log.file"),
             ("auth_checks", 'dmarc_reject = "junk"', "auth_checks.dmarc_reject"),
             ("auth_checks", 'dmarc_quarantine = "trash"', "auth_checks.dmarc_quarantine"),
+            ("storage", "timeout_seconds = 0", "storage.timeout_seconds"),
+            ("storage", 'timeout_seconds = "5s"', "storage.timeout_seconds"),
+            ("storage", "blob_gc_interval_seconds = -1", "storage.blob_gc_interval_seconds"),
+            ("storage", "pool_size = 1", "storage.pool_size"),
+            ("service", "workers = 0", "service.workers"),
+            ("service", "workers = 2.5", "service.workers"),
         ],
     )
     def test_bad_value_is_refused_naming_its_key(

@@ -668,22 +668,16 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
                         t.get("blob_grace_seconds", int, d.blob_grace_seconds),
                         t.get("index_batch", int, d.index_batch),
                         base / password_file if password_file else None,
-                        t.get("pool_size", int, d.pool_size),
-                        t.get("timeout_seconds", int, d.timeout_seconds),
-                        t.get("blob_gc_interval_seconds", int, d.blob_gc_interval_seconds))
+                        _positive(t, "pool_size", d.pool_size, minimum=2),
+                        _positive(t, "timeout_seconds", d.timeout_seconds),
+                        _positive(t, "blob_gc_interval_seconds", d.blob_gc_interval_seconds))
     t.finish()
     if cfg.blob_grace_seconds < 60 or cfg.index_batch < 1:
         raise ConfigError("storage: blob_grace_seconds must be >= 60 and index_batch >= 1")
-    if cfg.blob_gc_interval_seconds < 1:
-        raise ConfigError("storage.blob_gc_interval_seconds: at least 1")
     if backend == "postgresql" and not dsn.startswith(("postgresql://", "postgres://")):
         raise ConfigError('storage.dsn: backend "postgresql" needs dsn = "postgresql://..."')
     if backend != "postgresql" and (dsn or password_file):
         raise ConfigError("storage: dsn and password_file are for backend = \"postgresql\"")
-    if cfg.pool_size < 2:
-        raise ConfigError("storage.pool_size: at least 2")
-    if cfg.timeout_seconds < 1:
-        raise ConfigError("storage.timeout_seconds: at least 1")
     return cfg
 
 
