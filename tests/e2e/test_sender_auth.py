@@ -296,6 +296,17 @@ class TestDKIMResults:
         ar = auth_results(delivered(server, "k-nokey"))
         assert "dkim=permerror header.d=dfail.test header.s=missing" in ar
 
+    def test_a_header_line_without_a_colon_is_permerror_not_a_retry(
+            self, server: ServerProcess) -> None:
+        """RFC 5322 has no such line in a header section, so no signature can be checked
+        (dkimpy's parser refuses it): permerror, which a retry cannot change; SPF
+        aligns, so it is delivered. It was a 451 4.7.0 on every retry."""
+        data = message("a@pass.test", "k-nocolon", "pass.test").replace(
+            b"\r\n\r\n", b"\r\nNot a header field\r\n\r\n", 1)
+        assert send(server, "a@pass.test", data)[0] == 250
+        ar = auth_results(delivered(server, "k-nocolon"))
+        assert "dkim=permerror header.d=pass.test header.s=sel" in ar and "dmarc=pass" in ar
+
     def test_a_key_lookup_timeout_is_temperror(self, server: ServerProcess) -> None:
         """The key's name is never answered (dns_timeout_seconds = 3); SPF aligns, so the
         message is accepted, and the header says what happened to the signature."""

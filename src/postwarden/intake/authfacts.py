@@ -109,12 +109,21 @@ def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | N
     dnsfunc = _dnsfunc({k.lower(): v for k, v in keys.items()})
     outcomes: list[DKIMOutcome] = []
     dkim_sigs = [s for s in sigs if s.kind == "dkim-signature"]
-    parsed = dkimcheck.parse(message)
+    try:
+        parsed: dkimcheck.Message | None = dkimcheck.parse(message)
+    except dkim.MessageFormatError as exc:
+        # A header line RFC 5322 has no syntax for (no colon): no signature can be
+        # checked, and no retry will change that (permerror, not a 451).
+        parsed, unparsable = None, str(exc)[:200]
     for i, sig in enumerate(dkim_sigs[:limit]):
         org = org_domain(sig.domain) if sig.domain else ""
         if sig.algorithm == "rsa-sha1":  # dkimpy would still pass it
             outcomes.append(DKIMOutcome(Result.POLICY, sig.domain, sig.selector, org,
                                         "rsa-sha1 is not accepted (RFC 8301)"))
+            continue
+        if parsed is None:
+            outcomes.append(DKIMOutcome(Result.PERMERROR, sig.domain, sig.selector, org,
+                                        unparsable))
             continue
         if keys.get(_key_name(sig), []) is None:
             outcomes.append(DKIMOutcome(Result.TEMPERROR, sig.domain, sig.selector, org,
