@@ -69,12 +69,19 @@ class TestDatabaseOutage:
         session = IMAPClient(*node.addr("imap"), ssl=False, timeout=TIMEOUT)
         session.login(ALICE, PASSWORD)
         session.select_folder("INBOX")
+        resyncing = IMAPClient(*node.addr("imap"), ssl=False, timeout=TIMEOUT)
+        resyncing.login(ALICE, PASSWORD)
+        resyncing.enable("QRESYNC")
+        resyncing.select_folder("INBOX")
 
         own_pg_cluster.halt()
         code, text = try_to_send(node)
         assert (code, text[:5]) == (451, b"4.3.0")  # at RCPT or at the end of DATA, never 250
         with pytest.raises(IMAPClientError, match=r"\[UNAVAILABLE\]"):
             session.select_folder("INBOX")  # a session that was open: it goes on
+        with pytest.raises(IMAPClientError, match=r"\[UNAVAILABLE\]"):  # a snapshot read first
+            resyncing.fetch("1:*", ["FLAGS"], modifiers=["CHANGEDSINCE 1", "VANISHED"])
+        resyncing.logout()
         with IMAPClient(*node.addr("imap"), ssl=False, timeout=TIMEOUT) as fresh, \
                 pytest.raises(LoginError, match=r"\[UNAVAILABLE\]"):
             fresh.login(ALICE, PASSWORD)

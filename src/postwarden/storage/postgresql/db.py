@@ -88,7 +88,8 @@ class PgDatabase:
     @contextmanager
     def snapshot(self) -> Iterator[Conn]:
         """A connection whose reads all see one snapshot (one transaction)."""
-        with self.pool.connection() as conn, conn.transaction():
+        with (self._unavailable(), self.pool.connection(timeout=self.timeout) as conn,
+              conn.transaction()):
             yield conn
 
     @contextmanager
