@@ -175,6 +175,18 @@ class TestSeveralNodes:
         one.directory.record_login("127.0.0.9", 500.0)
         assert two.directory.last_login("127.0.0.9") == 500.0
 
+    def test_a_snapshot_does_not_see_what_another_node_commits_meanwhile(
+        self, nodes: tuple[PgStore, PgStore]
+    ) -> None:
+        """``snapshot()`` (``changes_since``'s three reads) is one view, as on SQLite."""
+        one, two = nodes
+        accounts = "SELECT count(*) FROM accounts"
+        with one.db.snapshot() as db:
+            before = db.execute(accounts).fetchone()
+            two.directory.add_account("bob@example.test", "hash")
+            assert db.execute(accounts).fetchone() == before
+        assert count(one, accounts) == 2
+
     async def test_a_change_on_one_node_wakes_a_watcher_on_the_other(
         self, nodes: tuple[PgStore, PgStore]
     ) -> None:

@@ -87,10 +87,14 @@ class PgDatabase:
 
     @contextmanager
     def snapshot(self) -> Iterator[Conn]:
-        """A connection whose reads all see one snapshot (one transaction)."""
-        with (self._unavailable(), self.pool.connection(timeout=self.timeout) as conn,
-              conn.transaction()):
-            yield conn
+        """A connection whose reads all see one snapshot: a REPEATABLE READ transaction
+        (under the default READ COMMITTED each statement would take its own)."""
+        with self._unavailable(), self.pool.connection(timeout=self.timeout) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one round trip
+            try:
+                yield conn
+            finally:  # nothing was written: COMMIT and ROLLBACK end it alike
+                conn.execute("COMMIT")
 
     @contextmanager
     def tx(self) -> Iterator[Conn]:
