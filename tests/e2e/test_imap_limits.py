@@ -9,9 +9,11 @@ import ssl
 from collections.abc import Callable
 from typing import BinaryIO
 
+import psycopg
 import pytest
 
 from e2e.imap_fixtures import raw_login
+from pgcluster import PgCluster
 from serverproc import DOMAIN, PASSWORD, ServerProcess
 
 TIMEOUT = 10
@@ -205,3 +207,33 @@ class TestLoginDisabled:
         client.shutdown()
         _, _, answer = login(server, account)  # imaplib itself would not send it
         assert answer.startswith(b"a NO [PRIVACYREQUIRED]")
+
+
+class TestPlaceAfterAFailedLogin:
+    def test_a_login_the_store_could_not_finish_holds_no_place(
+            self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster) -> None:
+        """max_sessions_per_user = 1 on PostgreSQL. The password is right but the mailbox
+        setup after it fails as "unavailable" (a trigger raises SQLSTATE 57P03, which
+        psycopg reports as a lost server): NO [UNAVAILABLE], and the place taken for
+        the login is given back, so another connection logs in while the first is
+        still open; once that one leaves, the first logs in on the same connection."""
+        dsn = pg_cluster.schema()
+        server = make_server(storage={"backend": "postgresql", "dsn": dsn},
+                             listen={"imap": ["127.0.0.1:0"]}, imap={"max_sessions_per_user": 1})
+        server.add_user(f"ann@{DOMAIN}")
+        server.start()
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$ BEGIN RAISE EXCEPTION 'going down' USING ERRCODE = '57P03'; END $$")
+            db.execute("CREATE TRIGGER refuse BEFORE INSERT ON quota"
+                       " FOR EACH ROW EXECUTE FUNCTION refuse()")
+            first = login(server, f"ann@{DOMAIN}")
+            assert first[2].startswith(b"a NO [UNAVAILABLE]"), first[2]
+            db.execute("DROP TRIGGER refuse ON quota")
+        second = login(server, f"ann@{DOMAIN}")
+        assert second[2].startswith(b"a OK"), second[2]
+        logout(second)
+        first[0].sendall(f'b LOGIN ann@{DOMAIN} "{PASSWORD}"\r\n'.encode())
+        assert first[1].readline().startswith(b"b OK")
+        logout(first)
+        assert login(server, f"ann@{DOMAIN}")[2].startswith(b"a OK")

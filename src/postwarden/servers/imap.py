@@ -331,13 +331,13 @@ class _Session(MailboxCommands, SelectedCommands):
             self._hold_place(account)
             try:
                 await self._logged_in(account)
-            except StoreUnavailable as exc:
-                log.warning(kv("imap-store-unavailable", user=account, ip=self.ip,
-                               command="Login", error=str(exc)))
-                ok, done = False, r.Done(r.Status.NO, "Mailbox unavailable", r.Code.UNAVAILABLE)
-            except Exception:
-                log.exception(kv("imap-login-setup-failed", user=account))
+            except Exception as exc:  # not logged in: the place goes back at once
                 self._free_place()
+                if isinstance(exc, StoreUnavailable):
+                    log.warning(kv("imap-store-unavailable", user=account, ip=self.ip,
+                                   command="Login", error=str(exc)))
+                else:
+                    log.exception(kv("imap-login-setup-failed", user=account))
                 ok, done = False, r.Done(r.Status.NO, "Mailbox unavailable", r.Code.UNAVAILABLE)
         outcome = "ok" if ok else (done.code.value if isinstance(done.code, r.Code) else "no")
         log.info(kv("imap-login", user=account or attempt.username, ip=self.ip,
