@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from postwarden.config import from_dict
+from postwarden.config import S3Config, from_dict
 from postwarden.storage.factory import Store
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.sqlite import SqliteStore
+from s3server import S3Server
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -27,6 +28,12 @@ BACKENDS = ("sqlite", "postgresql", "postgresql-s3")  # the last: blobs = "s3" (
 PG_POOL_SIZE = 4  # connections per test store: a run opens hundreds of stores
 
 
+def s3_settings(server: S3Server) -> S3Config:
+    """``[s3]`` for a fresh bucket on the local S3 server, checked as a config file's."""
+    return from_dict({"hostname": "h", "s3": server.settings(server.bucket()), "storage": {
+        "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}}, Path("x")).s3
+
+
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest) -> Callable[[Path], Store]:
     if request.param == "sqlite":
@@ -34,9 +41,7 @@ def open_store(request: pytest.FixtureRequest) -> Callable[[Path], Store]:
     cluster = request.getfixturevalue("pg_cluster")
     s3 = None
     if request.param == "postgresql-s3":
-        server = request.getfixturevalue("s3_server")
-        s3 = from_dict({"hostname": "h", "s3": server.settings(server.bucket()), "storage": {
-            "backend": "postgresql", "dsn": "postgresql://x", "blobs": "s3"}}, Path("x")).s3
+        s3 = s3_settings(request.getfixturevalue("s3_server"))
     databases: dict[Path, str] = {}
 
     def open_pg(data_dir: Path) -> PgStore:

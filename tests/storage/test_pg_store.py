@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from pgcluster import PgCluster
-from postwarden.config import ConfigError, load
+from postwarden.config import ConfigError, S3Config, load
 from postwarden.storage.factory import open_store
 from postwarden.storage.interfaces import (
     Acceptance,
@@ -37,14 +38,22 @@ def dsn(pg_cluster: PgCluster) -> str:
     return pg_cluster.schema()
 
 
-@pytest.fixture
-def nodes(dsn: str) -> Iterator[tuple[PgStore, PgStore]]:
-    one, two = PgStore(dsn, pool_size=PG_POOL_SIZE), PgStore(dsn, pool_size=PG_POOL_SIZE)
+@contextmanager
+def two_nodes(dsn: str, s3: S3Config | None = None) -> Iterator[tuple[PgStore, PgStore]]:
+    """Two nodes on one database, with ALICE's account."""
+    one = PgStore(dsn, pool_size=PG_POOL_SIZE, s3=s3)
+    two = PgStore(dsn, pool_size=PG_POOL_SIZE, s3=s3)
     one.directory.add_domain("example.test")
     one.directory.add_account(ALICE, "hash")
     yield one, two
     one.close()
     two.close()
+
+
+@pytest.fixture
+def nodes(dsn: str) -> Iterator[tuple[PgStore, PgStore]]:
+    with two_nodes(dsn) as pair:
+        yield pair
 
 
 def accept(store: PgStore, name: str, local: tuple[str, ...] = (),
@@ -64,17 +73,6 @@ def count(store: PgStore, sql: str) -> int:
 
 
 class TestBlobsInTheDatabase:
-    def test_the_same_bytes_are_stored_once_under_many_names(
-        self, nodes: tuple[PgStore, PgStore]
-    ) -> None:
-        """Content-addressed: two acceptances of one message keep one copy of its bytes."""
-        one, two = nodes
-        accept(one, "first", (ALICE,))
-        accept(two, "second", (), ("x@remote.test",))
-        assert count(one, "SELECT count(*) FROM blob_contents") == 1
-        assert one.blobs.read_blob("second", 4, 2) == b"ec"
-        assert two.blobs.read_blob("first") == MESSAGE
-
     def test_bytes_exist_only_with_a_committed_row(self, nodes: tuple[PgStore, PgStore]) -> None:
         """A written but uncommitted or aborted message leaves nothing in the database."""
         one, _ = nodes
