@@ -6,8 +6,9 @@ from __future__ import annotations
 import base64
 import smtplib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ PER_ACCOUNT = 4
 THROTTLED = R.AUTH_THROTTLED.code, f"{R.AUTH_THROTTLED.status} {R.AUTH_THROTTLED.text}".encode()
 FAILED = R.AUTH_FAILED.code, f"{R.AUTH_FAILED.status} {R.AUTH_FAILED.text}".encode()
 OK = R.AUTH_OK.code, f"{R.AUTH_OK.status} {R.AUTH_OK.text}".encode()
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,17 @@ def imap_login(server: ServerProcess, source: str, user: str, password: str) -> 
         return reader.readline()
 
 
+def guesses_between_logins(login: Callable[[ServerProcess, str, str, str], T],
+                           server: ServerProcess, source: str, victim: str) -> list[T]:
+    """From ``source``: wrong passwords for ``victim`` with alice's right one after every
+    ``PER_IP - 1`` of them, three rounds (bounded: past the per-IP limit); every reply."""
+    replies: list[T] = []
+    for _ in range(3):
+        replies += [login(server, source, victim, "wrong") for _ in range(PER_IP - 1)]
+        replies.append(login(server, source, ALICE, PASSWORD))
+    return replies
+
+
 class TestPerAccountAndPerIP:
     def test_a_good_login_does_not_forgive_guesses_at_another_account(
         self, server: ServerProcess,
@@ -76,10 +89,7 @@ class TestPerAccountAndPerIP:
         """Wrong passwords for bob, a right one for alice, repeated: bob's guesses still add up
         to the per-IP limit and the address gets 454 4.7.0 (issue 8, defect 2)."""
         source = "127.0.1.1"
-        replies = []
-        for _ in range(3):  # bounded: the limit is 3 failures, so 3 rounds are past it
-            replies += [smtp_auth(server, source, BOB, "wrong") for _ in range(PER_IP - 1)]
-            replies.append(smtp_auth(server, source, ALICE, PASSWORD))
+        replies = guesses_between_logins(smtp_auth, server, source, BOB)
         assert replies[:PER_IP] == [FAILED, FAILED, OK]
         assert replies[PER_IP] == FAILED  # bob's third failure: the limit is reached
         assert replies[PER_IP + 1:] == [THROTTLED] * (len(replies) - PER_IP - 1)
@@ -88,10 +98,7 @@ class TestPerAccountAndPerIP:
         """The same attack over POP3 (at dave: each test guesses at its own account, below the
         per-account limit) is refused with -ERR [SYS/TEMP]."""
         source = "127.0.1.2"
-        replies = []
-        for _ in range(3):
-            replies += [pop3_login(server, source, DAVE, "wrong") for _ in range(PER_IP - 1)]
-            replies.append(pop3_login(server, source, ALICE, PASSWORD))
+        replies = guesses_between_logins(pop3_login, server, source, DAVE)
         assert [r.split(b" ")[0] for r in replies[:PER_IP + 1]] == [b"-ERR", b"-ERR", b"+OK",
                                                                     b"-ERR"]
         assert all(r.startswith(b"-ERR [SYS/TEMP]") for r in replies[PER_IP + 1:])
@@ -100,10 +107,7 @@ class TestPerAccountAndPerIP:
         """The same attack over IMAP (at erin) is refused with NO [UNAVAILABLE], and the
         address is refused over SMTP too: one count for every protocol."""
         source = "127.0.1.3"
-        replies = []
-        for _ in range(3):
-            replies += [imap_login(server, source, ERIN, "wrong") for _ in range(PER_IP - 1)]
-            replies.append(imap_login(server, source, ALICE, PASSWORD))
+        replies = guesses_between_logins(imap_login, server, source, ERIN)
         assert [r.split(b" ")[1] for r in replies[:PER_IP + 1]] == [b"NO", b"NO", b"OK", b"NO"]
         assert all(r.startswith(b"a NO [UNAVAILABLE]") for r in replies[PER_IP + 1:]), replies
         assert smtp_auth(server, source, ALICE, PASSWORD) == THROTTLED
