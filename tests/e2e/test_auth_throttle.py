@@ -14,6 +14,7 @@ import pytest
 
 from postwarden.mail import reply as R
 from serverproc import DOMAIN, PASSWORD, ServerProcess
+from servers.pop3_fixtures import RawClient
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -53,22 +54,19 @@ def pop3_login(server: ServerProcess, source: str, user: str, password: str) -> 
     """USER/PASS on a fresh connection; the server's reply line to PASS."""
     with socket.create_connection(server.addr("pop3"), timeout=30,
                                   source_address=(source, 0)) as sock:
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"+OK")
-        sock.sendall(f"USER {user}\r\n".encode())
-        assert reader.readline().startswith(b"+OK")
-        sock.sendall(f"PASS {password}\r\n".encode())
-        return reader.readline()
+        client = RawClient(sock)
+        assert client.greeting.startswith(b"+OK")
+        assert client.command(f"USER {user}".encode()).startswith(b"+OK")
+        return client.command(f"PASS {password}".encode())
 
 
 def imap_login(server: ServerProcess, source: str, user: str, password: str) -> bytes:
     """LOGIN on a fresh connection; the server's tagged reply."""
     with socket.create_connection(server.addr("imap"), timeout=30,
                                   source_address=(source, 0)) as sock:
-        reader = sock.makefile("rb")
-        assert reader.readline().startswith(b"* OK")
-        sock.sendall(f'a LOGIN {user} "{password}"\r\n'.encode())
-        return reader.readline()
+        client = RawClient(sock)
+        assert client.greeting.startswith(b"* OK")
+        return client.command(f'a LOGIN {user} "{password}"'.encode())
 
 
 def guesses_between_logins(login: Callable[[ServerProcess, str, str, str], T],
