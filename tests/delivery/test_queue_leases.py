@@ -4,7 +4,8 @@ The must-show of store v2: each queued message goes out once however the
 two divide the work, and when one is killed the other finishes its work once
 the dead one's leases run out (set to two seconds here to keep the test
 short). The sink holds every message until both servers are up, so both
-take part; it tells them apart by the name they greet it with.
+take part; it tells them apart by the name they greet it with. And a
+database that goes away while a message is at the peer costs no second copy.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import pytest
 from deliveryworld import World, make_config
 from smtppeers import Peer, Sink, Transaction, message_id, running_sink
 
-from postwarden.config import RelayConfig
+from pgcluster import PgCluster
+from postwarden.config import RelayConfig, load
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.mail.address import parse_address
 from postwarden.mail.envelope import DsnRecipient, Envelope
+from postwarden.storage.factory import open_store
 from postwarden.storage.interfaces import RecipientState
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from serverproc import HOSTNAME, ServerProcess
@@ -165,3 +168,50 @@ class TestLeaseTokens:
                 event.set()
             await world.stop()
             await sink.close()
+
+
+@pytest.mark.slow
+class TestDatabaseOutage:
+    async def test_an_attempt_that_ends_in_an_outage_is_recorded_once_the_database_is_back(
+        self, tmp_path: Path, own_pg_cluster: PgCluster
+    ) -> None:
+        """PostgreSQL stops while a message is at the peer: the manager keeps the result,
+        retries the record, and once the database is back the queue empties without a
+        second copy (not after the lease ran out, by a new claim sending it again)."""
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(_: Transaction) -> None:
+            arrived.set()
+            await release.wait()
+
+        peer = Peer("sink.test", on_data=hold)
+        await peer.start()
+        server = ServerProcess(
+            tmp_path, routes=[{"domain": "sink.test", "to": f"127.0.0.1:{peer.port}"}],
+            storage={"backend": "postgresql", "dsn": own_pg_cluster.database(),
+                     "pool_size": 4, "timeout_seconds": 2})
+        await queue_messages(server, 1)
+        try:
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(30):
+                await arrived.wait()
+            await asyncio.to_thread(own_pg_cluster.halt)
+            release.set()  # the peer says 250 while the database is down
+            await asyncio.to_thread(server.wait_for_log, "delivery store-unavailable",
+                                    "queue_id=")
+            await asyncio.to_thread(own_pg_cluster.resume)
+            store = open_store(load(server.config_path))  # the test's old pool saw it go
+            try:
+                async with asyncio.timeout(30):  # bounded: recorded within a few retries
+                    while store.queue.queued_ids():
+                        await asyncio.sleep(0.1)
+            finally:
+                store.close()
+            assert len(peer.messages) == 1
+            assert await asyncio.to_thread(server.stop) == 0
+            assert "Traceback" not in "".join(server.output)
+        finally:
+            release.set()
+            await asyncio.to_thread(server.kill)
+            server.store.close()
+            await peer.close()
