@@ -251,6 +251,24 @@ class TestSortAndThread:
         client.logout()
 
 
+    def test_bad_thread_commands_are_refused_and_the_session_goes_on(
+            self, imap_world: IMAPWorld) -> None:
+        """An unknown charset is NO [BADCHARSET], an unknown algorithm, a missing or an
+        unknown search key BAD; none ends the session or disturbs a good THREAD."""
+        account = imap_world.new_account()
+        imap_world.deliver(account, subject="plan", Message_ID="<a@x>")
+        client = imap_world.login(account)
+        ok(client.select("INBOX"))
+        typ, data = client.thread("REFERENCES", "KOI8-R", "ALL")
+        assert typ == "NO" and data[0].startswith(b"[BADCHARSET (UTF-8 US-ASCII)]")
+        for args, why in ((("SPAGHETTI", "UTF-8", "ALL"), "Unknown THREAD algorithm"),
+                          (("REFERENCES", "UTF-8"), "Expected search criteria"),
+                          (("REFERENCES", "UTF-8", "BOGUS"), "Unknown search key")):
+            with pytest.raises(imaplib.IMAP4.error, match=why):
+                client.thread(*args)
+        assert ok(client.thread("REFERENCES", "UTF-8", "ALL")) == [b"(1)"]
+        client.logout()
+
 class TestTwoSessions:
     def test_a_flag_set_in_one_session_shows_in_the_other(self, imap_world: IMAPWorld) -> None:
         """Session B hears of session A's STORE at its next NOOP."""
