@@ -148,10 +148,15 @@ class TestRefusals:
             " stop it first"]
         server.stop()
         assert server.cli("migrate", "--to", dsn).returncode == 0
-        again = server.cli("migrate", "--to", dsn)
+        info = psycopg.conninfo.conninfo_to_dict(dsn)  # the query form, with a password
+        query = (f"postgresql:///{info['dbname']}?host={info['host']}&port={info['port']}"
+                 f"&user={info['user']}&password=unshown")
+        again = server.cli("migrate", "--to", query)
         assert again.returncode == 2
         (line,) = again.stderr.strip().splitlines()
-        assert "already holds postwarden data (1 rows in domains)" in line
+        assert (f"the database at {info['host']}:{info['port']}/{info['dbname']} already holds"
+                " postwarden data (1 rows in domains)") in line
+        assert "unshown" not in line
 
     @pytest.mark.parametrize(("dsn", "expected"), [
         ("mysql://x@127.0.0.1/db", "expected postgresql://user@host:port/database"),

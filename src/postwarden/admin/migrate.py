@@ -89,7 +89,7 @@ def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
         check_s3(cfg.s3)
     target = PgStore(dsn, pool_size=VERIFY_THREADS + 1, s3=cfg.s3 if blobs == "s3" else None)
     try:
-        _refuse_occupied(target, dsn)
+        _refuse_occupied(target)
         source = SqliteStore(cfg.data_dir, cfg.limits.mime)
         try:
             counts = _copy(source, target)
@@ -100,14 +100,13 @@ def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
         target.close()
 
 
-def _refuse_occupied(target: PgStore, dsn: str) -> None:
+def _refuse_occupied(target: PgStore) -> None:
     with target.db.conn() as db:
         for table in OCCUPIED:
             row = db.execute(f"SELECT count(*) FROM {table}").fetchone()
             if row and row[0]:
-                where = dsn.split("@")[-1]
-                raise AdminError(f"the database at {where} already holds postwarden data"
-                                 f" ({row[0]} rows in {table}): migrate into an empty one")
+                raise AdminError(f"the database at {target.db.where} already holds postwarden"
+                                 f" data ({row[0]} rows in {table}): migrate into an empty one")
 
 
 def _copy(source: SqliteStore, target: PgStore) -> dict[str, int]:

@@ -66,7 +66,7 @@ class PgDatabase:
             kwargs["password"] = password
         self.pool = ConnectionPool(dsn, kwargs=kwargs, min_size=1, max_size=pool_size,
                                    open=False, name="postwarden")
-        self._where = _where(dsn)
+        self.where = _where(dsn)  # host:port/database, for messages
         try:  # one direct attempt first: the pool would retry a refusal until its timeout
             psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                             password=password).close()
@@ -75,7 +75,7 @@ class PgDatabase:
             self.pool.close()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
             raise DatabaseUnusable(
-                f"cannot connect to PostgreSQL at {self._where}: {reason}") from None
+                f"cannot connect to PostgreSQL at {self.where}: {reason}") from None
 
     @contextmanager
     def conn(self) -> Iterator[Conn]:
@@ -116,7 +116,7 @@ class PgDatabase:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.check()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
-            raise StoreUnavailable(f"PostgreSQL at {self._where}: {reason}") from None
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {reason}") from None
 
     @contextmanager
     def exclusive(self, kind: str) -> Iterator[Conn | None]:
@@ -140,7 +140,7 @@ class PgDatabase:
             tables = {r[0] for r in db.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
             if tables and "schema_version" not in tables:
-                raise DatabaseUnusable(f"{self._where} is not a postwarden database")
+                raise DatabaseUnusable(f"{self.where} is not a postwarden database")
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
             row = db.execute("SELECT version FROM schema_version").fetchone()
             version = int(row[0]) if row else 0
@@ -148,7 +148,7 @@ class PgDatabase:
                 db.execute("INSERT INTO schema_version VALUES (0)")
             if version > len(MIGRATIONS):
                 raise DatabaseUnusable(
-                    f"{self._where} has schema {version}, newer than this postwarden's"
+                    f"{self.where} has schema {version}, newer than this postwarden's"
                     f" {len(MIGRATIONS)}: run the newer release")
             for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
                 db.execute(step.encode())  # several statements: simple query protocol
