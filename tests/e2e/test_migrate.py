@@ -158,6 +158,27 @@ class TestRefusals:
                 " postwarden data (1 rows in domains)") in line
         assert "unshown" not in line
 
+    def test_a_missing_message_file_copies_nothing(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        """A data directory that lost a message file: one line naming it, exit 2, and the
+        target left empty (one transaction), so a repaired directory can go after."""
+        server = make_server()
+        server.add_user(ALICE)
+        server.start()
+        with smtplib.SMTP(*server.addr("smtp"), timeout=TIMEOUT) as smtp:
+            smtp.sendmail("a@remote.test", [ALICE], message(1))
+        server.stop()
+        (lost,) = [f for f in (server.root / "var" / "messages").rglob("*") if f.is_file()]
+        lost.unlink()
+        dsn = pg_cluster.database()
+        done = server.cli("migrate", "--to", dsn)
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert f"message file {lost.name} is missing" in line and "nothing was copied" in line
+        with psycopg.connect(dsn) as db:
+            assert db.execute("SELECT count(*) FROM accounts").fetchone() == (0,)
+
     @pytest.mark.parametrize(("dsn", "expected"), [
         ("mysql://x@127.0.0.1/db", "expected postgresql://user@host:port/database"),
         ("postgresql://postgres@127.0.0.1:1/db", "cannot connect to PostgreSQL at 127.0.0.1:1"),
