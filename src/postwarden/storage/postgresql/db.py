@@ -73,9 +73,8 @@ class PgDatabase:
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.close()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
             raise DatabaseUnusable(
-                f"cannot connect to PostgreSQL at {self.where}: {reason}") from None
+                f"cannot connect to PostgreSQL at {self.where}: {_reason(exc)}") from None
 
     @contextmanager
     def conn(self) -> Iterator[Conn]:
@@ -115,8 +114,7 @@ class PgDatabase:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.check()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "timed out"
-            raise StoreUnavailable(f"PostgreSQL at {self.where}: {reason}") from None
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {_reason(exc)}") from None
 
     @contextmanager
     def exclusive(self, kind: str) -> Iterator[Conn | None]:
@@ -162,6 +160,12 @@ class PgDatabase:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a connection error (psycopg adds hints below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "timed out"
 
 
 def _where(dsn: str) -> str:
