@@ -60,7 +60,7 @@ class _Term:
     qualifier: str  # "+", "-", "~", "?"; "" for modifiers
     name: str  # mechanism or modifier name, lower case
     arg: str  # domain-spec or ip, "" if absent
-    cidr4: int | None = None
+    cidr4: int | None = None  # a, mx: the prefix lengths they match with
     cidr6: int | None = None
     net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None  # ip4/ip6: parsed once
 
@@ -118,7 +118,7 @@ def _mechanism(word: str) -> _Term:
             raise _Stop(Result.PERMERROR, f"bad address in {word!r}") from None
         if (name == "ip4") != (net.version == 4) or re.search(r"/0\d", cidr):
             raise _Stop(Result.PERMERROR, f"bad address in {word!r}")
-        return _Term(qualifier, name, arg, net.prefixlen, net.prefixlen, net)
+        return _Term(qualifier, name, arg, net=net)
     c = _CIDR.fullmatch(cidr or "")
     if c is None or (cidr and name not in ("a", "mx")):
         raise _Stop(Result.PERMERROR, f"bad prefix length in {word!r}")
