@@ -21,6 +21,8 @@ import pytest
 
 from delivery.smtppeers import Peer
 from pgcluster import PgCluster
+from postwarden.admin.migrate import NOT_COPIED, TABLES
+from postwarden.storage.sqlite import SqliteStore
 from s3server import S3Server
 from serverproc import DOMAIN, PASSWORD, ServerProcess
 
@@ -130,6 +132,15 @@ async def test_a_migrated_server_looks_the_same_to_clients_and_delivers_its_queu
     assert "$Label1" in str(before["INBOX"]) and "2 (UID 3" in str(before["INBOX"])
     assert after_uidls == before_uidls and len(after_uidls) == 2
     assert delivered.recipients == [REMOTE] and delivered.data.endswith(message(9))
+
+
+def test_every_sqlite_table_is_copied_or_named_as_not(tmp_path: Path) -> None:
+    """A table a schema migration adds is not left behind by ``migrate`` unnoticed."""
+    store = SqliteStore(tmp_path)
+    tables = {r[0] for r in store.db.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    store.close()
+    assert {t for t in tables if not t.startswith(NOT_COPIED)} == set(TABLES)
 
 
 class TestRefusals:
