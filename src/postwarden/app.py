@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from postwarden import config as configmod
@@ -277,42 +277,35 @@ class App:
         self.metrics.store_call("queue_count", time.monotonic() - began)
         self.metrics.queue(count, age)
 
+    async def rounds(self, event: str, period: float,
+                     work: Callable[[], Awaitable[None]]) -> None:
+        """``work`` once a ``period``, the first a period in; a round that fails is one
+        log line (a store outage a warning, without traceback) and the next tries again."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await work()
+            except StoreUnavailable as exc:
+                log.warning(kv(f"{event}-unavailable", error=str(exc)))
+            except Exception:
+                log.exception(kv(f"{event}-failed"))
+
     async def sweep_login_records(self) -> None:
         """Forget POP/IMAP-before-SMTP logins and failed logins that left their windows."""
-        window = self.cfg.relay.pop_before_smtp_minutes * 60
-        while True:
-            await asyncio.sleep(LOGIN_RECORD_SWEEP_SECONDS)
-            try:
-                await self.aio.expire_logins(time.time() - max(window, 60))
-                await self.aio.expire_login_failures(
-                    self.auth.throttle.since(time.time()))
-            except StoreUnavailable as exc:  # the next round sweeps
-                log.warning(kv("login-sweep-unavailable", error=str(exc)))
+        now = time.time()
+        await self.aio.expire_logins(now - max(self.cfg.relay.pop_before_smtp_minutes * 60, 60))
+        await self.aio.expire_login_failures(self.auth.throttle.since(now))
 
     async def upkeep_store(self) -> None:
         """Index new messages in the background."""
-        while True:
-            await asyncio.sleep(STORE_UPKEEP_SECONDS)
-            try:
-                await asyncio.to_thread(self.store.upkeep, self.cfg.storage.index_batch)
-            except StoreUnavailable as exc:  # the next round does it
-                log.warning(kv("store-upkeep-unavailable", error=str(exc)))
-            except Exception:
-                log.exception(kv("store-upkeep-failed"))
+        await asyncio.to_thread(self.store.upkeep, self.cfg.storage.index_batch)
 
     async def collect_blobs(self) -> None:
-        """The blob collector, once a period and never at start-up (a store put back
-        from a backup first shows what it has); on PostgreSQL one node at a time."""
-        storage = self.cfg.storage
-        while True:
-            await asyncio.sleep(storage.blob_gc_interval_seconds)
-            try:
-                swept = await asyncio.to_thread(self.store.collect_blobs, time.time(),
-                                                storage.blob_grace_seconds)
-                log.info(kv("blob-gc", swept="skipped: another node" if swept is None
-                            else swept))
-            except Exception:
-                log.exception(kv("blob-gc-failed"))
+        """The blob collector (its rounds never at start-up: a store put back from a
+        backup first shows what it has); on PostgreSQL one node at a time."""
+        swept = await asyncio.to_thread(self.store.collect_blobs, time.time(),
+                                        self.cfg.storage.blob_grace_seconds)
+        log.info(kv("blob-gc", swept="skipped: another node" if swept is None else swept))
 
     def reload(self) -> None:
         """SIGHUP: read the config again and apply what can change under running sessions.
@@ -390,9 +383,14 @@ class App:
         await self.start()
         background: list[asyncio.Future[None]] = []
         if self.upkeep:
-            background += [asyncio.ensure_future(self.sweep_login_records()),
-                           asyncio.ensure_future(self.upkeep_store()),
-                           asyncio.ensure_future(self.collect_blobs())]
+            background += [
+                asyncio.ensure_future(self.rounds("login-sweep", LOGIN_RECORD_SWEEP_SECONDS,
+                                                  self.sweep_login_records)),
+                asyncio.ensure_future(self.rounds("store-upkeep", STORE_UPKEEP_SECONDS,
+                                                  self.upkeep_store)),
+                asyncio.ensure_future(self.rounds("blob-gc",
+                                                  self.cfg.storage.blob_gc_interval_seconds,
+                                                  self.collect_blobs))]
         self.start_renewer()
         if notify.watchdog_seconds is not None:
             background.append(asyncio.ensure_future(self.watchdog(notify, notify.watchdog_seconds)))

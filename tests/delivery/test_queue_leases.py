@@ -177,7 +177,8 @@ class TestDatabaseOutage:
     ) -> None:
         """PostgreSQL stops while a message is at the peer: the manager keeps the result,
         retries the record, and once the database is back the queue empties without a
-        second copy (not after the lease ran out, by a new claim sending it again)."""
+        second copy (not after the lease ran out, by a new claim sending it again). The
+        blob collector's round in the outage is a log line too, not a traceback."""
         arrived, release = asyncio.Event(), asyncio.Event()
 
         async def hold(_: Transaction) -> None:
@@ -189,7 +190,7 @@ class TestDatabaseOutage:
         server = ServerProcess(
             tmp_path, routes=[{"domain": "sink.test", "to": f"127.0.0.1:{peer.port}"}],
             storage={"backend": "postgresql", "dsn": own_pg_cluster.database(),
-                     "pool_size": 4, "timeout_seconds": 2})
+                     "pool_size": 4, "timeout_seconds": 2, "blob_gc_interval_seconds": 1})
         await queue_messages(server, 1)
         try:
             await asyncio.to_thread(server.start)
@@ -199,6 +200,7 @@ class TestDatabaseOutage:
             release.set()  # the peer says 250 while the database is down
             await asyncio.to_thread(server.wait_for_log, "delivery store-unavailable",
                                     "queue_id=")
+            await asyncio.to_thread(server.wait_for_log, "blob-gc-")  # its round: one line
             await asyncio.to_thread(own_pg_cluster.resume)
             store = open_store(load(server.config_path))  # the test's old pool saw it go
             try:
