@@ -82,3 +82,4 @@ class TestServeWithS3Blobs:
             node.wait_for_log("s3 PUT at http://127.0.0.1")
             assert (count(node, "blobs"), count(node, "messages"),
                     count(node, "queue_messages")) == (0, 0, 0)
+            assert "Traceback" not in "".join(node.output)  # an outage: one line, no trace

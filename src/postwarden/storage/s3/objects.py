@@ -6,8 +6,9 @@ tests speak to the server exactly as production does. It is imported only
 when a configuration asks for S3. Every call blocks: callers run on the
 store's threads, never on the event loop. Errors of any kind (network,
 refusal, a missing bucket) become one ``StoreError`` line naming the
-endpoint, so an acceptance that cannot reach S3 gets ``451`` and the
-commit that needed the object does not happen.
+endpoint (``StoreUnavailable`` when S3 cannot be reached), so an acceptance
+that cannot reach S3 gets ``451`` and the commit that needed the object
+does not happen.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from postwarden.config import S3Config
-from postwarden.storage.interfaces import DatabaseUnusable, NotFound, StoreError
+from postwarden.storage.interfaces import (
+    DatabaseUnusable,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -103,7 +109,15 @@ class S3Objects:
                 raise self._failed("DELETE", exc) from None
 
     def _failed(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"s3 {what} at {self.settings.endpoint}: {_reason(exc)}")
+        """Unreachable, timed out or a 5xx: ``StoreUnavailable`` (try again later, as for
+        the database); a refusal (no bucket, no access) is a plain ``StoreError``."""
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        temporary = (isinstance(exc, ConnectionError | HTTPClientError)
+                     or (isinstance(status, int) and status >= 500))
+        kind = StoreUnavailable if temporary else StoreError
+        return kind(f"s3 {what} at {self.settings.endpoint}: {_reason(exc)}")
 
     def close(self) -> None:
         self._uploads.shutdown(wait=True)
