@@ -430,6 +430,19 @@ class TestCLI:
         assert out.returncode == 0 and out.stdout.startswith("ACCEPT")
         assert "dkim=pass header.d=signed.test" in out.stdout
 
+    def test_a_message_file_starting_with_a_folded_line_is_permerror(
+            self, server: ServerProcess, tmp_path: Path) -> None:
+        """A file can start where SMTP mail cannot (our Received field comes first):
+        a continuation line with no field to continue. dkimpy's parser fails on it
+        (IndexError): permerror, not a traceback and a "try again later"."""
+        path = tmp_path / "m.eml"
+        path.write_bytes(b" folded\r\n" + message("a@pass.test", "cli-fold", "pass.test"))
+        out = server.cli("auth", "check", "--client", "127.0.0.1", "--helo", "client.test",
+                         "--from", "a@pass.test", "--message", str(path))
+        assert out.returncode == 0 and out.stdout.startswith("ACCEPT"), out.stdout
+        assert "dkim=permerror header.d=pass.test" in out.stdout
+        assert "Traceback" not in out.stderr
+
     def test_bad_client_address_is_a_one_line_error(self, server: ServerProcess) -> None:
         out = server.cli("auth", "check", "--client", "nope", "--helo", "h", "--from", "a@b.test")
         assert out.returncode == 2

@@ -115,6 +115,8 @@ def _verify(message: bytes, sigs: list[Signature], keys: dict[str, list[str] | N
         # A header line RFC 5322 has no syntax for (no colon): no signature can be
         # checked, and no retry will change that (permerror, not a 451).
         parsed, unparsable = None, str(exc)[:200]
+    except IndexError:  # dkimpy's parser, on a first line that continues no field
+        parsed, unparsable = None, "a folded line before the first header field"
     for i, sig in enumerate(dkim_sigs[:limit]):
         org = org_domain(sig.domain) if sig.domain else ""
         if sig.algorithm == "rsa-sha1":  # dkimpy would still pass it
