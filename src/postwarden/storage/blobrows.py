@@ -5,24 +5,17 @@ the database, S3) but not in the ``blobs`` rows: a row per name with its
 facts and a reference count, released when the count reaches zero, swept
 by the collector once nothing refers to it (mark: no mailbox row, no queue
 entry) and the grace time has passed. The SQL is written once here with
-``?`` placeholders; ``BlobTable("%s")`` turns them into psycopg's.
+``?`` placeholders; the backend's ``Dialect`` turns them into its own.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
 
 from postwarden.storage.blobmeter import BlobFacts, BlobMeter
 from postwarden.storage.interfaces import BlobRef
-
-
-class SqlConn(Protocol):
-    """The part of a DB-API connection (sqlite3 or psycopg) the shared SQL needs."""
-
-    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
-    def cursor(self) -> Any: ...
+from postwarden.storage.sql.dialect import Connection, Dialect
 
 
 class MeteredWriter:
@@ -63,15 +56,12 @@ _UNREFERENCED = (
 
 
 class BlobTable:
-    """Reference counting on the ``blobs`` table, in the placeholder style of one driver."""
+    """Reference counting on the ``blobs`` table, in one backend's dialect."""
 
-    def __init__(self, placeholder: str = "?") -> None:
-        self._p = placeholder
+    def __init__(self, dialect: Dialect) -> None:
+        self._sql = dialect.sql
 
-    def _sql(self, text: str) -> str:
-        return text if self._p == "?" else text.replace("?", self._p)
-
-    def register(self, db: SqlConn, name: str, facts: BlobFacts, refs: int, now: float) -> int:
+    def register(self, db: Connection, name: str, facts: BlobFacts, refs: int, now: float) -> int:
         """Record a blob with ``refs`` references (more if the name exists); its id."""
         row = db.execute(self._sql(
             "INSERT INTO blobs (name, size, wire_size, lines, header_size, digest, refs, created)"
@@ -83,26 +73,26 @@ class BlobTable:
         assert row is not None
         return int(row[0])
 
-    def add_refs(self, db: SqlConn, blob_ids: Iterable[int]) -> None:
+    def add_refs(self, db: Connection, blob_ids: Iterable[int]) -> None:
         db.cursor().executemany(
             self._sql("UPDATE blobs SET refs = refs + 1, released = NULL WHERE id = ?"),
             [(i,) for i in blob_ids])
 
-    def release_ids(self, db: SqlConn, blob_ids: Iterable[int], now: float) -> None:
+    def release_ids(self, db: Connection, blob_ids: Iterable[int], now: float) -> None:
         """Drop one reference each; a blob left with none waits for the collector."""
         self._release(db, "id", blob_ids, now)
 
-    def release(self, db: SqlConn, names: Iterable[str], now: float | None = None) -> None:
+    def release(self, db: Connection, names: Iterable[str], now: float | None = None) -> None:
         """``release_ids`` by name (the queue refers to blobs by name)."""
         self._release(db, "name", names, time.time() if now is None else now)
 
-    def _release(self, db: SqlConn, key: str, keys: Iterable[object], now: float) -> None:
+    def _release(self, db: Connection, key: str, keys: Iterable[object], now: float) -> None:
         db.cursor().executemany(self._sql(
             "UPDATE blobs SET refs = refs - 1,"
             f" released = CASE WHEN refs - 1 <= 0 THEN ? ELSE released END WHERE {key} = ?"),
             [(now, k) for k in keys])
 
-    def sweep(self, db: SqlConn, older_than: float) -> Sequence[tuple[int, str, bytes]]:
+    def sweep(self, db: Connection, older_than: float) -> Sequence[tuple[int, str, bytes]]:
         """Delete the rows nothing refers to, released before ``older_than``:
         (id, name, digest) of each, for the caller to drop the bytes after."""
         rows = db.execute(self._sql(

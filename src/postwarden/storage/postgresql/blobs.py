@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 
 from postwarden.storage.blobrows import BlobTable, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, StoreError, UnknownFile
-from postwarden.storage.postgresql.db import Conn, PgDatabase
+from postwarden.storage.postgresql.db import POSTGRESQL, Conn, PgDatabase
 from postwarden.storage.s3 import S3Objects
 
 GC_KIND = "blob-gc"  # the collector's advisory lock (``PgDatabase.exclusive``)
@@ -61,7 +61,7 @@ class PgBlobs:
         self._objects = objects  # None: the bytes live in the database
         self._staged: dict[str, bytes] = {}  # committed writers' bytes, until stored
         self._lock = threading.Lock()
-        self.rows = BlobTable("%s")
+        self.rows = BlobTable(POSTGRESQL)
 
     def new_blob(self, name: str) -> MemoryBlobWriter:
         if not name.isalnum():

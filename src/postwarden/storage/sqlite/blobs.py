@@ -11,7 +11,7 @@ from pathlib import Path
 from postwarden.storage.blobmeter import measure_file
 from postwarden.storage.blobrows import BlobTable, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, UnknownFile
-from postwarden.storage.sqlite.db import Database
+from postwarden.storage.sqlite.db import SQLITE, Database
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -66,7 +66,7 @@ class BlobFiles:
         self._db = db
         self.blob_dir = blob_dir
         self._shards: set[str] = set()  # message directories known to exist
-        self.rows = BlobTable()
+        self.rows = BlobTable(SQLITE)
         blob_dir.mkdir(exist_ok=True, mode=0o700)
 
     def blob_path(self, name: str) -> Path:
