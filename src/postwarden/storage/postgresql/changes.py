@@ -18,6 +18,7 @@ import logging
 import psycopg
 
 from postwarden.storage.events import ChangeHub, MailboxChanged, MailboxWatch
+from postwarden.storage.postgresql.db import error_line
 
 log = logging.getLogger("postwarden.storage")
 
@@ -69,8 +70,8 @@ class PgChanges:
                     async for note in conn.notifies():
                         self.hub.publish(decode(note.payload))
             except psycopg.Error as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
-                log.warning("change listener lost its PostgreSQL connection: %s", reason)
+                log.warning("change listener lost its PostgreSQL connection: %s",
+                            error_line(exc))
             if self._ready is not None:
                 self._ready.clear()
             await asyncio.sleep(RECONNECT_SECONDS)

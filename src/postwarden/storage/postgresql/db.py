@@ -74,7 +74,7 @@ class PgDatabase:
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.close()
             raise DatabaseUnusable(
-                f"cannot connect to PostgreSQL at {self.where}: {_reason(exc)}") from None
+                f"cannot connect to PostgreSQL at {self.where}: {error_line(exc)}") from None
 
     @contextmanager
     def conn(self) -> Iterator[Conn]:
@@ -114,7 +114,7 @@ class PgDatabase:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self.pool.check()
-            raise StoreUnavailable(f"PostgreSQL at {self.where}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"PostgreSQL at {self.where}: {error_line(exc)}") from None
 
     @contextmanager
     def exclusive(self, kind: str) -> Iterator[Conn | None]:
@@ -162,7 +162,7 @@ class PgDatabase:
         self.pool.close()
 
 
-def _reason(exc: Exception) -> str:
+def error_line(exc: Exception) -> str:
     """The first line of a connection error (psycopg adds hints below it)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else "timed out"
