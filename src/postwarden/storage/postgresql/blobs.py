@@ -121,12 +121,6 @@ class PgBlobs:
         self.keep_bytes(db, [blob])
         return self.rows.register(db, blob.name, blob.facts, refs, now)
 
-    def stored(self, names: Iterable[str]) -> None:
-        """The transaction that stored these blobs committed: drop the staged bytes."""
-        with self._lock:
-            for name in names:
-                self._staged.pop(name, None)
-
     def add_refs(self, db: Conn, blob_ids: Iterable[int]) -> None:
         self.rows.add_refs(db, blob_ids)
 

@@ -2,8 +2,8 @@
 
 A message's bytes go in the same transaction as the rows that refer to
 them (or to S3, every PUT of the group completed before it commits), so
-they are durable when those rows are; the staged copies are dropped after
-the commit.
+they are durable when those rows are. The staged copies are taken out as
+they are stored; a refused or failed acceptance's writer drops its own.
 """
 
 from __future__ import annotations

@@ -2,9 +2,7 @@
 
 The shared ``SqlMailboxes`` in PostgreSQL's dialect: the row locks it
 takes (``FOR UPDATE``) order the writers of one mailbox on every node.
-What is PostgreSQL's own is how a UID list comes back (one array) and that
-a blob's staged bytes are dropped once the transaction storing them has
-committed.
+What is PostgreSQL's own is how a UID list comes back (one array).
 """
 
 from __future__ import annotations
@@ -23,15 +21,11 @@ class PgMailboxes(SqlMailboxes[Conn]):
 
     def __init__(self, db: PgDatabase, blobs: PgBlobs, indexer: PgIndexer) -> None:
         super().__init__(db, POSTGRESQL, blobs, indexer)
-        self._pg_blobs = blobs
 
     def _uid_list(self, db: Conn, mailbox_id: int) -> array[int]:
         row = db.execute("SELECT array_agg(uid ORDER BY uid) FROM messages"
                          " WHERE mailbox_id = %s", (mailbox_id,)).fetchone()
         return array("I", row[0] or ()) if row else array("I")
-
-    def blobs_stored(self, names: Iterable[str]) -> None:
-        self._pg_blobs.stored(names)
 
     def attach_unknown(self, account: str, names: Iterable[str]) -> int:
         """No files, so none unknown: ``fsck --attach`` has nothing to do here."""

@@ -44,4 +44,3 @@ class SqlDelivery(Generic[C]):
                                             prefix, junk=acc.junk)
                 if acc.remote:
                     self._queue.enqueue(db, acc)
-        self._mailboxes.blobs_stored(names)

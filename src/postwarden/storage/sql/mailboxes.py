@@ -98,9 +98,6 @@ class SqlMailboxes(Generic[C]):
     def blobs_durable(self, names: Iterable[str]) -> None:
         """Before a transaction refers to these new blobs (files: sync their entries)."""
 
-    def blobs_stored(self, names: Iterable[str]) -> None:
-        """After the transaction that refers to these new blobs committed."""
-
     # --- accounts' mailboxes ------------------------------------------------------
 
     def create_mailboxes(self, db: C, account: str) -> None:
@@ -473,7 +470,6 @@ class SqlMailboxes(Generic[C]):
             when = now if internaldate is None else internaldate
             ((uid, _),) = self._add(db, row[0], account,
                                     [(blob_id, blob.size, int(flags), mask, when, b"")])
-        self.blobs_stored([blob.name])
         return Appended(row[1], uid)
 
     def _add(self, db: C, mailbox_id: int, account: str, rows: Sequence[_Row]
