@@ -18,6 +18,7 @@ from postwarden.servers.tls import write_self_signed
 from postwarden.storage.sqlite import SqliteStore
 
 PASSWORD = "correct horse battery"
+MALFORMED_DSN = "postgresql://pw:s3cret@[::1/db"
 
 
 @dataclass(frozen=True)
@@ -439,6 +440,21 @@ class TestConfigErrors:
         """A config path that cannot be read is one line, not a traceback."""
         (tmp_path / "dir.toml").mkdir()
         assert "cannot read" in CLI(tmp_path).fails("domain", "list", config=tmp_path / "dir.toml")
+
+
+    @pytest.mark.parametrize("command", [("domain", "list"), ("migrate", "--to", MALFORMED_DSN)])
+    def test_a_malformed_dsn_is_one_line_without_its_password(
+            self, cli: CLI, command: tuple[str, ...]) -> None:
+        """A PostgreSQL DSN that does not parse (an IPv6 host never closed), as [storage]
+        dsn or migrate's --to: one line, which does not repeat the password."""
+        text = cli.config.read_text().replace(
+            'backend = "sqlite"\nblobs = "files"',
+            f'backend = "postgresql"\ndsn = "{MALFORMED_DSN}"\nblobs = "database"')
+        if command[0] != "migrate":  # migrate copies from the SQLite store to --to
+            cli.config.write_text(text)
+        error = cli.fails(*command)
+        assert "cannot connect to PostgreSQL" in error and "IPv6" in error
+        assert "s3cret" not in error
 
 
 class TestHelp:

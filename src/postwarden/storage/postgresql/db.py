@@ -71,10 +71,11 @@ class PgDatabase:
             psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                             password=password).close()
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            self.pool.close()
+        except (psycopg.OperationalError, PoolTimeout, psycopg.ProgrammingError) as exc:
+            self.pool.close()  # ProgrammingError: a dsn that does not parse, quoted in it
+            reason = error_line(exc).replace(f'"{dsn}"', "the dsn")  # with any password
             raise DatabaseUnusable(
-                f"cannot connect to PostgreSQL at {self.where}: {error_line(exc)}") from None
+                f"cannot connect to PostgreSQL at {self.where}: {reason}") from None
 
     @contextmanager
     def conn(self) -> Iterator[Conn]:
