@@ -277,6 +277,27 @@ class TestTwoWorkers:
 
 
 class TestBadInput:
+    def test_a_broken_config_on_sighup_keeps_every_process_serving(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """SIGHUP after the config stopped parsing: the supervisor and each worker say so
+        in one line and go on with the previous one; mail is still taken."""
+        server = make_server()
+        bob = server.add_user(f"bob@{DOMAIN}")
+        server.start(serve_args=["--workers", "2"])
+        worker_pids(server, 2)
+        good = server.config_path.read_text(encoding="utf-8")
+        server.config_path.write_text("hostname = [\n", encoding="utf-8")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGHUP)
+        assert len(server.wait_for_log_count(2, "reload-failed", "not valid TOML")) == 2
+        assert "not valid TOML" in server.wait_for_log("reload-log-failed")
+        server.config_path.write_text(good, encoding="utf-8")  # for the test's own reads
+        send(server, 1, bob)
+        assert server.stop() == 0
+        assert "Traceback" not in "".join(server.output)
+        assert len(server.inbox(bob)) == 1
+
+
     @pytest.mark.parametrize("value", ["0", "-1", "abc", "", "2.5", "\u00b2"])
     def test_bad_worker_counts_are_one_line_errors(self, tmp_path: Path, value: str) -> None:
         """``--workers`` must be a whole number of at least one."""
