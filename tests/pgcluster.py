@@ -26,7 +26,6 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from serverproc import free_ports
 
 READY = "database system is ready to accept connections"
 _ENV = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
@@ -63,13 +64,6 @@ def _run_as() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root and there is neither a postgres nor a nobody user")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PgCluster:
     """``initdb`` + ``postgres`` in a temporary directory; ``database()`` for a fresh one."""
 
@@ -77,7 +71,7 @@ class PgCluster:
         self.bindir = bindir
         self.settings = dict(settings or {})  # after (so over) the test settings below
         self.root = Path(tempfile.mkdtemp(prefix="postwarden-pg-"))
-        self.port = _free_port()
+        self.port = free_ports(1)[0]  # below the ephemeral range: kept across halt()
         self._user = _run_as()
         self._names = itertools.count(1)
         self._shared: str | None = None  # the database schema() makes schemas in

@@ -20,16 +20,11 @@ from typing import Any
 
 import boto3
 
+from serverproc import free_ports
+
 START_TIMEOUT = 30.0
 KEY, SECRET = "postwarden-test", "postwarden-test-secret"
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def client(endpoint: str) -> Any:
@@ -46,7 +41,7 @@ def keys(endpoint: str, bucket: str) -> list[str]:
 
 class S3Server:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_ports(1)[0]  # below the ephemeral range
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._names = itertools.count(1)
         self._proc: subprocess.Popen[bytes] | None = None
