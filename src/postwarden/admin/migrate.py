@@ -115,27 +115,22 @@ def _refuse_occupied(target: PgStore) -> None:
 
 def _copy(source: SqliteStore, target: PgStore) -> dict[str, int]:
     """Every table in one PostgreSQL transaction; the number of rows copied per table."""
-    src = source.db.conn
     counts: dict[str, int] = {}
-    src.execute("BEGIN")  # one consistent read of the source
-    try:
-        with target.db.tx() as db:
-            for table in TABLES:
-                if table == "blobs":
-                    counts[table] = _copy_blobs(source, target, db)
-                    continue
-                columns = _shared_columns(src, db, table)
-                rows = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
-                counts[table] = _copy_rows(db, table, columns, rows)
-            db.cursor().executemany(
-                "INSERT INTO counters VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                src.execute("SELECT name, value FROM counters").fetchall())
-            for table, column in IDENTITIES:
-                db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
-                           f" coalesce(max({column}), 0) + 1, false) FROM {table}")
-    finally:
-        src.execute("COMMIT")
+    with source.db.snapshot() as src, target.db.tx() as db:  # one consistent read of the source
+        for table in TABLES:
+            if table == "blobs":
+                counts[table] = _copy_blobs(source, target, db)
+                continue
+            columns = _shared_columns(src, db, table)
+            rows = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
+            counts[table] = _copy_rows(db, table, columns, rows)
+        db.cursor().executemany(
+            "INSERT INTO counters VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            src.execute("SELECT name, value FROM counters").fetchall())
+        for table, column in IDENTITIES:
+            db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'),"
+                       f" coalesce(max({column}), 0) + 1, false) FROM {table}")
     return counts
 
 
