@@ -203,6 +203,17 @@ class TestRefusals:
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("postwarden: error: ") and expected in line
 
+    def test_blobs_s3_without_an_s3_table_is_one_line(
+        self, make_server: Callable[..., ServerProcess]
+    ) -> None:
+        """``--blobs s3`` with no ``[s3]`` endpoint: refused before the target is touched."""
+        server = make_server()
+        done = server.cli("migrate", "--to", "postgresql://postgres@127.0.0.1:1/db",
+                          "--blobs", "s3")
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("postwarden: error: s3.endpoint: S3 blobs need endpoint")
+
     def test_a_wrong_password_is_one_line(
         self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
     ) -> None:
