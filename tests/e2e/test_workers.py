@@ -254,6 +254,20 @@ class TestTwoWorkers:
             raise AssertionError("SMTP never reached the other worker")
 
 
+    def test_a_worker_killed_by_a_signal_without_a_name_is_restarted(
+            self, make_server: Callable[..., ServerProcess]) -> None:
+        """A real-time signal (no ``signal.Signals`` member) ends a worker: the supervisor
+        says which number and restarts it, rather than failing on the name."""
+        server = make_server()
+        server.start(serve_args=["--workers", "2"])
+        victim = worker_pids(server, 2)[2]
+        number = signal.SIGRTMIN + 6  # its default action ends the process
+        os.kill(victim, number)
+        died = server.wait_for_log("worker-died", "worker=2")
+        assert f"killed by signal {number}" in died
+        assert worker_pids(server, 3)[2] != victim
+        assert server.stop() == 0
+
     def test_workers_end_when_the_supervisor_is_killed(
             self, make_server: Callable[..., ServerProcess]) -> None:
         """kill -9 of the supervisor: its workers drain and exit, no orphan serves on."""

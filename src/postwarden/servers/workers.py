@@ -314,9 +314,14 @@ def _kill(pid: int, sig: signal.Signals) -> None:
 
 
 def describe(status: int) -> str:
-    """A wait status in words: ``exit 2``, ``killed by SIGKILL``."""
+    """A wait status in words: ``exit 2``, ``killed by SIGKILL``, ``killed by signal 40``
+    (the real-time signals have no ``signal.Signals`` name)."""
     if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        number = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(number).name}"
+        except ValueError:
+            return f"killed by signal {number}"
     return f"exit {os.waitstatus_to_exitcode(status)}"
 
 
