@@ -38,20 +38,20 @@ class TestAuthThrottle:
         """The store counts the failures after ``since(now)``."""
         assert AuthThrottle(limit=3, window_seconds=900).since(1000.0) == 100.0
 
-    def test_known_good_means_a_login_within_the_window(self) -> None:
+    def test_an_address_is_known_good_for_the_window_after_a_login(self) -> None:
         """An address is known good for ``window`` seconds after a successful login."""
         throttle = AuthThrottle(limit=3, window_seconds=100)
-        assert not throttle.known_good(IP, 0.0)
+        assert throttle.priority(0, IP, 0.0) != 0
         throttle.record_success(IP, "alice", 0.0)
-        assert throttle.known_good(IP, 99.0)
-        assert not throttle.known_good(IP, 100.0)
+        assert throttle.priority(0, IP, 99.0) == 0
+        assert throttle.priority(0, IP, 100.0) != 0
 
     def test_remembers_at_most_max_keys_logins_forgetting_the_stalest(self) -> None:
         """Memory is bounded: the oldest login is forgotten first."""
         throttle = AuthThrottle(limit=10, window_seconds=900, max_keys=2)
         for n in range(1, 4):
             throttle.record_success(f"192.0.2.{n}", "a", float(n))
-        assert [throttle.known_good(f"192.0.2.{n}", 4.0) for n in (1, 2, 3)] == [
+        assert [throttle.priority(0, f"192.0.2.{n}", 4.0) == 0 for n in (1, 2, 3)] == [
             False, False, True]
 
     def test_priority_puts_known_clients_first_and_failing_ones_last(self) -> None:

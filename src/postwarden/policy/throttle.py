@@ -74,10 +74,6 @@ class AuthThrottle:
             return True
         return by_account >= self.account_limit and not self._good.recent(f"{ip} {account}", now)
 
-    def known_good(self, ip: str, now: float) -> bool:
-        """Did some account log in from ``ip`` (in this process) within the window?"""
-        return self._good.recent(ip, now)
-
     def priority(self, by_ip: int, ip: str, now: float) -> int:
         """Order for scarce password checks: 0 for an address that logged in and has not
         failed since, 1 for one we know nothing about, 2 for one with recent failures."""
