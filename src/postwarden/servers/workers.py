@@ -219,9 +219,13 @@ class Supervisor:
             return
         if lived >= LIVED_LONG:
             worker.pause = RESTART_FIRST
+        self._retry_later(worker, "worker-died", status=how, lived=f"{lived:.1f}s")
+
+    @staticmethod
+    def _retry_later(worker: _Worker, event: str, **why: str) -> None:
+        """Start ``worker`` again after its pause, which doubles while it keeps failing."""
         worker.restart_at = time.monotonic() + worker.pause
-        log.warning(kv("worker-died", worker=worker.index, status=how,
-                       lived=f"{lived:.1f}s", restart_in=f"{worker.pause:g}s"))
+        log.warning(kv(event, worker=worker.index, **why, restart_in=f"{worker.pause:g}s"))
         worker.pause = min(worker.pause * 2, RESTART_MAX)
 
     def _heard(self, worker: _Worker) -> None:
@@ -257,7 +261,14 @@ class Supervisor:
         # Signals wait until the child has its own handlers (else they reach our wakeup pipe).
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         supervisor = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: try again as after a death
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+            ours.close()
+            theirs.close()
+            self._retry_later(worker, "worker-fork-failed", error=exc.strerror or str(exc))
+            return
         if pid == 0:  # the worker: nothing of the supervisor's loop comes along
             status = 1
             try:
