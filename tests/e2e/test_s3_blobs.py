@@ -6,14 +6,17 @@ stops it gets its own, so the session's server stays up for the others.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import poplib
 import smtplib
+import time
 from collections.abc import Callable
 
 import pytest
 from imapclient import IMAPClient
 
+from delivery.smtppeers import Peer
 from pgcluster import PgCluster
 from s3server import S3Server, running_s3
 from serverproc import DOMAIN, PASSWORD, ServerProcess
@@ -26,11 +29,11 @@ pytestmark = pytest.mark.slow
 
 
 def s3_node(make_server: Callable[..., ServerProcess], pg_cluster: PgCluster,
-            s3: S3Server, bucket: str) -> ServerProcess:
+            s3: S3Server, bucket: str, **settings: object) -> ServerProcess:
     node = make_server(storage={"backend": "postgresql", "dsn": pg_cluster.schema(),
                                 "pool_size": 4, "blobs": "s3"},
                        s3={**s3.settings(bucket), "timeout_seconds": 2},
-                       listen={"imap": ["127.0.0.1:0"]})
+                       listen={"imap": ["127.0.0.1:0"]}, **settings)
     node.add_user(ALICE)
     return node.start()
 
@@ -83,3 +86,31 @@ class TestServeWithS3Blobs:
             assert (count(node, "blobs"), count(node, "messages"),
                     count(node, "queue_messages")) == (0, 0, 0)
             assert "Traceback" not in "".join(node.output)  # an outage: one line, no trace
+
+    async def test_s3_down_at_delivery_defers_and_keeps_the_message(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        """The queue manager cannot read the bytes: the recipient is deferred in one log
+        line ("try again later"), the entry stays queued, and no task fails."""
+        peer = Peer(on_rcpt=lambda _: "451 4.3.0 not yet")
+        port = await peer.start()
+        try:
+            with running_s3() as s3:
+                node = s3_node(make_server, pg_cluster, s3, s3.bucket(),
+                               routes=[{"domain": "partner.example", "to": f"127.0.0.1:{port}"}],
+                               relay={"trusted_networks": ["127.0.0.0/8"]})
+                await asyncio.to_thread(send, node, "ann@partner.example")
+                await peer.wait_until(lambda: peer.connections >= 1, TIMEOUT)
+                s3.stop()
+                # Due now (the CLI would refuse to open a store whose S3 is down).
+                assert node.store.queue.retry_now(None, time.time()) == 1  # type: ignore[attr-defined]
+                await asyncio.to_thread(node.wait_for_log, "Message store unavailable")
+        finally:
+            await peer.close()
+        assert count(node, "queue_messages") == 1
+        assert "Traceback" not in "".join(node.output)
+
+
+def send(node: ServerProcess, rcpt: str) -> None:
+    with smtplib.SMTP(*node.addr("smtp"), timeout=TIMEOUT) as smtp:
+        smtp.sendmail("a@remote.test", [rcpt], MESSAGE)
