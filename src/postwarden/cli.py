@@ -492,8 +492,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not report.ok:
         print("postwarden: error: the copy does not match its source", file=sys.stderr)
         return 1
-    print(f"migrated: set [storage] backend = \"postgresql\", dsn = \"{args.to}\""
-          f" (and blobs = \"{args.blobs}\") to serve from it")
+    dsn = migrate.shown_dsn(args.to)
+    settings = f'backend = "postgresql", dsn = "{dsn}", blobs = "{args.blobs}"'
+    print(f"migrated: set [storage] {settings} to serve from it")
+    if dsn != args.to:
+        print("(the password is not shown: put it in the file [storage] password_file"
+              " names, not in dsn)")
     return 0
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from delivery.smtppeers import Peer
 from pgcluster import PgCluster
-from postwarden.admin.migrate import NOT_COPIED, TABLES
+from postwarden.admin.migrate import NOT_COPIED, TABLES, shown_dsn
 from postwarden.storage.sqlite import SqliteStore
 from s3server import S3Server
 from serverproc import DOMAIN, PASSWORD, ServerProcess
@@ -77,6 +77,33 @@ def fill(server: ServerProcess) -> None:
     assert imap.uid("STORE", "2", "+FLAGS", r"(\Deleted)")[0] == "OK"
     assert imap.expunge()[0] == "OK"
     imap.logout()
+
+
+ROLE, ROLE_PASSWORD = "pwcheck", "Right-Pw-4711"
+
+
+def password_database(pg_cluster: PgCluster) -> str:
+    """A new database owned by a role that must give its password (scram-sha-256, over
+    TCP); its ``host:port/database``."""
+    dsn = pg_cluster.database()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        if db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone() is None:
+            db.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'")
+        hba = Path(db.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+        if ROLE not in hba.read_text():
+            hba.write_text(f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+            db.execute("SELECT pg_reload_conf()")
+        name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        db.execute(f'ALTER DATABASE "{name}" OWNER TO {ROLE}')  # it may make the tables
+    return dsn.split("@")[1]
+
+
+def stopped_server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A data directory with an account in it and no server running on it."""
+    server = make_server()
+    server.add_user(ALICE)
+    server.store.close()
+    return server
 
 
 QUEUE_SQL = ("SELECT r.address, r.state, r.attempts, r.next_attempt, m.sender"
@@ -191,7 +218,7 @@ class TestRefusals:
             assert db.execute("SELECT count(*) FROM accounts").fetchone() == (0,)
 
     @pytest.mark.parametrize(("dsn", "expected"), [
-        ("mysql://x@127.0.0.1/db", "expected postgresql://user@host:port/database"),
+        ("mysql://x:hidden@127.0.0.1/db", "expected postgresql://user@host:port/database"),
         ("postgresql://postgres@127.0.0.1:1/db", "cannot connect to PostgreSQL at 127.0.0.1:1"),
     ])
     def test_a_bad_or_unreachable_dsn_is_one_line(
@@ -202,6 +229,7 @@ class TestRefusals:
         assert done.returncode == 2
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("postwarden: error: ") and expected in line
+        assert "hidden" not in line
 
     def test_blobs_s3_without_an_s3_table_is_one_line(
         self, make_server: Callable[..., ServerProcess]
@@ -218,17 +246,9 @@ class TestRefusals:
         self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
     ) -> None:
         """A role that must give a password (scram) and gets a wrong one."""
-        dsn = pg_cluster.database()
-        with psycopg.connect(dsn, autocommit=True) as db:
-            db.execute("DROP ROLE IF EXISTS pwcheck")
-            db.execute("CREATE ROLE pwcheck LOGIN PASSWORD 'right'")
-            hba = Path(db.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
-            if "pwcheck" not in hba.read_text():
-                hba.write_text("host all pwcheck 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-            db.execute("SELECT pg_reload_conf()")
+        where = password_database(pg_cluster)
         server = make_server()
-        where = dsn.split("@")[1]
-        done = server.cli("migrate", "--to", f"postgresql://pwcheck:wrong@{where}")
+        done = server.cli("migrate", "--to", f"postgresql://{ROLE}:wrong@{where}")
         assert done.returncode == 2
         (line,) = done.stderr.strip().splitlines()
         assert "cannot connect to PostgreSQL" in line and "password authentication failed" in line
@@ -250,3 +270,36 @@ def test_blobs_can_go_to_s3(make_server: Callable[..., ServerProcess], pg_cluste
     assert done.returncode == 0, done.stderr
     assert "blobs read back and hashed: 2" in done.stdout
     assert len(s3_server.keys(bucket)) == 2
+
+
+class TestPassword:
+    """The password never shows, and need not be on the command line (``ps``)."""
+
+    def test_the_dsn_is_printed_without_its_password(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        where = password_database(pg_cluster)
+        done = stopped_server(make_server).cli(
+            "migrate", "--to", f"postgresql://{ROLE}:{ROLE_PASSWORD}@{where}")
+        assert done.returncode == 0, done.stderr
+        assert ROLE_PASSWORD not in done.stdout + done.stderr
+        assert f'dsn = "postgresql://{ROLE}@{where}"' in done.stdout
+        assert "put it in the file [storage] password_file names" in done.stdout
+
+    @pytest.mark.parametrize(("dsn", "shown"), [
+        ("postgresql://u:pw@h:5433/db", "postgresql://u@h:5433/db"),
+        ("postgres://u:p%40w@h1,h2/db?sslmode=disable", "postgres://u@h1,h2/db?sslmode=disable"),
+        ("postgresql:///db?host=h&password=pw&port=5", "postgresql:///db?host=h&port=5"),
+        ("postgresql://u@h/db?pass%77ord=pw", "postgresql://u@h/db"),
+        ("postgresql://u@h/db?options=-c%3D1", "postgresql://u@h/db?options=-c%3D1"),
+        ("postgresql://u:pw@h/db?bad=%zz", "the given dsn (it does not parse)"),
+    ])
+    def test_shown_dsn_drops_the_password_and_keeps_the_form(
+        self, dsn: str, shown: str
+    ) -> None:
+        assert shown_dsn(dsn) == shown
+
+    def test_shown_dsn_of_key_value_pairs_drops_the_password(self) -> None:
+        shown = shown_dsn("host=h dbname=db user=u password='p w'")
+        assert psycopg.conninfo.conninfo_to_dict(shown) == {"host": "h", "dbname": "db",
+                                                            "user": "u"}

@@ -17,16 +17,22 @@ own in the background. Afterwards every table's rows are counted on both
 sides and every blob is read back from the target and hashed.
 
 It refuses a target that already holds postwarden data and a data
-directory a server is running on (its change socket answers).
+directory a server is running on (its change socket answers). The
+password is never echoed: ``shown_dsn`` is what any message prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from postwarden.admin import AdminError
 from postwarden.config import Config, check_s3
@@ -78,20 +84,53 @@ class MigrateReport:
         return all(t.source == t.target for t in self.tables)
 
 
+def shown_dsn(dsn: str) -> str:
+    """``dsn`` without its password, in the form it was given, to print.
+
+    libpq's own parser (``conninfo_to_dict``) says whether there is a
+    password; a URL loses its ``user:password@`` part's password and any
+    ``password=`` query parameter. Should the result still contain the
+    password or no longer parse (an odd URL), the key=value form libpq
+    rebuilds without it is shown instead.
+    """
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the given dsn (it does not parse)"
+    password = info.pop("password", None)
+    if password is None:
+        return dsn
+    rest: dict[str, Any] = {key: value for key, value in info.items() if value is not None}
+    if "://" in dsn:
+        with contextlib.suppress(ValueError, psycopg.ProgrammingError):
+            url = urllib.parse.urlsplit(dsn)
+            user, at, hosts = url.netloc.rpartition("@")
+            query = "&".join(part for part in url.query.split("&") if part and
+                             urllib.parse.unquote(part.partition("=")[0]) != "password")
+            shown = (f"{url.scheme}://{user.partition(':')[0]}{at}{hosts}{url.path}"
+                     + (f"?{query}" if query else ""))
+            if (str(password) not in shown
+                    and psycopg.conninfo.conninfo_to_dict(shown) == rest):
+                return shown
+    return psycopg.conninfo.make_conninfo("", **rest)
+
+
 def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
     """Copy the SQLite store of ``cfg`` into the empty PostgreSQL database at ``dsn``."""
     if cfg.storage.backend != "sqlite":
         raise AdminError("migrate copies a SQLite data directory; [storage] backend is"
                          f" {cfg.storage.backend!r}")
     if not dsn.startswith(("postgresql://", "postgres://")):
-        raise AdminError(f"--to {dsn!r}: expected postgresql://user@host:port/database")
+        raise AdminError(f"--to {dsn.partition(':')[0]}:...: expected"
+                         " postgresql://user@host:port/database")
     if not cfg.database.exists():
         raise AdminError(f"data_dir {cfg.data_dir} has no postwarden database to migrate")
     if factory.in_use(cfg):
         raise AdminError(f"a server is running on data_dir {cfg.data_dir}: stop it first")
     if blobs == "s3":
         check_s3(cfg.s3)
-    target = PgStore(dsn, pool_size=VERIFY_THREADS + 1, s3=cfg.s3 if blobs == "s3" else None)
+    target = PgStore(dsn, pool_size=VERIFY_THREADS + 1,
+                     s3=cfg.s3 if blobs == "s3" else None)
     try:
         _refuse_occupied(target)
         source = SqliteStore(cfg.data_dir, cfg.limits.mime)
