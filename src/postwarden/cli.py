@@ -485,7 +485,7 @@ def cmd_restore(args: argparse.Namespace) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from postwarden.admin import migrate
 
-    report = migrate.migrate(_config(args), args.to, args.blobs)
+    report = migrate.migrate(_config(args), args.to, args.blobs, args.password_file)
     for table in report.tables:
         print(table.line())
     print(f"blobs read back and hashed: {report.blobs_verified} ({report.octets} octets)")
@@ -494,6 +494,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 1
     dsn = migrate.shown_dsn(args.to)
     settings = f'backend = "postgresql", dsn = "{dsn}", blobs = "{args.blobs}"'
+    if args.password_file is not None:
+        settings += f', password_file = "{args.password_file.resolve()}"'
     print(f"migrated: set [storage] {settings} to serve from it")
     if dsn != args.to:
         print("(the password is not shown: put it in the file [storage] password_file"
@@ -651,7 +653,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("migrate", help="copy this SQLite data directory into PostgreSQL")
     s.add_argument("--to", required=True, metavar="DSN",
-                   help="postgresql://user@host:port/database, empty (password: PGPASSWORD)")
+                   help="postgresql://user@host:port/database, empty")
+    s.add_argument("--password-file", type=Path, metavar="PATH",
+                   help="the database password: the file's first line (or PGPASSWORD)")
     s.add_argument("--blobs", choices=("database", "s3"), default="database",
                    help="where message bytes go (s3: the config's [s3] table)")
     s.set_defaults(func=cmd_migrate)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import os
 import poplib
 import smtplib
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -285,6 +288,53 @@ class TestPassword:
         assert ROLE_PASSWORD not in done.stdout + done.stderr
         assert f'dsn = "postgresql://{ROLE}@{where}"' in done.stdout
         assert "put it in the file [storage] password_file names" in done.stdout
+
+    def test_the_password_comes_from_a_file(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster, tmp_path: Path
+    ) -> None:
+        """``--password-file``: its first line, as ``[storage] password_file``; the hint
+        names the file for the config."""
+        where = password_database(pg_cluster)
+        secret = tmp_path / "pgpassword"
+        secret.write_text(f"{ROLE_PASSWORD}\nnot this line\n")
+        done = stopped_server(make_server).cli(
+            "migrate", "--to", f"postgresql://{ROLE}@{where}", "--password-file", str(secret))
+        assert done.returncode == 0, done.stderr
+        assert (f'dsn = "postgresql://{ROLE}@{where}", blobs = "database",'
+                f' password_file = "{secret.resolve()}"') in done.stdout
+        assert ROLE_PASSWORD not in done.stdout + done.stderr
+
+    def test_pgpassword_is_honoured(
+        self, make_server: Callable[..., ServerProcess], pg_cluster: PgCluster
+    ) -> None:
+        """libpq's own environment variable works, as the ``--to`` help says."""
+        where = password_database(pg_cluster)
+        server = stopped_server(make_server)
+        done = subprocess.run(
+            [sys.executable, "-m", "postwarden", "-c", str(server.config_path),
+             "migrate", "--to", f"postgresql://{ROLE}@{where}"],
+            env={**os.environ, "PGPASSWORD": ROLE_PASSWORD},
+            capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "migrated: set [storage]" in done.stdout
+
+    @pytest.mark.parametrize(("make", "reason"), [
+        (lambda path: None, "No such file or directory"),
+        (lambda path: path.mkdir(), "Is a directory"),
+        (lambda path: path.write_bytes(b"\xff\xfe\x00pw\n"), "not text"),
+    ])
+    def test_an_unusable_password_file_is_one_line(
+        self, make_server: Callable[..., ServerProcess], tmp_path: Path,
+        make: Callable[[Path], None], reason: str
+    ) -> None:
+        """Refused before any connection (the DSN's port has no server): exit 2."""
+        secret = tmp_path / "pgpassword"
+        make(secret)
+        done = stopped_server(make_server).cli(
+            "migrate", "--to", "postgresql://u@127.0.0.1:1/db", "--password-file", str(secret))
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"postwarden: error: --password-file {secret}: {reason}"]
 
     @pytest.mark.parametrize(("dsn", "shown"), [
         ("postgresql://u:pw@h:5433/db", "postgresql://u@h:5433/db"),

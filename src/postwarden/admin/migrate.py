@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,7 +40,7 @@ from postwarden.config import Config, check_s3
 from postwarden.storage import factory
 from postwarden.storage.interfaces import NotFound
 from postwarden.storage.postgresql import PgStore
-from postwarden.storage.postgresql.db import Conn
+from postwarden.storage.postgresql.db import Conn, read_password
 from postwarden.storage.sqlite import SqliteStore
 
 # Tables in foreign-key order; a test checks every other SQLite table is named
@@ -115,8 +116,11 @@ def shown_dsn(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo("", **rest)
 
 
-def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
-    """Copy the SQLite store of ``cfg`` into the empty PostgreSQL database at ``dsn``."""
+def migrate(cfg: Config, dsn: str, blobs: str = "database",
+            password_file: Path | None = None) -> MigrateReport:
+    """Copy the SQLite store of ``cfg`` into the empty PostgreSQL database at ``dsn``
+    (the password: ``password_file``'s first line; without one, libpq's own ways
+    apply: the DSN, ``PGPASSWORD``, ``~/.pgpass``)."""
     if cfg.storage.backend != "sqlite":
         raise AdminError("migrate copies a SQLite data directory; [storage] backend is"
                          f" {cfg.storage.backend!r}")
@@ -129,7 +133,8 @@ def migrate(cfg: Config, dsn: str, blobs: str = "database") -> MigrateReport:
         raise AdminError(f"a server is running on data_dir {cfg.data_dir}: stop it first")
     if blobs == "s3":
         check_s3(cfg.s3)
-    target = PgStore(dsn, pool_size=VERIFY_THREADS + 1,
+    password = read_password(password_file, "--password-file")
+    target = PgStore(dsn, password, pool_size=VERIFY_THREADS + 1,
                      s3=cfg.s3 if blobs == "s3" else None)
     try:
         _refuse_occupied(target)

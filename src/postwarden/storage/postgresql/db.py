@@ -45,14 +45,17 @@ POSTGRESQL = Dialect(
 )
 
 
-def read_password(path: Path | None) -> str | None:
-    """The first line of ``[storage] password_file``; None without one."""
+def read_password(path: Path | None, what: str = "storage.password_file") -> str | None:
+    """The first line of ``[storage] password_file`` (or of the file ``what`` names);
+    None without one."""
     if path is None:
         return None
     try:
         return path.read_text().splitlines()[0] if path.stat().st_size else ""
     except OSError as exc:
-        raise DatabaseUnusable(f"storage.password_file {path}: {exc.strerror}") from None
+        raise DatabaseUnusable(f"{what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DatabaseUnusable(f"{what} {path}: not text") from None
 
 
 class PgDatabase:
