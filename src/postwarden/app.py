@@ -374,7 +374,7 @@ class App:
                 await asyncio.wait(pending, timeout=5)
         await self.queue.stop(grace)
         self.auth.close()
-        self.aio.close()
+        await self.aio.aclose()
         self.store.close()
 
     async def run(self, ready: Callable[[App], None] = lambda app: None,

@@ -30,7 +30,7 @@ from postwarden.mail.address import Address, AddressError, normalise_domain, par
 from postwarden.policy.authchecks import AuthVerdict
 from postwarden.policy.passwords import hash_password
 from postwarden.servers.tls import write_self_signed
-from postwarden.storage.factory import async_boundary, open_store
+from postwarden.storage.factory import async_boundary, closing, open_store
 from postwarden.storage.interfaces import Directory, StoreError
 
 DEMO_USER = "demo"
@@ -301,11 +301,8 @@ def cmd_auth_check(args: argparse.Namespace) -> int:
     else:
         data = f"From: <{mail_from}>\r\n\r\n".encode()
     store = async_boundary(open_store(cfg))
-    try:
-        verdict = asyncio.run(_auth_check(cfg, RecipientPolicy(store, cfg.relay, cfg.hostname),
-                                          args, mail_from, data))
-    finally:
-        store.close()
+    verdict = asyncio.run(closing(store, _auth_check(
+        cfg, RecipientPolicy(store, cfg.relay, cfg.hostname), args, mail_from, data)))
     reply = verdict.reply.encode().decode().strip() if verdict.reply else "(message goes on)"
     print(f"{verdict.action.name}  {reply}")
     print(f"  rule: {verdict.rule}")
@@ -340,11 +337,8 @@ def _ip(text: str, what: str) -> configmod.IPAddress:
 def cmd_relay_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     store = async_boundary(open_store(cfg))
-    try:
-        return asyncio.run(_relay_check(cfg, RecipientPolicy(store, cfg.relay, cfg.hostname),
-                                        args))
-    finally:
-        store.close()
+    return asyncio.run(closing(store, _relay_check(
+        cfg, RecipientPolicy(store, cfg.relay, cfg.hostname), args)))
 
 
 async def _relay_check(cfg: Config, policy: RecipientPolicy, args: argparse.Namespace) -> int:

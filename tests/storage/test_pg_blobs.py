@@ -7,6 +7,7 @@ postwarden processes would be. The collector's clock is injected
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -199,23 +200,24 @@ class TestS3Settings:
 
 
 class TestAsyncBoundary:
-    async def test_small_reads_leave_the_event_loop(
-        self, nodes: tuple[PgStore, PgStore]
-    ) -> None:
-        """A 10-byte read is a database (or S3) round trip: it runs on a store thread."""
+    async def test_reads_are_awaited_on_the_loop(self, nodes: tuple[PgStore, PgStore]) -> None:
+        """A read on the boundary awaits PostgreSQL on the event loop: the async pool
+        serves it, the blocking pool (the CLI's) is not asked, and the loop runs on
+        while the read waits, here on a table lock another connection holds."""
         one, _ = nodes
         accept(one, "small", (ALICE,))
-        threads: list[str] = []
-        read = one.blobs.read_blob
-
-        def recording(name: str, start: int = 0, length: int | None = None) -> bytes:
-            threads.append(threading.current_thread().name)
-            return read(name, start, length)
-
-        one.blobs.read_blob = recording  # type: ignore[method-assign]
+        blocking_before = one.db.pool.get_stats().get("requests_num", 0)
         aio = async_boundary(one)
         try:
-            assert await aio.read_blob("small", 0, 10) == MESSAGE[:10]
+            with psycopg.connect(one.dsn) as locker:
+                locker.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+                read = asyncio.create_task(aio.read_blob("small", 0, 10))
+                for _ in range(100):  # the loop goes round while the read waits
+                    await asyncio.sleep(0)
+                assert not read.done()
+                locker.rollback()
+            assert await read == MESSAGE[:10]
+            assert one.db.aio_pool.get_stats().get("requests_num", 0) >= 1
+            assert one.db.pool.get_stats().get("requests_num", 0) == blocking_before
         finally:
-            aio.close()
-        assert threads and threads[0] != threading.main_thread().name
+            await aio.aclose()

@@ -19,7 +19,7 @@ from postwarden.admin.checkline import Line, Status, fail
 from postwarden.config import Config, HostPort
 from postwarden.intake.authdns import AuthDNS
 from postwarden.intake.recipients import RecipientPolicy
-from postwarden.storage.factory import AsyncStore, async_boundary, open_store
+from postwarden.storage.factory import AsyncStore, async_boundary, closing, open_store
 
 DEFAULT_TIMEOUT = 5.0  # seconds per DNS question and per listener
 
@@ -27,11 +27,8 @@ DEFAULT_TIMEOUT = 5.0  # seconds per DNS question and per listener
 def run(cfg: Config, nameservers: Sequence[HostPort], timeout: float) -> list[Line]:
     """Every check's lines, in the order an admin fixes them."""
     store = async_boundary(open_store(cfg))
-    try:
-        return asyncio.run(_run(cfg, store, AuthDNS(nameservers or cfg.dns.nameservers,
-                                                    timeout), timeout))
-    finally:
-        store.close()
+    return asyncio.run(closing(store, _run(
+        cfg, store, AuthDNS(nameservers or cfg.dns.nameservers, timeout), timeout)))
 
 
 def exit_code(lines: Sequence[Line]) -> int:

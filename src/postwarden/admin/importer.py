@@ -23,7 +23,7 @@ from postwarden.config import Config
 from postwarden.intake.accept import Intake
 from postwarden.intake.recipients import RecipientPolicy
 from postwarden.protocol.imap import utf7
-from postwarden.storage.factory import AsyncStore, async_boundary, open_store
+from postwarden.storage.factory import AsyncStore, async_boundary, closing, open_store
 from postwarden.storage.interfaces import StoreError
 from postwarden.storage.mailbox import DELIMITER, INBOX, Flag, QuotaExceeded
 
@@ -125,10 +125,8 @@ def _run(cfg: Config, account: str, items: Iterator[Item]) -> ImportReport:
     store = async_boundary(sync)
     intake = Intake(sync.blobs, store, RecipientPolicy(store, cfg.relay, cfg.hostname),
                     cfg.hostname, cfg.delivery.max_received_headers)
-    try:
-        return asyncio.run(_import(store, intake, account, items, cfg.imap.max_append_size))
-    finally:
-        store.close()
+    return asyncio.run(closing(store, _import(store, intake, account, items,
+                                              cfg.imap.max_append_size)))
 
 
 async def _import(store: AsyncStore, intake: Intake, account: str, items: Iterator[Item],

@@ -40,7 +40,7 @@ from postwarden.config import Config, check_s3
 from postwarden.storage import factory
 from postwarden.storage.interfaces import NotFound
 from postwarden.storage.postgresql import PgStore
-from postwarden.storage.postgresql.db import Conn, read_password
+from postwarden.storage.postgresql.db import BlockingConn, read_password
 from postwarden.storage.sqlite import SqliteStore
 
 # Tables in foreign-key order; a test checks every other SQLite table is named
@@ -160,7 +160,8 @@ def _refuse_occupied(target: PgStore) -> None:
 def _copy(source: SqliteStore, target: PgStore) -> dict[str, int]:
     """Every table in one PostgreSQL transaction; the number of rows copied per table."""
     counts: dict[str, int] = {}
-    with source.db.snapshot() as src, target.db.tx() as db:  # one consistent read of the source
+    # One consistent read of the source; COPY needs the blocking connection.
+    with source.db.snapshot() as src, target.db.blocking_tx() as db:
         for table in TABLES:
             if table == "blobs":
                 counts[table] = _copy_blobs(source, target, db)
@@ -178,7 +179,7 @@ def _copy(source: SqliteStore, target: PgStore) -> dict[str, int]:
     return counts
 
 
-def _shared_columns(src: sqlite3.Connection, db: Conn, table: str) -> list[str]:
+def _shared_columns(src: sqlite3.Connection, db: BlockingConn, table: str) -> list[str]:
     """The columns both sides have, in the target's order."""
     mine = {r[1] for r in src.execute(f"PRAGMA table_info({table})")}
     theirs = [r[0] for r in db.execute(
@@ -188,8 +189,8 @@ def _shared_columns(src: sqlite3.Connection, db: Conn, table: str) -> list[str]:
     return [c for c in theirs if c in mine]
 
 
-def _copy_rows(db: Conn, table: str, columns: Sequence[str], rows: Iterator[tuple[object, ...]]
-               ) -> int:
+def _copy_rows(db: BlockingConn, table: str, columns: Sequence[str],
+               rows: Iterator[tuple[object, ...]]) -> int:
     n = 0
     with db.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
@@ -198,7 +199,7 @@ def _copy_rows(db: Conn, table: str, columns: Sequence[str], rows: Iterator[tupl
     return n
 
 
-def _copy_blobs(source: SqliteStore, target: PgStore, db: Conn) -> int:
+def _copy_blobs(source: SqliteStore, target: PgStore, db: BlockingConn) -> int:
     """Referenced blobs: bytes read and hashed, stored by digest, rows as they were."""
     src = source.db.conn
     columns = [c for c in _shared_columns(src, db, "blobs") if c not in ("digest", "indexed")]

@@ -8,9 +8,9 @@ structurally.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from postwarden.config import Config
 from postwarden.storage.boundary import (
@@ -32,6 +32,8 @@ from postwarden.storage.sqlite import backup as sqlite_backup
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 from postwarden.storage.sqlite.backup import CopyReport as CopyReport
 from postwarden.storage.sqlite.store import SqliteStore
+
+T = TypeVar("T")
 
 
 class StoreBlobs(BlobStore, Protocol):
@@ -84,6 +86,8 @@ class AsyncStore(AsyncDirectory, AsyncIntakeStore, AsyncMailboxStore, AsyncQueue
     """The async boundary the servers and the queue manager use."""
 
     def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close, on the loop the boundary served (PostgreSQL's async pool lives there)."""
 
 
 def open_store(cfg: Config) -> Store:
@@ -102,10 +106,25 @@ def open_store(cfg: Config) -> Store:
 
 
 def async_boundary(store: Store) -> AsyncStore:
-    """The async boundary the servers use in front of ``store``: for every backend
-    today the thread boundary (reads on a pool, writes batched on one thread);
-    a native asyncio one for PostgreSQL is issue 13's next step."""
-    return AsyncSqliteStore(store)
+    """The async boundary the servers use in front of ``store``: on SQLite the
+    thread boundary (reads on a pool, writes batched on one thread), on
+    PostgreSQL the same running natively on the event loop."""
+    match store:
+        case SqliteStore():
+            return AsyncSqliteStore(store)
+        case _:  # imported here, as in open_store
+            from postwarden.storage.postgresql import PgStore
+            from postwarden.storage.postgresql.aio import AsyncPgStore
+            assert isinstance(store, PgStore), type(store)
+            return AsyncPgStore(store)
+
+
+async def closing(store: AsyncStore, work: Awaitable[T]) -> T:
+    """``work``'s result, then ``store`` closed on the same loop (the CLI's runs)."""
+    try:
+        return await work
+    finally:
+        await store.aclose()
 
 
 def backup(store: Store, dest: Path) -> CopyReport:

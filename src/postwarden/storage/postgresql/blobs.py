@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 
 from postwarden.storage.blobrows import BlobTable, MeteredWriter
 from postwarden.storage.interfaces import BlobRef, NotFound, StoreError, UnknownFile
+from postwarden.storage.postgresql.bridge import blocking
 from postwarden.storage.postgresql.db import POSTGRESQL, Conn, PgDatabase
 from postwarden.storage.s3 import S3Objects
 
@@ -92,7 +93,7 @@ class PgBlobs:
             return bytes(row[0])
         if self._objects is None:
             raise StoreError(f"message {name} is kept in s3, and [storage] blobs is not \"s3\"")
-        return self._objects.get(bytes(row[2]), start, length)
+        return blocking(self._objects.get, bytes(row[2]), start, length)
 
     def keep_bytes(self, db: Conn, blobs: Sequence[BlobRef]) -> None:
         """Store the staged bytes of ``blobs`` for the transaction ``db`` is in.
@@ -111,7 +112,7 @@ class PgBlobs:
             " DO UPDATE SET digest = excluded.digest",
             [(d, b"" if self._objects else data) for d, data in staged.items()])
         if self._objects is not None:
-            self._objects.put_many(staged.items())
+            blocking(self._objects.put_many, staged.items())
 
     def register(self, db: Conn, blob: BlobRef, refs: int, now: float) -> int:
         """Record a blob with ``refs`` references, storing its bytes unless ``keep_bytes``
@@ -147,7 +148,7 @@ class PgBlobs:
                 " RETURNING c.digest, octet_length(c.data) = 0",
                 (sorted({digest for _, _, digest in swept}),)).fetchall()
             if self._objects is not None:
-                self._objects.delete_many(bytes(r[0]) for r in gone if r[1])
+                blocking(self._objects.delete_many, [bytes(r[0]) for r in gone if r[1]])
         return len(swept)
 
     # --- the fsck commands: bytes in the database have no files to lose --------------

@@ -1,8 +1,11 @@
-"""One PostgreSQL database: a connection pool, transactions, migrations.
+"""One PostgreSQL database: connection pools, transactions, migrations.
 
 Connections are in autocommit mode, so a read is one round trip; writes
-take ``tx()``, one transaction. The pool (psycopg_pool) is shared by the
-threads of the async boundary; its size is ``[storage] pool_size``.
+take ``tx()``, one transaction. Two pools of ``[storage] pool_size``, one
+query code: a call bridged onto the event loop (``bridge.run``, how the
+servers' async boundary calls the store) takes an asyncio connection from
+the async pool, opened on that loop at its first use; any other caller
+(the CLI, start-up, indexing on a thread) a blocking one.
 
 When the database goes away, a store call fails within ``[storage]
 timeout_seconds`` (psycopg_pool would wait 30 s for a connection) with
@@ -13,23 +16,24 @@ pool reconnects by itself once the server is back: no restart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from postwarden.storage.interfaces import DatabaseUnusable, StoreUnavailable
+from postwarden.storage.postgresql import bridge
 from postwarden.storage.postgresql.schema import MIGRATIONS
-from postwarden.storage.sql.dialect import Dialect
+from postwarden.storage.sql.dialect import Connection, Dialect
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server at start-up
 # The pool's own warnings (each failed reconnect, several lines, unformatted)
 # would flood the log during an outage; ours say it once per failed call.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-Conn = psycopg.Connection[TupleRow]
 MIGRATION_LOCK = 0x70777264  # advisory lock key ("pwrd"): one node migrates at a time
 # Periodic work takes the two-key form (a key space apart from the one above):
 # this number, and a hash of the schema and the kind of work.
@@ -43,6 +47,59 @@ POSTGRESQL = Dialect(
     range_arrays="EXISTS (SELECT 1 FROM unnest(?::bigint[], ?::bigint[]) r(lo, hi)"
                  " WHERE {column} BETWEEN r.lo AND r.hi)",
 )
+
+
+BlockingConn = psycopg.Connection[TupleRow]
+
+
+class Conn(Connection, Protocol):
+    """What the PostgreSQL parts use of a connection: a psycopg one, or on the
+    event loop an ``AsyncConn`` driving psycopg's async one."""
+
+    def transaction(self) -> AbstractContextManager[object]: ...
+
+
+class AsyncCursor:
+    """psycopg's async cursor behind the blocking cursor API, for bridged code."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: psycopg.AsyncCursor[TupleRow]) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return bridge.await_only(self._cursor.fetchone())
+
+    def fetchall(self) -> list[Any]:
+        return bridge.await_only(self._cursor.fetchall())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        bridge.await_only(self._cursor.executemany(sql, rows))
+
+
+class AsyncConn:
+    """psycopg's async connection behind the blocking connection API, for bridged code."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None, /) -> AsyncCursor:
+        return AsyncCursor(bridge.await_only(self._conn.execute(sql, params)))
+
+    def cursor(self) -> AsyncCursor:
+        return AsyncCursor(self._conn.cursor())
+
+    def transaction(self) -> AbstractContextManager[object]:
+        return bridge.entered(self._conn.transaction())
 
 
 def read_password(path: Path | None, what: str = "storage.password_file") -> str | None:
@@ -69,6 +126,9 @@ class PgDatabase:
             kwargs["password"] = password
         self.pool = ConnectionPool(dsn, kwargs=kwargs, min_size=1, max_size=pool_size,
                                    open=False, name="postwarden")
+        self.aio_pool = AsyncConnectionPool(dsn, kwargs=kwargs, min_size=1, max_size=pool_size,
+                                            open=False, name="postwarden-aio")
+        self._aio_opened = False
         self.where = _where(dsn)  # host:port/database, for messages
         try:  # one direct attempt first: the pool would retry a refusal until its timeout
             psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
@@ -81,9 +141,22 @@ class PgDatabase:
                 f"cannot connect to PostgreSQL at {self.where}: {reason}") from None
 
     @contextmanager
+    def _connection(self) -> Iterator[Conn]:
+        """A pool's connection: the async pool's when bridged (on the loop), else blocking."""
+        if not bridge.bridged():
+            with self.pool.connection(timeout=self.timeout) as conn:
+                yield conn
+            return
+        if not self._aio_opened:  # on the loop that serves: an asyncio pool lives on one
+            self._aio_opened = True
+            bridge.await_only(self.aio_pool.open())  # fills in the background
+        with bridge.entered(self.aio_pool.connection(timeout=self.timeout)) as aconn:
+            yield AsyncConn(aconn)
+
+    @contextmanager
     def conn(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commits)."""
-        with self._unavailable(), self.pool.connection(timeout=self.timeout) as conn:
+        with self._unavailable(), self._connection() as conn:
             yield conn
 
     read = conn
@@ -92,7 +165,7 @@ class PgDatabase:
     def snapshot(self) -> Iterator[Conn]:
         """A connection whose reads all see one snapshot: a REPEATABLE READ transaction
         (under the default READ COMMITTED each statement would take its own)."""
-        with self._unavailable(), self.pool.connection(timeout=self.timeout) as conn:
+        with self._unavailable(), self._connection() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # one round trip
             try:
                 yield conn
@@ -102,6 +175,13 @@ class PgDatabase:
     @contextmanager
     def tx(self) -> Iterator[Conn]:
         """One transaction: committed at the end, rolled back on any exception."""
+        with self._unavailable(), self._connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def blocking_tx(self) -> Iterator[BlockingConn]:
+        """A transaction on the blocking pool, with all of psycopg (COPY, several
+        statements in one string): for start-up and the CLI, never on the loop."""
         with (self._unavailable(), self.pool.connection(timeout=self.timeout) as conn,
               conn.transaction()):
             yield conn
@@ -117,7 +197,10 @@ class PgDatabase:
         try:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            self.pool.check()
+            if bridge.bridged():
+                bridge.await_only(self.aio_pool.check())
+            else:
+                self.pool.check()
             raise StoreUnavailable(f"PostgreSQL at {self.where}: {error_line(exc)}") from None
 
     @contextmanager
@@ -137,7 +220,7 @@ class PgDatabase:
 
     def migrate(self) -> None:
         """Check the database is ours (or empty), then bring it up to date."""
-        with self.tx() as db:
+        with self.blocking_tx() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             tables = {r[0] for r in db.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
@@ -161,6 +244,12 @@ class PgDatabase:
             row = db.execute("SELECT version FROM schema_version").fetchone()
         assert row is not None
         return int(row[0])
+
+    async def aclose(self) -> None:
+        """Close the async pool, on the loop it was opened on (then ``close``)."""
+        if self._aio_opened:
+            self._aio_opened = False
+            await self.aio_pool.close()
 
     def close(self) -> None:
         self.pool.close()

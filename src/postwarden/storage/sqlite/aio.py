@@ -55,8 +55,8 @@ MAX_CACHED_ACCOUNTS = 10_000
 class AsyncSqliteStore:
     """Every async store Protocol (storage.boundary) over a SqliteStore.
 
-    It uses only the ``Store`` Protocol, so the PostgreSQL backend (blocking
-    psycopg connections) runs behind it too until it has a native one.
+    It uses only the ``Store`` Protocol; the PostgreSQL boundary
+    (storage.postgresql.aio) keeps all but where a call runs.
     """
 
     def __init__(self, store: Store, read_threads: int = READ_THREADS) -> None:
@@ -82,6 +82,10 @@ class AsyncSqliteStore:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self._files.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """``close`` from the event loop, with what lives on the loop (none here)."""
+        self.close()
 
     # --- AsyncDirectory -----------------------------------------------------------
 
