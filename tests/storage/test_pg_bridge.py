@@ -16,9 +16,19 @@ import psycopg
 import pytest
 
 from pgcluster import PgCluster
+from postwarden.mail.mime import MessageStructure, MimeLimits
+from postwarden.storage import bridge
 from postwarden.storage.factory import async_boundary
-from postwarden.storage.mailbox import Flag, FlagChange, FlagMode, UidSet
-from postwarden.storage.postgresql import PgStore, bridge
+from postwarden.storage.mailbox import (
+    Flag,
+    FlagChange,
+    FlagMode,
+    HeaderField,
+    SearchHeader,
+    UidSet,
+)
+from postwarden.storage.postgresql import PgStore
+from postwarden.storage.sql import indexer
 from storage.conftest import ALICE
 from storage.test_pg_store import accept, two_nodes
 
@@ -165,3 +175,31 @@ class TestCancelledStoreCalls:
                 box.id).highestmodseq
         finally:
             await aio.aclose()
+
+
+class TestWorkOffTheLoop:
+    async def test_a_search_parses_its_backlog_on_a_thread(
+        self, node: PgStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A search first indexes the messages waiting: reading them is awaited on
+        the loop, parsing them (all CPU) runs on a thread, never on the loop."""
+        for i in range(3):
+            accept(node, f"waiting{i}", (ALICE,))
+        box = node.mailboxes.get_mailbox(ALICE, "INBOX")
+        assert box is not None
+        parsed_on: list[str] = []
+        parse = indexer.parse_message
+
+        def recording(data: bytes, limits: MimeLimits) -> MessageStructure:
+            parsed_on.append(threading.current_thread().name)
+            return parse(data, limits)
+
+        monkeypatch.setattr(indexer, "parse_message", recording)
+        aio = async_boundary(node)
+        try:
+            hits = await aio.search(box.id, SearchHeader(HeaderField.SUBJECT, "nothing-matches"))
+        finally:
+            await aio.aclose()
+        assert hits == []
+        assert len(parsed_on) == 3
+        assert threading.main_thread().name not in parsed_on

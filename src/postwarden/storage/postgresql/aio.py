@@ -16,9 +16,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
+from postwarden.storage import bridge
 from postwarden.storage import mailbox as mb
 from postwarden.storage.boundary import ReadBlob
-from postwarden.storage.postgresql import bridge
 from postwarden.storage.postgresql.store import PgStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
 

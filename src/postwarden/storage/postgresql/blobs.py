@@ -22,8 +22,8 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from postwarden.storage.blobrows import BlobTable, MeteredWriter
+from postwarden.storage.bridge import blocking
 from postwarden.storage.interfaces import BlobRef, NotFound, StoreError, UnknownFile
-from postwarden.storage.postgresql.bridge import blocking
 from postwarden.storage.postgresql.db import POSTGRESQL, Conn, PgDatabase
 from postwarden.storage.s3 import S3Objects
 

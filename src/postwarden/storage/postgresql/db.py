@@ -25,8 +25,8 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from postwarden.storage import bridge
 from postwarden.storage.interfaces import DatabaseUnusable, StoreUnavailable
-from postwarden.storage.postgresql import bridge
 from postwarden.storage.postgresql.schema import MIGRATIONS
 from postwarden.storage.sql.dialect import Connection, Dialect
 

@@ -20,6 +20,7 @@ from typing import Generic, Protocol
 
 from postwarden.mail.mime import MessageStructure, MimeLimits, MimePart, parse_message
 from postwarden.mail.mime_headers import raw_fields
+from postwarden.storage.bridge import blocking
 from postwarden.storage.interfaces import NotFound
 from postwarden.storage.mailbox import HEAD_FIELDS, HEADER_NAMES, UidSet
 from postwarden.storage.sql.dialect import C, Database, Dialect
@@ -127,9 +128,14 @@ class SqlIndexer(Generic[C]):
         return None
 
     def _index(self, rows: list[Waiting]) -> None:
-        """Parse and store in slices: memory stays bounded however many are waiting."""
+        """Parse and store in slices: memory stays bounded however many are waiting.
+
+        The bytes are read here; the parsing, all CPU, goes to a thread when
+        this runs bridged on the event loop (PostgreSQL), so a search that
+        indexes a backlog first never stops the other sessions.
+        """
         for at in range(0, len(rows), INDEX_SLICE):
-            parsed = [(blob_id, *self._parse(name, header_size))
+            parsed = [(blob_id, *blocking(self._parse, self._read(name), header_size))
                       for blob_id, name, header_size in rows[at:at + INDEX_SLICE]]
             with self._db.tx() as db:
                 for blob_id, structure, text, head in parsed:
@@ -140,11 +146,15 @@ class SqlIndexer(Generic[C]):
                         self._store(db, blob_id, structure, text, head)
                     # else: indexed meanwhile (another thread, process or node)
 
-    def _parse(self, name: str, header_size: int
-               ) -> tuple[MessageStructure | None, str, bytes]:
+    def _read(self, name: str) -> bytes | None:
         try:
-            data = self._blobs.read_blob(name)
+            return self._blobs.read_blob(name)
         except (OSError, NotFound):  # a missing blob: this message only
+            return None
+
+    def _parse(self, data: bytes | None, header_size: int
+               ) -> tuple[MessageStructure | None, str, bytes]:
+        if data is None:
             return None, "", b""
         structure = parse_message(data, self._limits)
         head = raw_fields(data[:header_size], HEAD_NAMES)
