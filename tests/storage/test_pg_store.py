@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +28,7 @@ from postwarden.storage.interfaces import (
 )
 from postwarden.storage.mailbox import INBOX
 from postwarden.storage.postgresql import PgStore
+from postwarden.storage.postgresql.db import Conn
 from storage.conftest import ALICE, PG_POOL_SIZE
 
 MESSAGE = b"Subject: hi\r\n\r\nthe same bytes\r\n"
@@ -198,6 +200,32 @@ class TestSeveralNodes:
             await asyncio.to_thread(accept, one, "m1", (ALICE,))
             modseq = await asyncio.wait_for(watch.wait(), WAIT)
         assert modseq == one.mailboxes.status(box.id).highestmodseq
+
+
+    def test_indexers_claim_blobs_in_id_order(
+        self, nodes: tuple[PgStore, PgStore], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two indexers (a search's, the background one, another node's) claiming
+        overlapping blobs in different orders deadlocked (PostgreSQL aborts one:
+        a search answered NO). Whatever order they are asked in, blobs are
+        claimed in id order."""
+        one, _ = nodes
+        for i in range(5):
+            accept(one, f"m{i}", (ALICE,))
+        box = one.mailboxes.get_mailbox(ALICE, "INBOX")
+        assert box is not None
+        waiting = one.indexer.waiting(box.id)
+        claimed: list[int] = []
+        store = one.indexer._store
+
+        def recording(db: Conn, blob_id: int, *rest: Any) -> None:
+            claimed.append(blob_id)
+            store(db, blob_id, *rest)
+
+        monkeypatch.setattr(one.indexer, "_store", recording)
+        monkeypatch.setattr(one.indexer, "waiting", lambda _: sorted(waiting, reverse=True))
+        assert one.indexer.index_mailbox(box.id) == 5
+        assert claimed == sorted(row[0] for row in waiting)
 
 
 class TestOpening:

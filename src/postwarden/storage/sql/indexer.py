@@ -132,8 +132,12 @@ class SqlIndexer(Generic[C]):
 
         The bytes are read here; the parsing, all CPU, goes to a thread when
         this runs bridged on the event loop (PostgreSQL), so a search that
-        indexes a backlog first never stops the other sessions.
+        indexes a backlog first never stops the other sessions. Another
+        indexer (the background one, another node's) may claim the same blobs
+        meanwhile: both take them in id order, so one waits for the other
+        rather than deadlocking.
         """
+        rows = sorted(rows)  # blobs claimed in id order: two indexers never deadlock
         for at in range(0, len(rows), INDEX_SLICE):
             parsed = [(blob_id, *blocking(self._parse, self._read(name), header_size))
                       for blob_id, name, header_size in rows[at:at + INDEX_SLICE]]
