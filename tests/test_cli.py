@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -69,12 +70,20 @@ def one_line_error(result: Result) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where `postwarden init` has run, once per module (TestInit tests init)."""
+    root = tmp_path_factory.mktemp("init")
+    CLI(root).ok("init", "--hostname", "mail.example.test", "--domain", "example.test")
+    return root
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> CLI:
-    """A folder where `postwarden init` has run."""
-    runner = CLI(tmp_path)
-    runner.ok("init", "--hostname", "mail.example.test", "--domain", "example.test")
-    return runner
+def cli(initialised: Path, tmp_path: Path) -> CLI:
+    """A test's own copy of the initialised folder (config, certificate, database with
+    the domain and postmaster): the same as running init in it, without a process each."""
+    shutil.copytree(initialised, tmp_path, dirs_exist_ok=True)
+    return CLI(tmp_path)
 
 
 class TestInit:
