@@ -217,6 +217,16 @@ class ServerProcess:
         return [store.blobs.read_blob(m.blob.name) for m in found if m.blob is not None]
 
 
+def worker_ports() -> range:
+    """This test process's share of 20000-32767: all of it, or under pytest-xdist
+    (``-n``) one slice per worker, so two workers never pick the same port; one
+    worker's port is free when checked yet bound by the other's server moments later."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (32768 - 20000) // workers
+    return range(20000 + index * size, 20000 + (index + 1) * size)
+
+
 def free_ports(count: int) -> list[int]:
     """Loopback ports free now, for configs that must name a port before the server binds it.
 
@@ -225,7 +235,7 @@ def free_ports(count: int) -> list[int]:
     as its source port before the server binds it, as a port from bind(0) can.
     """
     chosen: list[int] = []
-    for port in random.sample(range(20000, 32768), 200):  # bounded: plenty are free
+    for port in random.sample(worker_ports(), 200):  # bounded: plenty are free
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
