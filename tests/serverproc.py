@@ -8,6 +8,7 @@ reads the ports from it.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import random
 import resource
@@ -55,6 +56,14 @@ def render_toml(top: dict[str, Any], sections: dict[str, dict[str, Any]],
         lines.append("\n[[routes]]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in route.items()]
     return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def password_hash(password: str) -> str:
+    """One argon2id hash per password for the whole run: each costs about 150 ms of
+    CPU, and hundreds of test accounts share a few passwords. Each is still a real
+    hash with the production parameters, checked by the server at every login."""
+    return hash_password(password)
 
 
 class ServerProcess:
@@ -107,7 +116,7 @@ class ServerProcess:
         return twin
 
     def add_user(self, address: str, password: str = PASSWORD) -> str:
-        self.store.directory.add_account(address, hash_password(password))
+        self.store.directory.add_account(address, password_hash(password))
         return address
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from postwarden.config import Config, from_dict
-from postwarden.policy.passwords import hash_password
 from postwarden.policy.throttle import AuthThrottle
 from postwarden.servers.common import Authenticator
 from postwarden.servers.pop3 import POP3Server
@@ -30,6 +29,7 @@ from postwarden.servers.tls import server_context, write_self_signed
 from postwarden.storage.interfaces import Acceptance
 from postwarden.storage.sqlite import SqliteStore
 from postwarden.storage.sqlite.aio import AsyncSqliteStore
+from serverproc import password_hash
 
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
@@ -120,7 +120,7 @@ class POP3Harness:
         self.store = SqliteStore(self.cfg.data_dir)
         self.store.directory.add_domain(DOMAIN)
         for user in (USER, OTHER):
-            self.store.directory.add_account(user, hash_password(PASSWORD))
+            self.store.directory.add_account(user, password_hash(PASSWORD))
             self.store.mailboxes.ensure_mailboxes(user)
         self.server: ServerThread | None = None
         self.aio: AsyncSqliteStore | None = None
