@@ -49,10 +49,10 @@ class MeteredWriter:
 # The mark of the mark-and-sweep: rows that nothing refers to. The reference
 # count only nominates candidates (its partial index keeps the sweep cheap);
 # a mailbox row or a queue entry that still names the blob always saves it.
-_UNREFERENCED = (
-    " refs <= 0 AND released < ?"
-    " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = blobs.id)"
+_NOTHING_REFERS = (
+    " NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_id = blobs.id)"
     " AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.blob = blobs.name)")
+_UNREFERENCED = " refs <= 0 AND released < ? AND" + _NOTHING_REFERS
 
 
 class BlobTable:
@@ -91,6 +91,20 @@ class BlobTable:
             "UPDATE blobs SET refs = refs - 1,"
             f" released = CASE WHEN refs - 1 <= 0 THEN ? ELSE released END WHERE {key} = ?"),
             [(now, k) for k in keys])
+
+    def release_leaked(self, db: Connection, older_than: float) -> int:
+        """The repair of a count that leaked: rows made before ``older_than`` whose count
+        says they are referenced but that nothing refers to are released as of their
+        making, so the ``sweep`` that follows takes them; how many.
+
+        Without it such a row (and its bytes) would stay forever: the count
+        only nominates, and it never reaches zero. Nothing adds a reference to
+        a row nothing refers to (a copy starts from a mailbox row; a new
+        acceptance has a new name), so one made before the grace is garbage.
+        """
+        return int(db.execute(self._sql(
+            "UPDATE blobs SET refs = 0, released = created WHERE refs > 0 AND created < ? AND"
+            + _NOTHING_REFERS), (older_than,)).rowcount)
 
     def sweep(self, db: Connection, older_than: float) -> Sequence[tuple[int, str, bytes]]:
         """Delete the rows nothing refers to, released before ``older_than``:

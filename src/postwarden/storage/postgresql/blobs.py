@@ -13,7 +13,10 @@ it stores the bytes: in the database within that transaction, or in S3 by
 a completed PUT before that transaction commits. So a blob is durable
 exactly when its first row is, a refused message leaves nothing behind,
 and a message whose PUT fails is not committed (``451``). Nothing deletes
-bytes but ``collect``, run by one node at a time.
+bytes but ``collect``, run by one node at a time. An object whose
+transaction rolled back after its PUT, or whose node died before the
+commit, is named by no row: the collector deletes it once it is older
+than the grace time.
 """
 
 from __future__ import annotations
@@ -132,8 +135,9 @@ class PgBlobs:
         self.rows.release(db, names)
 
     def collect(self, older_than: float) -> int | None:
-        """Delete blobs nothing refers to, released before ``older_than``; how many,
-        or None when another node holds the collector's lock (it is sweeping).
+        """Delete blobs nothing refers to, released (or, for a count that leaked, made)
+        before ``older_than``, and S3 objects no row names written before it; how many
+        of both, or None when another node holds the collector's lock (it is sweeping).
 
         Bytes go when no name refers to their digest any more; S3 objects are
         deleted before the transaction commits, while their rows are locked.
@@ -141,6 +145,8 @@ class PgBlobs:
         with self._db.exclusive(GC_KIND) as db:
             if db is None:
                 return None
+            orphans = self._sweep_orphans(older_than) if self._objects is not None else 0
+            self.rows.release_leaked(db, older_than)
             swept = self.rows.sweep(db, older_than)
             gone = db.execute(
                 "DELETE FROM blob_contents c WHERE c.digest = ANY(%s)"
@@ -149,7 +155,38 @@ class PgBlobs:
                 (sorted({digest for _, _, digest in swept}),)).fetchall()
             if self._objects is not None:
                 blocking(self._objects.delete_many, [bytes(r[0]) for r in gone if r[1]])
-        return len(swept)
+        return len(swept) + orphans
+
+    def _sweep_orphans(self, older_than: float) -> int:
+        """Delete the S3 objects written before ``older_than`` that no ``blob_contents`` row
+        names: PUT by a transaction that then rolled back, or by a node that died before
+        its commit. How many.
+
+        A listing page at a time, each in a transaction of its own (on a second
+        connection; the caller's holds the collector's lock): the collector
+        inserts a placeholder row for each digest, in digest order as ``keep_bytes``
+        does. A digest whose row exists, or is being inserted by an acceptance
+        that has not committed, conflicts (after waiting for that commit): its
+        object stays. One that does not is an orphan, and an acceptance of the
+        same bytes now waits on the placeholder until the object is deleted and
+        then PUTs it again. Young objects are never looked at: the grace time
+        covers uploads whose row is still to come.
+        """
+        assert self._objects is not None
+        deleted = 0
+        pages = self._objects.written_before(older_than)
+        while (page := blocking(next, pages, None)) is not None:  # a LIST request each
+            if not page:
+                continue
+            with self._db.tx() as db:
+                orphans = [bytes(r[0]) for r in db.execute(
+                    "INSERT INTO blob_contents SELECT d, '' FROM unnest(%s::bytea[]) d"
+                    " ORDER BY d ON CONFLICT (digest) DO NOTHING RETURNING digest",
+                    (sorted(page),)).fetchall()]
+                blocking(self._objects.delete_many, orphans)
+                db.execute("DELETE FROM blob_contents WHERE digest = ANY(%s)", (orphans,))
+            deleted += len(orphans)
+        return deleted
 
     # --- the fsck commands: bytes in the database have no files to lose --------------
 

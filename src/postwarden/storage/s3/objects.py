@@ -13,7 +13,8 @@ does not happen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +26,9 @@ from postwarden.storage.interfaces import (
     StoreUnavailable,
 )
 
+DELETE_BATCH = 1000  # keys per DeleteObjects request: S3's own limit
+DIGEST_NAME = re.compile(r"[0-9a-f]{64}")  # what ``key`` puts after the prefix
+
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
@@ -32,7 +36,10 @@ def _reason(exc: BaseException) -> str:
 
 
 class S3Objects:
-    """put / get (by range) / delete of content-addressed objects; a thread-safe client."""
+    """put / get (by range) / delete / list of content-addressed objects; a thread-safe
+    client."""
+
+    list_page = 1000  # keys per listing request (S3 gives at most 1000)
 
     def __init__(self, settings: S3Config) -> None:
         import boto3  # here: its import costs what an SQLite server should not pay
@@ -102,11 +109,40 @@ class S3Objects:
             raise self._failed("GET", exc) from None
 
     def delete_many(self, digests: Iterable[bytes]) -> None:
-        for digest in digests:
+        """Delete objects, up to ``DELETE_BATCH`` per request (S3's DeleteObjects limit);
+        an object already gone counts as deleted."""
+        keys = [self.key(digest) for digest in digests]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
             try:
-                self._client.delete_object(Bucket=self.settings.bucket, Key=self.key(digest))
+                reply = self._client.delete_objects(
+                    Bucket=self.settings.bucket, Delete={"Objects": batch, "Quiet": True})
             except Exception as exc:
                 raise self._failed("DELETE", exc) from None
+            errors = reply.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StoreError(f"s3 DELETE at {self.settings.endpoint}: {first.get('Key')}:"
+                                 f" {first.get('Message') or first.get('Code')}")
+
+    def written_before(self, before: float) -> Iterator[list[bytes]]:
+        """The digests of the objects last written before ``before`` (a time), a listing
+        page (``list_page`` keys) at a time. A key that is not the prefix and a SHA-256
+        in hex is not ours: it is never listed, so never deleted."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=self.settings.prefix,
+            PaginationConfig={"PageSize": self.list_page})
+        try:
+            for page in pages:
+                yield [digest for item in page.get("Contents", [])
+                       if item["LastModified"].timestamp() < before
+                       and (digest := self._digest(item["Key"])) is not None]
+        except Exception as exc:
+            raise self._failed("LIST", exc) from None
+
+    def _digest(self, key: str) -> bytes | None:
+        name = key.removeprefix(self.settings.prefix)
+        return bytes.fromhex(name) if DIGEST_NAME.fullmatch(name) else None
 
     def _failed(self, what: str, exc: BaseException) -> StoreError:
         """Unreachable, timed out or a 5xx: ``StoreUnavailable`` (try again later, as for
