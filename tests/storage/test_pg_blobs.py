@@ -21,7 +21,7 @@ import pytest
 from pgcluster import PgCluster
 from postwarden.config import ConfigError, from_dict
 from postwarden.storage.factory import async_boundary
-from postwarden.storage.interfaces import DatabaseUnusable, StoreError
+from postwarden.storage.interfaces import DatabaseUnusable, StoreError, StoreUnavailable
 from postwarden.storage.postgresql import PgStore
 from postwarden.storage.postgresql.db import PERIODIC_LOCKS
 from s3server import S3Server, keys, running_s3
@@ -269,6 +269,22 @@ class TestGarbage:
             assert len(objects(one)) == 1
             assert one.blobs.read_blob("racing") == MESSAGE
             assert swept == [0]
+
+
+    def test_s3_down_during_a_sweep_is_one_line_and_deletes_nothing(
+        self, pg_cluster: PgCluster
+    ) -> None:
+        """The listing fails: ``StoreUnavailable`` (the round is one warning), and the
+        transaction rolls back, so the next round finds the garbage again."""
+        with running_s3() as server, two_nodes(pg_cluster.schema(),
+                                               s3_settings(server)) as (one, _):
+            accept(one, "gone", (), ("x@remote.test",))
+            assert one.queue.remove_queued("gone")
+            server.stop()
+            with pytest.raises(StoreUnavailable, match=r"^s3 LIST at http://127\.0\.0\.1:"):
+                one.collect_blobs(time.time() + 2 * DAY, DAY)
+            assert count(one, "SELECT count(*) FROM blobs") == 1
+            assert count(one, "SELECT count(*) FROM blob_contents") == 1
 
 
 class TestS3Settings:
