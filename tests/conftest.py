@@ -14,6 +14,15 @@ from s3server import S3Server, running_s3
 from serverproc import ServerProcess
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with tests that start server processes (marked slow) run first: under
+    ``make test``'s two processes the long ones then run beside the many short
+    ones, instead of ending the run on one process while the other has nothing
+    to do. The sort is stable, so each file's tests stay together and in order."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Build (not start) servers with config overrides; all are stopped at the end."""
