@@ -86,7 +86,10 @@ def twin(sock: socket.socket) -> socket.socket:
 
 
 def _listening(family: int, where: tuple[Any, ...], reuse_port: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that
+    # say they are TCP, and accepted sockets inherit it; with Nagle a reply written in
+    # two parts waited for the client's delayed ACK (an IMAP STORE took 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
