@@ -236,6 +236,12 @@ def worker_ports() -> range:
     return range(20000 + index * size, 20000 + (index + 1) * size)
 
 
+# Every port free_ports handed out in this test process: never handed out twice, as a
+# port chosen for one server (Pebble's, a test's) stays unbound until that server starts,
+# so a second pick meanwhile could name it again ("cannot listen: Address already in use").
+_GIVEN: set[int] = set()
+
+
 def free_ports(count: int) -> list[int]:
     """Loopback ports free now, for configs that must name a port before the server binds it.
 
@@ -245,6 +251,8 @@ def free_ports(count: int) -> list[int]:
     """
     chosen: list[int] = []
     for port in random.sample(worker_ports(), 200):  # bounded: plenty are free
+        if port in _GIVEN:  # free, but maybe named in a config whose server is not up yet
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -252,5 +260,6 @@ def free_ports(count: int) -> list[int]:
                 continue
         chosen.append(port)
         if len(chosen) == count:
+            _GIVEN.update(chosen)
             return chosen
     raise RuntimeError("no free loopback ports below the ephemeral range")
