@@ -128,7 +128,7 @@ async def _report_removal(cfg: Config, store: Store, msg: QueuedMessage, now: fl
         original = store.blobs.read_blob(msg.blob)
         return await send_reports(intake, cfg.hostname, msg, original, {Action.FAILED: rcpts}, now)
     finally:
-        aio.close()
+        await aio.aclose()
 
 
 def _remove(cfg: Config, store: Store, queue_id: str, report: bool, now: float) -> None:

@@ -85,7 +85,6 @@ class Store(Protocol):
 class AsyncStore(AsyncDirectory, AsyncIntakeStore, AsyncMailboxStore, AsyncQueue, Protocol):
     """The async boundary the servers and the queue manager use."""
 
-    def close(self) -> None: ...
     async def aclose(self) -> None:
         """Close, on the loop the boundary served (PostgreSQL's async pool lives there)."""
 

@@ -128,7 +128,6 @@ class PgDatabase:
                                    open=False, name="postwarden")
         self.aio_pool = AsyncConnectionPool(dsn, kwargs=kwargs, min_size=1, max_size=pool_size,
                                             open=False, name="postwarden-aio")
-        self._aio_opened = False
         self.where = _where(dsn)  # host:port/database, for messages
         try:  # one direct attempt first: the pool would retry a refusal until its timeout
             psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
@@ -147,9 +146,8 @@ class PgDatabase:
             with self.pool.connection(timeout=self.timeout) as conn:
                 yield conn
             return
-        if not self._aio_opened:  # on the loop that serves: an asyncio pool lives on one
-            self._aio_opened = True
-            bridge.await_only(self.aio_pool.open())  # fills in the background
+        if self.aio_pool.closed:  # opened on the serving loop: an asyncio pool lives on one
+            bridge.await_only(self.aio_pool.open())  # fills in the background; safe twice
         with bridge.entered(self.aio_pool.connection(timeout=self.timeout)) as aconn:
             yield AsyncConn(aconn)
 
@@ -247,8 +245,7 @@ class PgDatabase:
 
     async def aclose(self) -> None:
         """Close the async pool, on the loop it was opened on (then ``close``)."""
-        if self._aio_opened:
-            self._aio_opened = False
+        if not self.aio_pool.closed:
             await self.aio_pool.close()
 
     def close(self) -> None:

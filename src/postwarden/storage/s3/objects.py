@@ -3,9 +3,10 @@
 boto3 is the client: AWS's own, kept in step with the S3 API, and the one
 moto (the S3 server the tests run on loopback) is built around, so the
 tests speak to the server exactly as production does. It is imported only
-when a configuration asks for S3. Every call blocks: callers run on the
-store's threads, never on the event loop. Errors of any kind (network,
-refusal, a missing bucket) become one ``StoreError`` line naming the
+when a configuration asks for S3. Every call blocks: store code on the
+event loop makes them through ``bridge.blocking`` (a thread), never
+directly. Errors of any kind (network, refusal, a missing bucket) become
+one ``StoreError`` line naming the
 endpoint (``StoreUnavailable`` when S3 cannot be reached), so an acceptance
 that cannot reach S3 gets ``451`` and the commit that needed the object
 does not happen.
